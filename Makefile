@@ -1,0 +1,35 @@
+# Everything runs from a project-local .venv that this Makefile creates.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+SPEC ?= specs/demo.toml
+STACKS := $(BIN)/stacks
+INSTALLED := $(VENV)/.installed
+PYTEST_ARGS ?=
+
+.PHONY: demo test test-fast lint lock build publish export bench clean
+
+$(INSTALLED): pyproject.toml
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[test]'
+	@touch $@
+
+## demo: show the demo stack
+demo: $(INSTALLED)
+	$(STACKS) show $(SPEC)
+
+## test: lint, then the whole test suite (slow end-to-end tests included)
+test: $(INSTALLED)
+	$(BIN)/ruff check .
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+## test-fast: the test suite without the slow end-to-end tests
+test-fast: $(INSTALLED)
+	$(BIN)/python -m pytest -m "not slow" $(PYTEST_ARGS)
+
+lint: $(INSTALLED)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+clean:
+	rm -rf $(VENV) specs/cache specs/_artifacts specs/_export specs/_deploy

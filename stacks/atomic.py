@@ -1,0 +1,106 @@
+"""Atomic writes: write into a temporary sibling, then rename over the target."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+
+def write_bytes(path: Path, data: bytes, *, mode: int | None = None) -> None:
+    """Write `data` to `path` atomically (readers see the old or the new file, never a part)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        if mode is not None:
+            os.chmod(tmp, mode)
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+
+
+def write_text(path: Path, text: str, *, mode: int | None = None) -> None:
+    """Write UTF-8 `text` with LF line endings to `path` atomically."""
+    write_bytes(path, text.encode("utf-8"), mode=mode)
+
+
+def write_json(path: Path, data: Any) -> None:
+    """Write `data` as sorted, indented JSON with a trailing newline, atomically."""
+    write_text(path, json.dumps(data, indent=2, sort_keys=True) + "\n")
+
+
+def write_if_changed(path: Path, data: bytes) -> bool:
+    """Atomically write `data` unless `path` already holds exactly it; return whether it was written."""
+    try:
+        if path.read_bytes() == data:
+            return False
+    except OSError:
+        pass
+    write_bytes(path, data)
+    return True
+
+
+@contextlib.contextmanager
+def new_directory(target: Path) -> Iterator[Path]:
+    """Yield a temporary sibling of `target` to fill; on success it replaces `target`.
+
+    On any failure (or interruption) the temporary folder is removed and `target` is left
+    exactly as it was, so a half-built folder is never mistaken for a finished one.
+    """
+    target.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".partial", dir=target.parent))
+    try:
+        yield staging
+        replace_directory(staging, target)
+    except BaseException:
+        remove_tree(staging)
+        raise
+
+
+def replace_directory(source: Path, target: Path) -> None:
+    """Move the folder `source` to `target`, replacing what was there (old tree removed after)."""
+    old: Path | None = None
+    if target.exists() or target.is_symlink():
+        old = target.with_name(f".{target.name}.old-{os.getpid()}")
+        remove_tree(old)
+        os.replace(target, old)
+    os.replace(source, target)
+    if old is not None:
+        remove_tree(old)
+
+
+def remove_tree(path: Path) -> None:
+    """Remove a file, link or folder if it exists, making read-only entries writable first."""
+    if path.is_symlink() or path.is_file():
+        path.unlink()
+        return
+    if not path.exists():
+        return
+
+    def _onerror(func: Any, failed: str, _exc: Any) -> None:
+        with contextlib.suppress(OSError):
+            os.chmod(failed, 0o700)
+            os.chmod(os.path.dirname(failed), 0o700)
+        func(failed)
+
+    shutil.rmtree(path, onerror=_onerror)
+
+
+def clean_stale_partials(folder: Path) -> None:
+    """Remove `.NAME.*.partial` / `.NAME.old-PID` leftovers of interrupted runs in `folder`."""
+    if not folder.is_dir():
+        return
+    for entry in folder.iterdir():
+        if entry.name.startswith(".") and (entry.name.endswith(".partial") or ".old-" in entry.name or entry.name.endswith(".tmp")):
+            remove_tree(entry)

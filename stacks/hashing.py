@@ -1,0 +1,179 @@
+"""Content hashes (xxh3-128) of strings, files and trees, and the stamps that record them."""
+
+from __future__ import annotations
+
+import json
+import os
+import stat
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import xxhash
+
+from . import atomic
+
+PREFIX = "xxh3_128:"
+_CHUNK = 1 << 20
+
+
+def hash_bytes(data: bytes) -> str:
+    """`xxh3_128:<hex>` of some bytes."""
+    return PREFIX + xxhash.xxh3_128_hexdigest(data)
+
+
+def hash_strings(*parts: str) -> str:
+    """Hash of an ordered sequence of strings (separated, so ("ab", "c") != ("a", "bc"))."""
+    return hash_bytes(json.dumps(list(parts), ensure_ascii=False).encode("utf-8"))
+
+
+def hash_json(data: Any) -> str:
+    """Hash of a JSON-able value in canonical form (sorted keys)."""
+    return hash_bytes(json.dumps(data, sort_keys=True, ensure_ascii=False, separators=(",", ":")).encode("utf-8"))
+
+
+def hash_file(path: Path) -> str:
+    """Streamed hash of one file's content."""
+    digest = xxhash.xxh3_128()
+    with open(path, "rb") as handle:
+        while chunk := handle.read(_CHUNK):
+            digest.update(chunk)
+    return PREFIX + digest.hexdigest()
+
+
+def hash_file_or_none(path: Path) -> str | None:
+    """Hash of a file, or None if it does not exist."""
+    try:
+        return hash_file(path)
+    except FileNotFoundError:
+        return None
+
+
+@dataclass(frozen=True)
+class TreeEntry:
+    """One entry of a tree manifest: kind `f` (file), `l` (symlink) or `d` (folder)."""
+
+    kind: str
+    digest: str = ""  # file content hash, or symlink target
+    executable: bool = False
+    size: int = 0
+    mtime_ns: int = 0
+
+    def content(self) -> list[Any]:
+        """The parts of the entry that are content (not stat data)."""
+        return [self.kind, self.digest, self.executable]
+
+
+@dataclass
+class TreeManifest:
+    """Names and content hashes of every entry below a folder, plus stat data for cheap drift checks."""
+
+    entries: dict[str, TreeEntry] = field(default_factory=dict)
+
+    def digest(self) -> str:
+        """Hash of the tree's content (paths, kinds, file hashes, link targets, exec bits)."""
+        return hash_json([[path, *entry.content()] for path, entry in sorted(self.entries.items())])
+
+    def to_json(self) -> dict[str, Any]:
+        """A JSON-able form."""
+        return {
+            path: [e.kind, e.digest, e.executable, e.size, e.mtime_ns] for path, e in sorted(self.entries.items())
+        }
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> TreeManifest:
+        """Inverse of to_json."""
+        return cls({path: TreeEntry(k, d, bool(x), int(s), int(m)) for path, (k, d, x, s, m) in data.items()})
+
+    def stat_drift(self, root: Path, *, limit: int = 20) -> list[str]:
+        """Paths whose kind, size or mtime differ from the manifest, or that appeared or vanished (no hashing)."""
+        current = scan_tree(root, hash_files=False)
+        return _differences(self, current, compare=lambda a, b: (a.kind, a.size, a.mtime_ns, a.digest if a.kind == "l" else "") != (b.kind, b.size, b.mtime_ns, b.digest if b.kind == "l" else ""), limit=limit)
+
+    def content_drift(self, root: Path, *, limit: int = 50) -> list[str]:
+        """Paths whose content differs from the manifest (rehashes every file)."""
+        current = scan_tree(root)
+        return _differences(self, current, compare=lambda a, b: a.content() != b.content(), limit=limit)
+
+
+def _differences(
+    recorded: TreeManifest, current: TreeManifest, *, compare: Callable[[TreeEntry, TreeEntry], bool], limit: int
+) -> list[str]:
+    found: list[str] = []
+    for path in sorted(set(recorded.entries) | set(current.entries)):
+        old, new = recorded.entries.get(path), current.entries.get(path)
+        if old is None:
+            found.append(f"added: {path}")
+        elif new is None:
+            found.append(f"missing: {path}")
+        elif old.kind == "d" and new.kind == "d":
+            continue
+        elif compare(old, new):
+            found.append(f"changed: {path}")
+        if len(found) >= limit:
+            break
+    return found
+
+
+def scan_tree(
+    root: Path, *, hash_files: bool = True, skip: Callable[[str], bool] | None = None
+) -> TreeManifest:
+    """Walk `root` (not following links) into a manifest; `skip(relpath)` prunes entries."""
+    manifest = TreeManifest()
+    root_str = os.fspath(root)
+    for dirpath, dirnames, filenames in os.walk(root_str):
+        rel_dir = os.path.relpath(dirpath, root_str)
+        rel_dir = "" if rel_dir == "." else rel_dir.replace(os.sep, "/") + "/"
+        kept_dirs = []
+        for name in sorted(dirnames):
+            rel = rel_dir + name
+            if skip is not None and skip(rel):
+                continue
+            full = os.path.join(dirpath, name)
+            if os.path.islink(full):
+                manifest.entries[rel] = _link_entry(full)
+            else:
+                manifest.entries[rel] = TreeEntry("d")
+                kept_dirs.append(name)
+        dirnames[:] = kept_dirs
+        for name in filenames:
+            rel = rel_dir + name
+            if skip is not None and skip(rel):
+                continue
+            full = os.path.join(dirpath, name)
+            info = os.lstat(full)
+            if stat.S_ISLNK(info.st_mode):
+                manifest.entries[rel] = _link_entry(full)
+            else:
+                digest = hash_file(Path(full)) if hash_files else ""
+                executable = bool(info.st_mode & 0o111)
+                manifest.entries[rel] = TreeEntry("f", digest, executable, info.st_size, info.st_mtime_ns)
+    return manifest
+
+
+def _link_entry(path: str) -> TreeEntry:
+    info = os.lstat(path)
+    return TreeEntry("l", os.readlink(path), False, info.st_size, info.st_mtime_ns)
+
+
+# ---------------------------------------------------------------- stamps
+
+
+def read_stamp(path: Path) -> dict[str, Any] | None:
+    """A stamp's data, or None if it is missing or unreadable (then the step must run again)."""
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError, UnicodeDecodeError):
+        return None
+    return data if isinstance(data, dict) else None
+
+
+def write_stamp(path: Path, data: dict[str, Any]) -> None:
+    """Record a finished step's inputs and outputs, atomically and last."""
+    atomic.write_json(path, data)
+
+
+def hashes_of(paths: Iterable[Path]) -> dict[str, str | None]:
+    """Content hashes of several files by path (None for missing ones)."""
+    return {os.fspath(p): hash_file_or_none(p) for p in paths}
