@@ -59,7 +59,9 @@ def new_directory(target: Path) -> Iterator[Path]:
     exactly as it was, so a half-built folder is never mistaken for a finished one.
     """
     target.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".partial", dir=target.parent))
+    staging = Path(
+        tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".partial", dir=target.parent)
+    )
     try:
         yield staging
         replace_directory(staging, target)
@@ -102,5 +104,7 @@ def clean_stale_partials(folder: Path) -> None:
     if not folder.is_dir():
         return
     for entry in folder.iterdir():
-        if entry.name.startswith(".") and (entry.name.endswith(".partial") or ".old-" in entry.name or entry.name.endswith(".tmp")):
+        if entry.name.startswith(".") and (
+            entry.name.endswith(".partial") or ".old-" in entry.name or entry.name.endswith(".tmp")
+        ):
             remove_tree(entry)

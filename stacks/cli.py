@@ -41,7 +41,9 @@ def _build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"stacks {__version__}")
     verbosity = parser.add_mutually_exclusive_group()
-    verbosity.add_argument("-v", "--verbose", action="count", default=0, help="say more (repeatable)")
+    verbosity.add_argument(
+        "-v", "--verbose", action="count", default=0, help="say more (repeatable)"
+    )
     verbosity.add_argument("-q", "--quiet", action="store_true", help="print only errors")
     commands = parser.add_subparsers(title="commands", metavar="COMMAND")
 
@@ -53,7 +55,9 @@ def _build_parser() -> argparse.ArgumentParser:
 
 
 def _add_spec_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("spec", metavar="SPEC", help="the stack spec file (TOML, or YAML by extension)")
+    parser.add_argument(
+        "spec", metavar="SPEC", help="the stack spec file (TOML, or YAML by extension)"
+    )
     parser.add_argument(
         "--include",
         metavar="PATTERN",
@@ -62,16 +66,26 @@ def _add_spec_arguments(parser: argparse.ArgumentParser) -> None:
         help="only layers whose env name matches (fnmatch; repeatable), with the layers they need",
     )
     parser.add_argument(
-        "--allow-missing", action="store_true", help="a pattern that matches no layer is a warning, not an error"
+        "--allow-missing",
+        action="store_true",
+        help="a pattern that matches no layer is a warning, not an error",
     )
-    parser.add_argument("--runtime-source", choices=("python-build-standalone", "local"), help="override runtime sources for this run")
-    parser.add_argument("--python-mirror", metavar="URL", help="download host for python-build-standalone")
+    parser.add_argument(
+        "--runtime-source",
+        choices=("python-build-standalone", "local"),
+        help="override runtime sources for this run",
+    )
+    parser.add_argument(
+        "--python-mirror", metavar="URL", help="download host for python-build-standalone"
+    )
 
 
 def _load(args: argparse.Namespace) -> Any:
     from .spec import load_spec
 
-    spec = load_spec(args.spec, runtime_source=args.runtime_source, python_mirror=args.python_mirror)
+    spec = load_spec(
+        args.spec, runtime_source=args.runtime_source, python_mirror=args.python_mirror
+    )
     if not getattr(args, "quiet", False):
         for warning in spec.warnings:
             print(f"warning: {warning}", file=sys.stderr)
@@ -86,7 +100,9 @@ def _selected(args: argparse.Namespace, spec: Any, *, with_dependents: bool) -> 
         message = f"no layers match: {', '.join(unmatched)}"
         if not args.allow_missing:
             names = ", ".join(layer.env_name for layer in spec.layers)
-            raise UsageError(message, hint=f"layers in {spec.name}: {names} (or pass --allow-missing)")
+            raise UsageError(
+                message, hint=f"layers in {spec.name}: {names} (or pass --allow-missing)"
+            )
         print(f"warning: {message}", file=sys.stderr)
     return layers
 
@@ -103,7 +119,9 @@ def _cmd_show(args: argparse.Namespace) -> int:
     if args.json:
         document: dict[str, Any] = {"spec_name": spec.name}
         for kind in LayerKind:
-            document[kind.table] = [_layer_json(spec, layer, status) for layer in layers if layer.kind is kind]
+            document[kind.table] = [
+                _layer_json(spec, layer, status) for layer in layers if layer.kind is kind
+            ]
         print(json.dumps(document, indent=2))
         return 0
     print(_render_tree(spec, layers, status))
@@ -118,10 +136,16 @@ def _lock_status(spec: Any, layers: Sequence[Any]) -> dict[str, tuple[bool, int 
     return {name: (False, None) for name in names}
 
 
-def _layer_json(spec: Any, layer: Any, status: dict[str, tuple[bool, int | None]]) -> dict[str, Any]:
+def _layer_json(
+    spec: Any, layer: Any, status: dict[str, tuple[bool, int | None]]
+) -> dict[str, Any]:
     def ref(env_name: str) -> dict[str, Any]:
         valid, version = status[env_name]
-        return {"name": env_name, "install_target": spec.layer(env_name).deployed_name(version), "has_valid_lock": valid}
+        return {
+            "name": env_name,
+            "install_target": spec.layer(env_name).deployed_name(version),
+            "has_valid_lock": valid,
+        }
 
     entry = ref(layer.env_name)
     entry["platforms"] = list(layer.platforms)
@@ -129,7 +153,9 @@ def _layer_json(spec: Any, layer: Any, status: dict[str, tuple[bool, int | None]
     return entry
 
 
-def _render_tree(spec: Any, layers: Sequence[Any], status: dict[str, tuple[bool, int | None]]) -> str:
+def _render_tree(
+    spec: Any, layers: Sequence[Any], status: dict[str, tuple[bool, int | None]]
+) -> str:
     from .spec import LayerKind
 
     def label(env_name: str) -> str:

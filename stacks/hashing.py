@@ -30,7 +30,9 @@ def hash_strings(*parts: str) -> str:
 
 def hash_json(data: Any) -> str:
     """Hash of a JSON-able value in canonical form (sorted keys)."""
-    return hash_bytes(json.dumps(data, sort_keys=True, ensure_ascii=False, separators=(",", ":")).encode("utf-8"))
+    return hash_bytes(
+        json.dumps(data, sort_keys=True, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
+    )
 
 
 def hash_file(path: Path) -> str:
@@ -78,27 +80,47 @@ class TreeManifest:
     def to_json(self) -> dict[str, Any]:
         """A JSON-able form."""
         return {
-            path: [e.kind, e.digest, e.executable, e.size, e.mtime_ns] for path, e in sorted(self.entries.items())
+            path: [e.kind, e.digest, e.executable, e.size, e.mtime_ns]
+            for path, e in sorted(self.entries.items())
         }
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> TreeManifest:
         """Inverse of to_json."""
-        return cls({path: TreeEntry(k, d, bool(x), int(s), int(m)) for path, (k, d, x, s, m) in data.items()})
+        return cls(
+            {
+                path: TreeEntry(k, d, bool(x), int(s), int(m))
+                for path, (k, d, x, s, m) in data.items()
+            }
+        )
 
     def stat_drift(self, root: Path, *, limit: int = 20) -> list[str]:
         """Paths whose kind, size or mtime differ from the manifest, or that appeared or vanished (no hashing)."""
         current = scan_tree(root, hash_files=False)
-        return _differences(self, current, compare=lambda a, b: (a.kind, a.size, a.mtime_ns, a.digest if a.kind == "l" else "") != (b.kind, b.size, b.mtime_ns, b.digest if b.kind == "l" else ""), limit=limit)
+        return _differences(
+            self,
+            current,
+            compare=lambda a, b: (
+                (a.kind, a.size, a.mtime_ns, a.digest if a.kind == "l" else "")
+                != (b.kind, b.size, b.mtime_ns, b.digest if b.kind == "l" else "")
+            ),
+            limit=limit,
+        )
 
     def content_drift(self, root: Path, *, limit: int = 50) -> list[str]:
         """Paths whose content differs from the manifest (rehashes every file)."""
         current = scan_tree(root)
-        return _differences(self, current, compare=lambda a, b: a.content() != b.content(), limit=limit)
+        return _differences(
+            self, current, compare=lambda a, b: a.content() != b.content(), limit=limit
+        )
 
 
 def _differences(
-    recorded: TreeManifest, current: TreeManifest, *, compare: Callable[[TreeEntry, TreeEntry], bool], limit: int
+    recorded: TreeManifest,
+    current: TreeManifest,
+    *,
+    compare: Callable[[TreeEntry, TreeEntry], bool],
+    limit: int,
 ) -> list[str]:
     found: list[str] = []
     for path in sorted(set(recorded.entries) | set(current.entries)):
@@ -148,7 +170,9 @@ def scan_tree(
             else:
                 digest = hash_file(Path(full)) if hash_files else ""
                 executable = bool(info.st_mode & 0o111)
-                manifest.entries[rel] = TreeEntry("f", digest, executable, info.st_size, info.st_mtime_ns)
+                manifest.entries[rel] = TreeEntry(
+                    "f", digest, executable, info.st_size, info.st_mtime_ns
+                )
     return manifest
 
 

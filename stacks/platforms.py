@@ -56,7 +56,9 @@ class TargetPlatform:
         }
 
     def uv_python_platform(
-        self, linux_target: tuple[int, int] = DEFAULT_GLIBC, macosx_target: tuple[int, int] = DEFAULT_MACOSX
+        self,
+        linux_target: tuple[int, int] = DEFAULT_GLIBC,
+        macosx_target: tuple[int, int] = DEFAULT_MACOSX,
     ) -> str:
         """The value of uv's `--python-platform` for this platform and these targets."""
         if self.os_family == "linux":
@@ -69,10 +71,18 @@ class TargetPlatform:
 
 
 _TABLE = {
-    "linux_x86_64": TargetPlatform("linux_x86_64", "linux", "x86_64", "linux", "Linux", "posix", "x86_64"),
-    "linux_aarch64": TargetPlatform("linux_aarch64", "linux", "aarch64", "linux", "Linux", "posix", "aarch64"),
-    "macosx_arm64": TargetPlatform("macosx_arm64", "macosx", "arm64", "darwin", "Darwin", "posix", "arm64"),
-    "macosx_x86_64": TargetPlatform("macosx_x86_64", "macosx", "x86_64", "darwin", "Darwin", "posix", "x86_64"),
+    "linux_x86_64": TargetPlatform(
+        "linux_x86_64", "linux", "x86_64", "linux", "Linux", "posix", "x86_64"
+    ),
+    "linux_aarch64": TargetPlatform(
+        "linux_aarch64", "linux", "aarch64", "linux", "Linux", "posix", "aarch64"
+    ),
+    "macosx_arm64": TargetPlatform(
+        "macosx_arm64", "macosx", "arm64", "darwin", "Darwin", "posix", "arm64"
+    ),
+    "macosx_x86_64": TargetPlatform(
+        "macosx_x86_64", "macosx", "x86_64", "darwin", "Darwin", "posix", "x86_64"
+    ),
     "win_amd64": TargetPlatform("win_amd64", "win", "AMD64", "win32", "Windows", "nt", "amd64"),
     "win_arm64": TargetPlatform("win_arm64", "win", "ARM64", "win32", "Windows", "nt", "arm64"),
 }
@@ -87,7 +97,12 @@ def build_platform() -> str | None:
     """The target platform name of the machine running this code, or None if unsupported."""
     machine = platform.machine().lower()
     if sys.platform.startswith("linux"):
-        return {"x86_64": "linux_x86_64", "amd64": "linux_x86_64", "aarch64": "linux_aarch64", "arm64": "linux_aarch64"}.get(machine)
+        return {
+            "x86_64": "linux_x86_64",
+            "amd64": "linux_x86_64",
+            "aarch64": "linux_aarch64",
+            "arm64": "linux_aarch64",
+        }.get(machine)
     if sys.platform == "darwin":
         return {"arm64": "macosx_arm64", "x86_64": "macosx_x86_64"}.get(machine)
     if sys.platform == "win32":
@@ -154,7 +169,9 @@ def wheel_supports(
     macosx_target: tuple[int, int] = DEFAULT_MACOSX,
 ) -> bool:
     """Whether a wheel (by file name) installs on `target` with the given glibc/macOS targets."""
-    return any(tag_supports(t, target, linux_target, macosx_target) for t in wheel_platform_tags(filename))
+    return any(
+        tag_supports(t, target, linux_target, macosx_target) for t in wheel_platform_tags(filename)
+    )
 
 
 def platforms_marker(names: Iterable[str]) -> list[str]:

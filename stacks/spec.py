@@ -28,7 +28,9 @@ class LayerKind(str, Enum):
     @property
     def table(self) -> str:
         """The spec's top-level array holding layers of this kind."""
-        return {"runtime": "runtimes", "framework": "frameworks", "application": "applications"}[self.value]
+        return {"runtime": "runtimes", "framework": "frameworks", "application": "applications"}[
+            self.value
+        ]
 
     @property
     def prefix(self) -> str:
@@ -189,7 +191,9 @@ _KIND_FIELDS = {
 _TOOL_STACKS_FIELDS = ("runtime_source", "python_mirror")
 _TOP_LEVEL_KNOWN = ("runtimes", "frameworks", "applications", "tool")
 _NAME_BAD_CHARS = re.compile(r"[/\\\x00-\x1f\x7f:*?\"<>|]")
-_IMPLEMENTATION = re.compile(r"^(?P<impl>[A-Za-z]+)@(?P<version>\d+\.\d+(?:\.\d+)?(?:(?:a|b|rc)\d+)?)$")
+_IMPLEMENTATION = re.compile(
+    r"^(?P<impl>[A-Za-z]+)@(?P<version>\d+\.\d+(?:\.\d+)?(?:(?:a|b|rc)\d+)?)$"
+)
 _SHA256 = re.compile(r"^[0-9a-fA-F]{64}$")
 
 
@@ -214,15 +218,21 @@ def _read_document(path: Path) -> dict[str, Any]:
     try:
         raw = path.read_bytes()
     except FileNotFoundError:
-        raise SpecError([Problem(shown, None, None, "spec file not found", "check the path")]) from None
+        raise SpecError(
+            [Problem(shown, None, None, "spec file not found", "check the path")]
+        ) from None
     except IsADirectoryError:
         raise SpecError([Problem(shown, None, None, "is a folder, not a spec file")]) from None
     except OSError as exc:
-        raise SpecError([Problem(shown, None, None, f"cannot read spec file: {exc.strerror}")]) from None
+        raise SpecError(
+            [Problem(shown, None, None, f"cannot read spec file: {exc.strerror}")]
+        ) from None
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as exc:
-        raise SpecError([Problem(shown, None, None, f"not UTF-8 text (byte {exc.start})")]) from None
+        raise SpecError(
+            [Problem(shown, None, None, f"not UTF-8 text (byte {exc.start})")]
+        ) from None
     if path.suffix.lower() in (".yaml", ".yml"):
         document = _parse_yaml(shown, text)
     else:
@@ -230,7 +240,13 @@ def _read_document(path: Path) -> dict[str, Any]:
     if document is None:
         document = {}
     if not isinstance(document, dict):
-        raise SpecError([Problem(shown, None, None, f"the document must be a table, not {_type_name(document)}")])
+        raise SpecError(
+            [
+                Problem(
+                    shown, None, None, f"the document must be a table, not {_type_name(document)}"
+                )
+            ]
+        )
     return document
 
 
@@ -269,7 +285,14 @@ def _parse_yaml(shown: str, text: str) -> Any:
 
 
 def _type_name(value: object) -> str:
-    names = {str: "a string", bool: "a boolean", int: "an integer", float: "a number", list: "an array", dict: "a table"}
+    names = {
+        str: "a string",
+        bool: "a boolean",
+        int: "an integer",
+        float: "a number",
+        list: "an array",
+        dict: "a table",
+    }
     if value is None:
         return "null"
     return names.get(type(value), f"a {type(value).__name__}")
@@ -329,7 +352,9 @@ class _SpecLoader:
         self.index_names: set[str] = set()
         self.macosx_default = DEFAULT_MACOSX
 
-    def problem(self, layer: str | None, fld: str | None, message: str, hint: str | None = None) -> None:
+    def problem(
+        self, layer: str | None, fld: str | None, message: str, hint: str | None = None
+    ) -> None:
         self.problems.append(Problem(self.shown, layer, fld, message, hint))
 
     # -- top level
@@ -373,7 +398,9 @@ class _SpecLoader:
                     package_indexes=tuple(sorted(info.package_indexes.items())),
                     priority_indexes=draft.priority_indexes,
                     runtime=info.runtime,
-                    frameworks=tuple(LayerKind.FRAMEWORK.prefix + ref for ref in draft.framework_refs or ()),
+                    frameworks=tuple(
+                        LayerKind.FRAMEWORK.prefix + ref for ref in draft.framework_refs or ()
+                    ),
                     linearised=info.linearised,
                     python_implementation=by_env[info.runtime].python_implementation or "",
                     source=draft.source,
@@ -413,13 +440,17 @@ class _SpecLoader:
             return {}
         indexes = config.get("index", [])
         if not isinstance(indexes, list):
-            self.problem(None, f"{where}.index", f"must be an array of tables, not {_type_name(indexes)}")
+            self.problem(
+                None, f"{where}.index", f"must be an array of tables, not {_type_name(indexes)}"
+            )
             indexes = []
         seen: set[str] = set()
         for position, entry in enumerate(indexes):
             label = f"{where}.index[{position}]"
             if not isinstance(entry, dict):
-                self.problem(None, label, f"must be a table with 'name' and 'url', not {_type_name(entry)}")
+                self.problem(
+                    None, label, f"must be a table with 'name' and 'url', not {_type_name(entry)}"
+                )
                 continue
             name, url = entry.get("name"), entry.get("url")
             if not isinstance(url, str) or not url:
@@ -427,10 +458,14 @@ class _SpecLoader:
             if name is None:
                 continue  # unnamed indexes are allowed; they just cannot be referenced
             if not isinstance(name, str) or not name:
-                self.problem(None, f"{label}.name", f"must be a non-empty string, not {_type_name(name)}")
+                self.problem(
+                    None, f"{label}.name", f"must be a non-empty string, not {_type_name(name)}"
+                )
                 continue
             if normalise_package(name) in seen:
-                self.problem(None, f"{label}.name", f"index name '{name}' is defined more than once")
+                self.problem(
+                    None, f"{label}.name", f"index name '{name}' is defined more than once"
+                )
             seen.add(normalise_package(name))
             self.index_names.add(name)
         sources = config.get("sources", {})
@@ -453,7 +488,9 @@ class _SpecLoader:
                 continue
             index = source["index"]
             if index not in self.index_names:
-                self.problem(None, label, f"unknown package index {index!r}", self._index_hint(str(index)))
+                self.problem(
+                    None, label, f"unknown package index {index!r}", self._index_hint(str(index))
+                )
         return config
 
     def _load_settings(
@@ -465,7 +502,12 @@ class _SpecLoader:
             table = {}
         for key in table:
             if key not in _TOOL_STACKS_FIELDS:
-                self.problem(None, f"tool.stacks.{key}", "unknown setting", _did_you_mean(str(key), _TOOL_STACKS_FIELDS))
+                self.problem(
+                    None,
+                    f"tool.stacks.{key}",
+                    "unknown setting",
+                    _did_you_mean(str(key), _TOOL_STACKS_FIELDS),
+                )
         source = table.get("runtime_source", "python-build-standalone")
         origin = "tool.stacks.runtime_source"
         for override, label in (
@@ -490,7 +532,9 @@ class _SpecLoader:
         ):
             if override:
                 mirror, origin = override, label
-        if mirror is not None and (not isinstance(mirror, str) or not re.match(r"^(https?|file)://", mirror)):
+        if mirror is not None and (
+            not isinstance(mirror, str) or not re.match(r"^(https?|file)://", mirror)
+        ):
             self.problem(None, origin, f"must be an http(s):// or file:// URL, not {mirror!r}")
             mirror = None
         return StackSettings(runtime_source=source, python_mirror=mirror)
@@ -519,14 +563,18 @@ class _SpecLoader:
             entries = self.doc.get(kind.table, [])
             if not isinstance(entries, list):
                 self.problem(
-                    None, kind.table, f"must be an array of tables ([[{kind.table}]]), not {_type_name(entries)}"
+                    None,
+                    kind.table,
+                    f"must be an array of tables ([[{kind.table}]]), not {_type_name(entries)}",
                 )
                 continue
             names_in_kind: set[str] = set()
             for position, entry in enumerate(entries):
                 label = f"{kind.table}[{position}]"
                 if not isinstance(entry, dict):
-                    self.problem(label, None, f"each layer must be a table, not {_type_name(entry)}")
+                    self.problem(
+                        label, None, f"each layer must be a table, not {_type_name(entry)}"
+                    )
                     continue
                 draft = self._load_layer(kind, label, entry, settings)
                 if draft is None:
@@ -541,7 +589,9 @@ class _SpecLoader:
                     continue
                 names_in_kind.add(draft.name)
                 if draft.env_name in seen_env:
-                    self.problem(draft.env_name, "name", f"env name clashes with {seen_env[draft.env_name]}")
+                    self.problem(
+                        draft.env_name, "name", f"env name clashes with {seen_env[draft.env_name]}"
+                    )
                     continue
                 seen_env[draft.env_name] = f"{kind.value} '{draft.name}'"
                 drafts.append(draft)
@@ -558,7 +608,12 @@ class _SpecLoader:
             self.problem(label, "name", f"must be a non-empty string, not {_type_name(name)}")
             return None
         env_name = kind.prefix + name
-        if _NAME_BAD_CHARS.search(name) or name in (".", "..") or name.startswith((".", "-")) or name != name.strip():
+        if (
+            _NAME_BAD_CHARS.search(name)
+            or name in (".", "..")
+            or name.startswith((".", "-"))
+            or name != name.strip()
+        ):
             self.problem(
                 env_name,
                 "name",
@@ -567,9 +622,15 @@ class _SpecLoader:
             )
             return None
         if kind is LayerKind.RUNTIME and name.startswith(("framework-", "app-")):
-            self.problem(env_name, "name", f"runtime name {name!r} starts with a reserved prefix ('framework-' or 'app-')")
+            self.problem(
+                env_name,
+                "name",
+                f"runtime name {name!r} starts with a reserved prefix ('framework-' or 'app-')",
+            )
         if "@" in name:
-            self.warnings.append(f"{self.shown}: layer '{env_name}': '@' in names is discouraged ('@N' marks versions)")
+            self.warnings.append(
+                f"{self.shown}: layer '{env_name}': '@' in names is discouraged ('@N' marks versions)"
+            )
         draft = _Draft(kind=kind, name=name, env_name=env_name)
         allowed = (*_COMMON_FIELDS, *_KIND_FIELDS[kind])
         for key in entry:
@@ -594,24 +655,37 @@ class _SpecLoader:
     ) -> tuple[str, ...] | None:
         if key not in entry:
             if required:
-                self.problem(draft.env_name, key, f"missing '{key}'", f"add `{key} = []` if the layer needs none")
+                self.problem(
+                    draft.env_name,
+                    key,
+                    f"missing '{key}'",
+                    f"add `{key} = []` if the layer needs none",
+                )
                 draft.broken = True
             return None
         value = entry[key]
         if not isinstance(value, list):
-            self.problem(draft.env_name, key, f"must be an array of strings, not {_type_name(value)}")
+            self.problem(
+                draft.env_name, key, f"must be an array of strings, not {_type_name(value)}"
+            )
             draft.broken = True
             return None
         wrong = [item for item in value if not isinstance(item, str)]
         if wrong:
-            self.problem(draft.env_name, key, f"must contain only strings, found {_type_name(wrong[0])} ({wrong[0]!r})")
+            self.problem(
+                draft.env_name,
+                key,
+                f"must contain only strings, found {_type_name(wrong[0])} ({wrong[0]!r})",
+            )
             draft.broken = True
             return None
         return tuple(value)
 
     def _string_table(self, draft: _Draft, entry: dict[str, Any], key: str) -> dict[str, str]:
         value = entry.get(key, {})
-        if not isinstance(value, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in value.items()):
+        if not isinstance(value, dict) or not all(
+            isinstance(k, str) and isinstance(v, str) for k, v in value.items()
+        ):
             self.problem(draft.env_name, key, "must be a table of strings to strings")
             draft.broken = True
             return {}
@@ -623,7 +697,9 @@ class _SpecLoader:
         if requirements is not None:
             draft.requirements = self._requirements(env, requirements)
         if "build_requirements" in entry:
-            self.warnings.append(f"{self.shown}: layer '{env}': dropping legacy field 'build_requirements' (it is ignored)")
+            self.warnings.append(
+                f"{self.shown}: layer '{env}': dropping legacy field 'build_requirements' (it is ignored)"
+            )
         platforms = self._string_list(draft, entry, "platforms")
         if platforms is not None:
             unknown = [p for p in platforms if p not in PLATFORMS]
@@ -646,7 +722,9 @@ class _SpecLoader:
             ok_type = isinstance(target, (str, int)) and not isinstance(target, bool)
             parsed = _parse_macosx(str(target)) if ok_type else None
             if parsed is None:
-                self.problem(env, "macosx_target", f"must be 'X' or 'X.Y' (e.g. '13.0'), not {target!r}")
+                self.problem(
+                    env, "macosx_target", f"must be 'X' or 'X.Y' (e.g. '13.0'), not {target!r}"
+                )
             else:
                 draft.macosx_target = parsed
         excludes = self._string_list(draft, entry, "dynlib_exclude")
@@ -661,9 +739,13 @@ class _SpecLoader:
             return
         hint = 'use "glibc" or "glibc@X.Y", e.g. "glibc@2.28" (musl is not supported yet)'
         if isinstance(target, str) and target.partition("@")[0] != "glibc":
-            message = f"Linux libc variant must be one of ['glibc'], not {target.partition('@')[0]!r}"
+            message = (
+                f"Linux libc variant must be one of ['glibc'], not {target.partition('@')[0]!r}"
+            )
         elif isinstance(target, str):
-            message = f"Linux libc version must be of the form 'X.Y', not {target.partition('@')[2]!r}"
+            message = (
+                f"Linux libc version must be of the form 'X.Y', not {target.partition('@')[2]!r}"
+            )
         else:
             message = f"must be a string like 'glibc@2.28', not {_type_name(target)}"
         self.problem(draft.env_name, "linux_target", message, hint)
@@ -673,7 +755,11 @@ class _SpecLoader:
         for package, index in self._string_table(draft, entry, "package_indexes").items():
             key = normalise_package(package)
             if key in draft.package_indexes:
-                self.problem(env, "package_indexes", f"package '{package}' is listed more than once (names are normalised)")
+                self.problem(
+                    env,
+                    "package_indexes",
+                    f"package '{package}' is listed more than once (names are normalised)",
+                )
             if index not in self.index_names:
                 self.problem(
                     env,
@@ -687,18 +773,31 @@ class _SpecLoader:
         if priority is not None:
             for index in priority:
                 if index not in self.index_names:
-                    self.problem(env, "priority_indexes", f"unknown package index '{index}'", self._index_hint(index))
+                    self.problem(
+                        env,
+                        "priority_indexes",
+                        f"unknown package index '{index}'",
+                        self._index_hint(index),
+                    )
             draft.priority_indexes = priority
         draft.index_overrides = self._string_table(draft, entry, "index_overrides")
         for original, replacement in draft.index_overrides.items():
             for index in (original, replacement):
                 if index not in self.index_names:
-                    self.problem(env, "index_overrides", f"unknown package index '{index}'", self._index_hint(index))
+                    self.problem(
+                        env,
+                        "index_overrides",
+                        f"unknown package index '{index}'",
+                        self._index_hint(index),
+                    )
 
     def _index_hint(self, name: str) -> str:
         if not self.index_names:
             return "define it as a [[tool.uv.index]] entry with this name"
-        return _did_you_mean(name, self.index_names) or f"known indexes: {', '.join(sorted(self.index_names))}"
+        return (
+            _did_you_mean(name, self.index_names)
+            or f"known indexes: {', '.join(sorted(self.index_names))}"
+        )
 
     def _requirements(self, env: str, requirements: Sequence[str]) -> tuple[str, ...]:
         from packaging.requirements import InvalidRequirement, Requirement
@@ -717,7 +816,9 @@ class _SpecLoader:
                 )
         return tuple(result)
 
-    def _runtime_fields(self, draft: _Draft, entry: dict[str, Any], settings: StackSettings) -> None:
+    def _runtime_fields(
+        self, draft: _Draft, entry: dict[str, Any], settings: StackSettings
+    ) -> None:
         env = draft.env_name
         implementation = entry.get("python_implementation")
         if "fully_versioned_name" in entry:
@@ -736,12 +837,17 @@ class _SpecLoader:
         match = _IMPLEMENTATION.match(implementation) if isinstance(implementation, str) else None
         if implementation is None:
             self.problem(
-                env, "python_implementation", "missing 'python_implementation'", 'add e.g. `python_implementation = "cpython@3.12"`'
+                env,
+                "python_implementation",
+                "missing 'python_implementation'",
+                'add e.g. `python_implementation = "cpython@3.12"`',
             )
             draft.broken = True
         elif match is None:
             self.problem(
-                env, "python_implementation", f"must look like 'cpython@X.Y' or 'cpython@X.Y.Z', not {implementation!r}"
+                env,
+                "python_implementation",
+                f"must look like 'cpython@X.Y' or 'cpython@X.Y.Z', not {implementation!r}",
             )
             draft.broken = True
         elif match.group("impl").lower() != "cpython":
@@ -771,21 +877,33 @@ class _SpecLoader:
             return RuntimeSource(settings.runtime_source)
         if isinstance(value, dict):
             for key in sorted(set(value) - {"url", "sha256"}, key=str):
-                self.problem(env, f"source.{key}", "unknown field", _did_you_mean(str(key), ("url", "sha256")))
+                self.problem(
+                    env,
+                    f"source.{key}",
+                    "unknown field",
+                    _did_you_mean(str(key), ("url", "sha256")),
+                )
             url, sha = value.get("url"), value.get("sha256")
             ok = True
             if not isinstance(url, str) or not re.match(r"^(https?|file)://", url):
-                self.problem(env, "source.url", f"must be an http(s):// or file:// URL, not {url!r}")
+                self.problem(
+                    env, "source.url", f"must be an http(s):// or file:// URL, not {url!r}"
+                )
                 ok = False
             if not isinstance(sha, str) or not _SHA256.match(sha):
                 self.problem(
-                    env, "source.sha256", "must be the archive's sha256 as 64 hex digits", "compute it with `sha256sum <archive>`"
+                    env,
+                    "source.sha256",
+                    "must be the archive's sha256 as 64 hex digits",
+                    "compute it with `sha256sum <archive>`",
                 )
                 ok = False
             if ok:
                 return RuntimeSource("archive", url=url, sha256=str(sha).lower())
             return RuntimeSource(settings.runtime_source)
-        self.problem(env, "source", f"must be a string or a table {{url, sha256}}, not {_type_name(value)}")
+        self.problem(
+            env, "source", f"must be a string or a table {{url, sha256}}, not {_type_name(value)}"
+        )
         return RuntimeSource(settings.runtime_source)
 
     def _layered_fields(self, draft: _Draft, entry: dict[str, Any]) -> None:
@@ -794,7 +912,9 @@ class _SpecLoader:
         has_frameworks = "frameworks" in entry
         frameworks = self._string_list(draft, entry, "frameworks") if has_frameworks else None
         if runtime is not None and not isinstance(runtime, str):
-            self.problem(env, "runtime", f"must be a runtime name (a string), not {_type_name(runtime)}")
+            self.problem(
+                env, "runtime", f"must be a runtime name (a string), not {_type_name(runtime)}"
+            )
             draft.broken = True
             return
         if runtime is not None and has_frameworks:
@@ -835,7 +955,12 @@ class _SpecLoader:
         env = draft.env_name
         launch = entry.get("launch_module")
         if launch is None:
-            self.problem(env, "launch_module", "missing 'launch_module'", 'add e.g. `launch_module = "launch/app.py"`')
+            self.problem(
+                env,
+                "launch_module",
+                "missing 'launch_module'",
+                'add e.g. `launch_module = "launch/app.py"`',
+            )
             draft.broken = True
         elif not isinstance(launch, str) or not launch:
             self.problem(env, "launch_module", f"must be a path string, not {_type_name(launch)}")
@@ -869,9 +994,11 @@ class _SpecLoader:
         if clash:
             draft.broken = True
             return
-        if launch_path is not None and self._check_module(env, "launch_module", launch_path, launch or "", launch=True):
+        if launch_path is not None and self._check_module(
+            env, "launch_module", launch_path, launch or "", launch=True
+        ):
             draft.launch_module = launch_path
-        missing = [s for s, p in zip(support, support_paths) if not p.exists()]
+        missing = [s for s, p in zip(support, support_paths, strict=True) if not p.exists()]
         if missing:
             self.problem(
                 env,
@@ -880,14 +1007,21 @@ class _SpecLoader:
                 f"paths are relative to {self.path.parent}",
             )
         kept = []
-        for shown, support_path in zip(support, support_paths):
-            if shown not in missing and self._check_module(env, "support_modules", support_path, shown, launch=False):
+        for shown, support_path in zip(support, support_paths, strict=True):
+            if shown not in missing and self._check_module(
+                env, "support_modules", support_path, shown, launch=False
+            ):
                 kept.append(support_path)
         draft.support_modules = tuple(kept)
 
     def _check_module(self, env: str, fld: str, path: Path, shown: str, *, launch: bool) -> bool:
         if launch and not path.exists():
-            self.problem(env, fld, f"launch module {shown!r} does not exist", f"paths are relative to {self.path.parent}")
+            self.problem(
+                env,
+                fld,
+                f"launch module {shown!r} does not exist",
+                f"paths are relative to {self.path.parent}",
+            )
             return False
         if path.is_file() and path.suffix != ".py":
             self.problem(env, fld, f"{shown!r} must be a .py file or a package folder")
@@ -902,7 +1036,12 @@ class _SpecLoader:
             )
             return False
         if launch and path.is_dir() and not (path / "__main__.py").is_file():
-            self.problem(env, fld, f"launch package {shown!r} has no __main__.py", "add __main__.py so `python -m` can run it")
+            self.problem(
+                env,
+                fld,
+                f"launch package {shown!r} has no __main__.py",
+                "add __main__.py so `python -m` can run it",
+            )
             return False
         return True
 
@@ -918,11 +1057,17 @@ class _SpecLoader:
                 platforms = draft.platforms if draft.platforms is not None else PLATFORMS
                 if not draft.broken:
                     resolved[draft.env_name] = _Resolved(
-                        draft.env_name, (), platforms, dict(draft.package_indexes), dict(draft.index_overrides)
+                        draft.env_name,
+                        (),
+                        platforms,
+                        dict(draft.package_indexes),
+                        dict(draft.index_overrides),
                     )
                 continue
             if not draft.broken:
-                info = self._resolve_layered(draft, runtimes, frameworks_seen, all_frameworks, resolved)
+                info = self._resolve_layered(
+                    draft, runtimes, frameworks_seen, all_frameworks, resolved
+                )
                 if info is not None:
                     resolved[draft.env_name] = info
             if draft.kind is LayerKind.FRAMEWORK:
@@ -941,7 +1086,10 @@ class _SpecLoader:
         if draft.runtime_ref is not None:
             runtime = runtimes.get(draft.runtime_ref)
             if runtime is None:
-                hint = _did_you_mean(draft.runtime_ref, runtimes) or f"known runtimes: {', '.join(runtimes) or 'none'}"
+                hint = (
+                    _did_you_mean(draft.runtime_ref, runtimes)
+                    or f"known runtimes: {', '.join(runtimes) or 'none'}"
+                )
                 self.problem(env, "runtime", f"unknown runtime '{draft.runtime_ref}'", hint)
                 return None
             if runtime.env_name not in resolved:
@@ -959,21 +1107,30 @@ class _SpecLoader:
                     hint = "a layer may only refer to layers defined earlier in the file"
                 else:
                     reason = f"unknown framework '{ref}'"
-                    hint = _did_you_mean(ref, all_frameworks) or f"known frameworks: {', '.join(sorted(all_frameworks)) or 'none'}"
+                    hint = (
+                        _did_you_mean(ref, all_frameworks)
+                        or f"known frameworks: {', '.join(sorted(all_frameworks)) or 'none'}"
+                    )
                 self.problem(env, "frameworks", reason, hint)
                 ok = False
             if not ok or any(f.env_name not in resolved for f in lower):
                 return None
             runtime_envs = {resolved[f.env_name].runtime for f in lower}
             if len(runtime_envs) > 1:
-                detail = "; ".join(f"'{f.name}' requires runtime '{resolved[f.env_name].runtime}'" for f in lower)
+                detail = "; ".join(
+                    f"'{f.name}' requires runtime '{resolved[f.env_name].runtime}'" for f in lower
+                )
                 self.problem(
-                    env, "frameworks", f"references inconsistent frameworks: {detail}", "all frameworks of a layer must share one runtime"
+                    env,
+                    "frameworks",
+                    f"references inconsistent frameworks: {detail}",
+                    "all frameworks of a layer must share one runtime",
                 )
                 return None
             runtime_env = runtime_envs.pop()
             merged = _c3_merge(
-                [[f.env_name, *resolved[f.env_name].linearised] for f in lower] + [[f.env_name for f in lower]]
+                [[f.env_name, *resolved[f.env_name].linearised] for f in lower]
+                + [[f.env_name for f in lower]]
             )
             if isinstance(merged, _C3Conflict):
                 remaining = ", ".join(str(seq) for seq in merged.remaining)
@@ -1095,8 +1252,14 @@ def select_layers(
 
     if not patterns:
         return spec.layers, []
-    matched = {layer.env_name for layer in spec.layers if any(fnmatchcase(layer.env_name, p) for p in patterns)}
-    unmatched = [p for p in patterns if not any(fnmatchcase(layer.env_name, p) for layer in spec.layers)]
+    matched = {
+        layer.env_name
+        for layer in spec.layers
+        if any(fnmatchcase(layer.env_name, p) for p in patterns)
+    }
+    unmatched = [
+        p for p in patterns if not any(fnmatchcase(layer.env_name, p) for layer in spec.layers)
+    ]
     chosen = set(matched)
     for env_name in matched:
         chosen.update(spec.layer(env_name).dependencies)
