@@ -51,7 +51,174 @@ def _build_parser() -> argparse.ArgumentParser:
     _add_spec_arguments(show)
     show.add_argument("--json", action="store_true", help="print the stack as JSON")
     show.set_defaults(handler=_cmd_show)
+
+    lock = commands.add_parser(
+        "lock", help="lock the layers (cross-platform pylock.toml per layer)"
+    )
+    _add_run_arguments(lock)
+    _add_lock_arguments(lock)
+    lock.set_defaults(handler=_cmd_steps, step="lock")
+
+    build = commands.add_parser("build", help="lock as needed, then build the layer environments")
+    _add_run_arguments(build)
+    _add_lock_arguments(build)
+    build.add_argument(
+        "--clean", action="store_true", help="rebuild the selected layers even if up to date"
+    )
+    build.set_defaults(handler=_cmd_steps, step="build")
+
+    publish = commands.add_parser(
+        "publish", help="build as needed, then write reproducible layer archives"
+    )
+    _add_run_arguments(publish)
+    _add_lock_arguments(publish)
+    publish.add_argument(
+        "--output-dir", metavar="DIR", help="where archives go (default: <spec dir>/_artifacts)"
+    )
+    publish.add_argument(
+        "--format",
+        choices=("tar.xz", "tar.zst", "tar.gz", "zip"),
+        default="tar.xz",
+        help="archive format (default: tar.xz)",
+    )
+    publish.add_argument(
+        "--tag-outputs", action="store_true", help="add the platform to archive and metadata names"
+    )
+    publish.set_defaults(handler=_cmd_steps, step="archive")
+
+    for name in ("export", "local-export"):
+        export = commands.add_parser(
+            name,
+            help="build as needed, then export ready-to-run layers to a folder"
+            if name == "export"
+            else "alias of export",
+        )
+        _add_run_arguments(export)
+        _add_lock_arguments(export)
+        export.add_argument(
+            "--output-dir", metavar="DIR", help="export folder (default: <spec dir>/_export)"
+        )
+        export.add_argument(
+            "--no-symlinks",
+            action="store_true",
+            help="copy link targets instead of creating symlinks (e.g. FAT)",
+        )
+        export.set_defaults(handler=_cmd_steps, step="export")
+
+    run = commands.add_parser("run", help="run an application from its build environment")
+    run.add_argument("spec", metavar="SPEC", help="the stack spec file")
+    run.add_argument("app", metavar="APP", help="application name (`demo` or `app-demo`)")
+    run.add_argument("args", nargs=argparse.REMAINDER, help="arguments for the application")
+    run.add_argument("--cache-dir", metavar="DIR", help="cache folder (default: <spec dir>/cache)")
+    run.set_defaults(handler=_cmd_run, runtime_source=None, python_mirror=None)
+
+    listing = commands.add_parser("list", help="list the stack's tasks (doit list)")
+    _add_spec_arguments(listing)
+    listing.add_argument(
+        "--cache-dir", metavar="DIR", help="cache folder (default: <spec dir>/cache)"
+    )
+    listing.add_argument(
+        "--status", action="store_true", help="show whether each task is up to date"
+    )
+    listing.set_defaults(handler=_cmd_list)
+
+    info = commands.add_parser(
+        "info", help="show a task's dependencies, status and why it would run"
+    )
+    _add_spec_arguments(info)
+    info.add_argument("task", metavar="TASK", help="a task name such as build:app-demo")
+    info.add_argument("--cache-dir", metavar="DIR", help="cache folder (default: <spec dir>/cache)")
+    info.add_argument("--json", action="store_true", help="print as JSON")
+    info.set_defaults(handler=_cmd_info)
+
+    for name, text in (
+        ("forget", "forget the recorded state of tasks, so they run again"),
+        ("clean", "remove what tasks produced (build folders, runtimes, stamps)"),
+    ):
+        sub = commands.add_parser(name, help=text)
+        _add_spec_arguments(sub)
+        sub.add_argument(
+            "tasks",
+            nargs="*",
+            metavar="TASK",
+            help="task names (default: every task of the selected layers)",
+        )
+        sub.add_argument(
+            "--cache-dir", metavar="DIR", help="cache folder (default: <spec dir>/cache)"
+        )
+        sub.add_argument(
+            "--no-wait", action="store_true", help="fail at once if another run holds the project"
+        )
+        sub.set_defaults(handler=_cmd_forget if name == "forget" else _cmd_clean)
+
+    deploy = commands.add_parser(
+        "deploy", help="verify, unpack and post-install published archives on a target"
+    )
+    deploy.add_argument(
+        "archive_dir", metavar="ARCHIVE_DIR", help="a publish output folder (with __stacks__/)"
+    )
+    deploy.add_argument("--target", required=True, metavar="DIR", help="the deployment folder")
+    deploy.add_argument(
+        "layers",
+        nargs="*",
+        metavar="LAYER",
+        help="layers to deploy (default: all), with what they need",
+    )
+    deploy.set_defaults(handler=_cmd_deploy)
     return parser
+
+
+def _add_run_arguments(parser: argparse.ArgumentParser) -> None:
+    _add_spec_arguments(parser)
+    parser.add_argument(
+        "--cache-dir", metavar="DIR", help="cache folder (default: <spec dir>/cache)"
+    )
+    parser.add_argument(
+        "-n",
+        "--jobs",
+        type=int,
+        default=None,
+        metavar="N",
+        help="run up to N independent tasks at once (default: the number of cores)",
+    )
+    parser.add_argument(
+        "--json", action="store_true", help="print the run's results (or the plan) as JSON"
+    )
+    parser.add_argument(
+        "--dry-run",
+        "--show-only",
+        dest="dry_run",
+        action="store_true",
+        help="print which tasks would run and why, without running them",
+    )
+    parser.add_argument(
+        "--no-wait",
+        action="store_true",
+        help="fail at once if another stacks run holds this project",
+    )
+
+
+def _add_lock_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--reset-lock",
+        metavar="PATTERN",
+        action="append",
+        default=[],
+        help="re-resolve matching layers from scratch (fnmatch; repeatable)",
+    )
+    parser.add_argument(
+        "--index-url", metavar="URL", help="use this package index instead of the default one"
+    )
+    parser.add_argument(
+        "--no-index", action="store_true", help="use no package index (only --local-wheels)"
+    )
+    parser.add_argument(
+        "--local-wheels",
+        metavar="DIR",
+        action="append",
+        default=[],
+        help="a folder of wheels to lock from (repeatable)",
+    )
 
 
 def _add_spec_arguments(parser: argparse.ArgumentParser) -> None:
@@ -181,3 +348,262 @@ def _render_tree(
     if any(not status[layer.env_name][0] for layer in layers):
         lines.append("(* = no valid lock yet: run `stacks lock`)")
     return "\n".join(lines)
+
+
+# ---------------------------------------------------------------- running steps
+
+
+def _context(args: argparse.Namespace, spec: Any) -> Any:
+    import os
+    from pathlib import Path
+
+    from .locking import LockOptions
+    from .tasks import RunContext
+
+    def folder(value: str | None, default: str) -> Path:
+        return Path(os.path.abspath(value)) if value else spec.spec_dir / default
+
+    wheels = tuple(
+        Path(os.path.abspath(os.path.expanduser(w))) for w in getattr(args, "local_wheels", [])
+    )
+    for wheel_dir in wheels:
+        if not wheel_dir.is_dir():
+            raise UsageError(f"--local-wheels {wheel_dir}: no such folder")
+    options = LockOptions(
+        index_url=getattr(args, "index_url", None),
+        no_index=getattr(args, "no_index", False),
+        local_wheels=wheels,
+    )
+    step = getattr(args, "step", None)
+    return RunContext(
+        spec=spec,
+        cache_dir=folder(getattr(args, "cache_dir", None), "cache"),
+        lock_options=options,
+        reset_lock=tuple(getattr(args, "reset_lock", [])),
+        output_dir=folder(getattr(args, "output_dir", None), "_artifacts")
+        if step == "archive"
+        else None,
+        export_dir=folder(getattr(args, "output_dir", None), "_export")
+        if step == "export"
+        else None,
+        archive_format=getattr(args, "format", "tar.xz"),
+        tag_outputs=getattr(args, "tag_outputs", False),
+        symlinks=not getattr(args, "no_symlinks", False),
+    )
+
+
+def _wanted(ctx: Any, step: str, layers: Sequence[Any]) -> list[str]:
+    from .tasks import STACK_TASK, builds_here, task_name
+
+    if step == "lock":
+        return [task_name("lock", layer.env_name) for layer in layers]
+    wanted = [task_name(step, layer.env_name) for layer in layers if builds_here(ctx, layer)]
+    if step in ("archive", "export"):
+        wanted.append(task_name(step, STACK_TASK))
+    return wanted
+
+
+def _cmd_steps(args: argparse.Namespace) -> int:
+    import os
+
+    from .engine import StacksReporter, plan, run_tasks
+
+    spec = _load(args)
+    layers = _selected(args, spec, with_dependents=False)
+    ctx = _context(args, spec)
+    wanted = _wanted(ctx, args.step, layers)
+    skipped = [
+        layer.env_name
+        for layer in layers
+        if args.step != "lock" and ctx.platform_tag not in layer.platforms
+    ]
+    if skipped and not args.quiet:
+        print(f"note: not built here ({ctx.platform_tag}): {', '.join(skipped)}", file=sys.stderr)
+    if getattr(args, "clean", False):
+        ctx = ctx.with_options(forced=frozenset(wanted))
+    if args.dry_run:
+        planned = plan(ctx, wanted)
+        if args.json:
+            print(json.dumps({"plan": [p.to_json() for p in planned]}, indent=2))
+        else:
+            for item in planned:
+                reasons = f": {'; '.join(item.reasons)}" if item.reasons else ""
+                label = {"run": "would run", "maybe": "may run", "up-to-date": "up to date"}[
+                    item.status
+                ]
+                print(f"{item.task:40} {label}{reasons}")
+        return 0
+    reporter = StacksReporter(verbose=args.verbose, quiet=args.quiet)
+    jobs = args.jobs if args.jobs is not None else (os.cpu_count() or 1)
+    result = run_tasks(ctx, wanted, jobs=jobs, reporter=reporter, wait=not args.no_wait)
+    if args.json:
+        print(json.dumps(result.to_json(), indent=2))
+    elif not args.quiet:
+        print(result.summary(), file=sys.stderr)
+        if result.exit_code == 0:
+            _print_next_steps(ctx, args.step, layers)
+    return 1 if result.exit_code else 0
+
+
+def _print_next_steps(ctx: Any, step: str, layers: Sequence[Any]) -> None:
+    from .spec import LayerKind
+    from .tasks import deployed_name
+
+    apps = [
+        layer
+        for layer in layers
+        if layer.kind is LayerKind.APPLICATION and ctx.platform_tag in layer.platforms
+    ]
+    if step == "build":
+        for app in apps:
+            print(f"run {app.env_name}: stacks run {ctx.spec.path} {app.name}", file=sys.stderr)
+    elif step == "archive" and ctx.output_dir is not None:
+        print(f"archives and metadata in {ctx.output_dir}", file=sys.stderr)
+    elif step == "export" and ctx.export_dir is not None:
+        for app in apps:
+            folder = ctx.export_dir / deployed_name(ctx, app.env_name)
+            print(
+                f"run {app.env_name}: {folder}/bin/python -m {app.launch_module_name}",
+                file=sys.stderr,
+            )
+
+
+def _find_app(spec: Any, name: str) -> Any:
+    from .spec import LayerKind
+
+    for layer in spec.of_kind(LayerKind.APPLICATION):
+        if name in (layer.name, layer.env_name):
+            return layer
+    apps = ", ".join(layer.name for layer in spec.of_kind(LayerKind.APPLICATION)) or "none"
+    raise UsageError(f"no application '{name}' in {spec.name}", hint=f"applications: {apps}")
+
+
+def _cmd_run(args: argparse.Namespace) -> int:
+    import os
+    import subprocess
+
+    from .tasks import build_current
+
+    spec = _load(args)
+    app = _find_app(spec, args.app)
+    ctx = _context(args, spec)
+    python = ctx.build_dir(app.env_name) / "bin" / "python"
+    if not python.exists() or not build_current(ctx, app.env_name):
+        raise StacksError(
+            f"application '{app.env_name}' is not built (or its build is out of date)",
+            hint=f"run `stacks build {args.spec}` first",
+        )
+    extra = args.args[1:] if args.args[:1] == ["--"] else args.args
+    command = [os.fspath(python), "-m", app.launch_module_name, *extra]
+    return subprocess.run(command, check=False).returncode
+
+
+def _cmd_list(args: argparse.Namespace) -> int:
+    from .engine import run_doit_command
+
+    spec = _load(args)
+    ctx = _context(args, spec)
+    return run_doit_command(ctx, ["list", "--all", *(["--status"] if args.status else [])])
+
+
+def _cmd_info(args: argparse.Namespace) -> int:
+    from .engine import closure, run_doit_command, task_graph
+    from .hashing import read_stamp
+    from .tasks import explain, is_current
+
+    spec = _load(args)
+    ctx = _context(args, spec)
+    graph = task_graph(ctx)
+    if args.task not in graph:
+        raise UsageError(f"unknown task '{args.task}'", hint="`stacks list SPEC` shows every task")
+    step, _, env = args.task.partition(":")
+    current = is_current(ctx, step, env)
+    stamp_path = (
+        ctx.stamp_path("manifest", step) if env.startswith("__") else ctx.stamp_path(step, env)
+    )
+    stamp = read_stamp(stamp_path) or {}
+    data = {
+        "task": args.task,
+        "depends_on": graph[args.task],
+        "all_dependencies": closure(graph, [args.task])[:-1],
+        "up_to_date": current,
+        "reasons": [] if current else explain(ctx, step, env),
+        "last_finished": stamp.get("finished_at"),
+        "outputs": stamp.get("outputs", {}),
+    }
+    if args.json:
+        print(json.dumps(data, indent=2))
+        return 0
+    code = run_doit_command(ctx, ["info", args.task])
+    print(f"status: {'up to date' if current else 'will run'}")
+    for reason in data["reasons"]:
+        print(f"  because: {reason}")
+    if data["last_finished"]:
+        print(f"last finished: {data['last_finished']}")
+    return code
+
+
+def _tasks_for(args: argparse.Namespace, ctx: Any) -> list[str]:
+    from .engine import task_graph
+
+    graph = task_graph(ctx)
+    if args.tasks:
+        unknown = [t for t in args.tasks if t not in graph]
+        if unknown:
+            raise UsageError(
+                f"unknown task: {', '.join(unknown)}", hint="`stacks list SPEC` shows every task"
+            )
+        return list(args.tasks)
+    layers = {layer.env_name for layer in _selected(args, ctx.spec, with_dependents=False)}
+    return [name for name in graph if name.partition(":")[2] in layers]
+
+
+def _cmd_forget(args: argparse.Namespace) -> int:
+    from .engine import project_lock, run_doit_command
+
+    spec = _load(args)
+    ctx = _context(args, spec)
+    names = _tasks_for(args, ctx)
+    with project_lock(ctx.cache_dir, wait=not args.no_wait):
+        for name in names:
+            step, _, env = name.partition(":")
+            if step != "lock":
+                ctx.stamp_path(step, env).unlink(missing_ok=True)
+    code = run_doit_command(ctx, ["forget", *names], wait=not args.no_wait)
+    print(f"forgot {len(names)} task(s); they will run again", file=sys.stderr)
+    return code
+
+
+def _cmd_clean(args: argparse.Namespace) -> int:
+    from .atomic import remove_tree
+    from .engine import project_lock
+
+    spec = _load(args)
+    ctx = _context(args, spec)
+    names = _tasks_for(args, ctx)
+    removed = 0
+    with project_lock(ctx.cache_dir, wait=not args.no_wait):
+        for name in names:
+            step, _, env = name.partition(":")
+            if step == "lock":
+                continue  # lock files are sources: never removed by clean
+            paths = [ctx.stamp_path(step, env)]
+            if step == "runtime":
+                paths.append(ctx.runtime_dir(env))
+            elif step == "build":
+                paths += [
+                    ctx.build_dir(env),
+                    ctx.stamp_path(step, env).with_suffix(".manifest.json"),
+                ]
+            for path in paths:
+                if path.exists() or path.is_symlink():
+                    remove_tree(path)
+                    removed += 1
+    print(f"removed {removed} item(s) for {len(names)} task(s)", file=sys.stderr)
+    return 0
+
+
+def _cmd_deploy(args: argparse.Namespace) -> int:
+    from .deploy import main as deploy_main
+
+    return deploy_main([args.archive_dir, "--target", args.target, *args.layers])

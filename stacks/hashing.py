@@ -94,9 +94,11 @@ class TreeManifest:
             }
         )
 
-    def stat_drift(self, root: Path, *, limit: int = 20) -> list[str]:
+    def stat_drift(
+        self, root: Path, *, limit: int = 20, skip: Callable[[str], bool] | None = None
+    ) -> list[str]:
         """Paths whose kind, size or mtime differ from the manifest, or that appeared or vanished (no hashing)."""
-        current = scan_tree(root, hash_files=False)
+        current = scan_tree(root, hash_files=False, skip=skip)
         return _differences(
             self,
             current,
@@ -107,9 +109,11 @@ class TreeManifest:
             limit=limit,
         )
 
-    def content_drift(self, root: Path, *, limit: int = 50) -> list[str]:
+    def content_drift(
+        self, root: Path, *, limit: int = 50, skip: Callable[[str], bool] | None = None
+    ) -> list[str]:
         """Paths whose content differs from the manifest (rehashes every file)."""
-        current = scan_tree(root)
+        current = scan_tree(root, skip=skip)
         return _differences(
             self, current, compare=lambda a, b: a.content() != b.content(), limit=limit
         )
@@ -136,6 +140,11 @@ def _differences(
         if len(found) >= limit:
             break
     return found
+
+
+def skip_bytecode(relpath: str) -> bool:
+    """Whether a path is compiled bytecode, which never counts as content."""
+    return relpath.endswith(("__pycache__", ".pyc"))
 
 
 def scan_tree(

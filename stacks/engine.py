@@ -1,0 +1,458 @@
+"""Run stack tasks through doit's engine as a library: loader, reporter, project lock, signals."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import sys
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TextIO
+
+from .errors import BusyError, StacksError
+from .tasks import GENERATORS, RunContext
+
+# ---------------------------------------------------------------- results
+
+
+@dataclass
+class TaskResult:
+    """What happened to one task in a run."""
+
+    task: str
+    status: str  # "ran", "up-to-date", "failed", "not-run"
+    seconds: float = 0.0
+    error: str | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        """A JSON-able form."""
+        step, _, layer = self.task.partition(":")
+        return {
+            "task": self.task,
+            "step": step,
+            "layer": layer,
+            "status": self.status,
+            "seconds": round(self.seconds, 3),
+            "error": self.error,
+        }
+
+
+@dataclass
+class RunResult:
+    """The outcome of a run: per-task results and the doit exit code."""
+
+    tasks: list[TaskResult] = field(default_factory=list)
+    exit_code: int = 0
+    seconds: float = 0.0
+
+    def count(self, status: str) -> int:
+        """How many tasks ended with this status."""
+        return sum(1 for t in self.tasks if t.status == status)
+
+    def summary(self) -> str:
+        """One line: tasks run / up to date / failed, and the total time."""
+        parts = [
+            f"{self.count('ran')} ran",
+            f"{self.count('up-to-date')} up to date",
+            f"{self.count('failed')} failed",
+        ]
+        if self.count("not-run"):
+            parts.append(f"{self.count('not-run')} not run")
+        return f"{', '.join(parts)} in {self.seconds:.2f} s"
+
+    def to_json(self) -> dict[str, Any]:
+        """A JSON-able form."""
+        return {
+            "tasks": [t.to_json() for t in self.tasks],
+            "ran": self.count("ran"),
+            "up_to_date": self.count("up-to-date"),
+            "failed": self.count("failed"),
+            "not_run": self.count("not-run"),
+            "seconds": round(self.seconds, 3),
+            "exit_code": self.exit_code,
+        }
+
+
+class StacksReporter:
+    """A doit reporter: a line per task step with its duration, plain when not on a terminal."""
+
+    desc = "stacks console output"
+
+    def __init__(
+        self, stream: TextIO | None = None, *, verbose: int = 0, quiet: bool = False
+    ) -> None:
+        self.stream = stream or sys.stderr
+        self.verbose = verbose
+        self.quiet = quiet
+        self.results: dict[str, TaskResult] = {}
+        self.started: dict[str, float] = {}
+        self.runtime_errors: list[str] = []
+        self.tty = self.stream.isatty()
+
+    def _say(self, text: str) -> None:
+        if not self.quiet:
+            self.stream.write(text + "\n")
+            self.stream.flush()
+
+    # doit's reporter interface
+    def initialize(self, tasks: Any, selected_tasks: Any) -> None:
+        pass
+
+    def get_status(self, task: Any) -> None:
+        pass
+
+    def execute_task(self, task: Any) -> None:
+        if not task.actions or ":" not in task.name:
+            return
+        self.started[task.name] = time.perf_counter()
+        self._say(f"{'▶' if self.tty else '>'} {task.name} ...")
+
+    def add_success(self, task: Any) -> None:
+        if ":" not in task.name:
+            return
+        seconds = time.perf_counter() - self.started.get(task.name, time.perf_counter())
+        self.results[task.name] = TaskResult(task.name, "ran", seconds)
+        self._say(f"{'✓' if self.tty else 'ok'} {task.name} ({seconds:.1f} s)")
+
+    def add_failure(self, task: Any, fail: Any) -> None:
+        if ":" not in task.name:
+            return
+        seconds = time.perf_counter() - self.started.get(task.name, time.perf_counter())
+        if task.name not in self.started:
+            message = _dependency_failure(fail)
+            self.results[task.name] = TaskResult(task.name, "not-run", 0.0, message)
+            self._say(f"{'-' if self.tty else '--'} {task.name} not run: {message}")
+            return
+        message = _failure_message(fail)
+        self.results[task.name] = TaskResult(task.name, "failed", seconds, message)
+        indented = "\n".join("    " + line for line in message.splitlines())
+        self.stream.write(
+            f"{'✗' if self.tty else 'FAILED'} {task.name} ({seconds:.1f} s)\n{indented}\n"
+        )
+        self.stream.flush()
+
+    def skip_uptodate(self, task: Any) -> None:
+        if ":" not in task.name:
+            return
+        self.results[task.name] = TaskResult(task.name, "up-to-date")
+        if self.verbose:
+            self._say(f"  {task.name} is up to date")
+
+    def skip_ignore(self, task: Any) -> None:
+        if ":" in task.name:
+            self.results[task.name] = TaskResult(task.name, "not-run", error="ignored")
+
+    def cleanup_error(self, exception: Any) -> None:
+        self.stream.write(str(exception) + "\n")
+
+    def runtime_error(self, msg: str) -> None:
+        self.runtime_errors.append(msg)
+
+    def teardown_task(self, task: Any) -> None:
+        pass
+
+    def complete_run(self) -> None:
+        for message in self.runtime_errors:
+            self.stream.write(f"error: {message.strip()}\n")
+
+
+def _failure_message(fail: Any) -> str:
+    exception = getattr(fail, "exception", None)
+    message = fail.get_msg() if hasattr(fail, "get_msg") else str(fail)
+    if exception is None and message:
+        return message.strip()
+    return message.strip() or repr(fail)
+
+
+def _dependency_failure(fail: Any) -> str:
+    text = _failure_message(fail)
+    return text.splitlines()[0] if text else "a task it depends on failed"
+
+
+# ---------------------------------------------------------------- doit glue
+
+
+def _doit_tasks(ctx: RunContext) -> list[Any]:
+    from doit.loader import generate_tasks
+
+    tasks: list[Any] = []
+    for step, generator in GENERATORS.items():
+        tasks.extend(generate_tasks(step, generator(ctx), generator.__doc__))
+    return tasks
+
+
+def _xxh3_checker() -> Any:
+    from doit.dependency import FileChangedChecker
+
+    from .hashing import hash_file
+
+    class Xxh3Checker(FileChangedChecker):
+        """doit file checker: (mtime, size, xxh3-128), rehashing only when the mtime moved."""
+
+        def check_modified(self, file_path: str, file_stat: os.stat_result, state: Any) -> bool:
+            mtime, size, digest = state
+            if file_stat.st_mtime == mtime:
+                return False
+            if file_stat.st_size != size:
+                return True
+            return digest != hash_file(Path(file_path))
+
+        def get_state(self, dep: str, current_state: Any) -> Any:
+            mtime = os.path.getmtime(dep)
+            if current_state and current_state[0] == mtime:
+                return None
+            return mtime, os.path.getsize(dep), hash_file(Path(dep))
+
+    return Xxh3Checker
+
+
+def doit_config(ctx: RunContext, *, reporter: Any = None, jobs: int = 1) -> dict[str, Any]:
+    """The doit configuration for a stack: sqlite3 state in the cache, xxh3 checker, our reporter."""
+    ctx.cache_dir.mkdir(parents=True, exist_ok=True)
+    config: dict[str, Any] = {
+        "dep_file": os.fspath(ctx.cache_dir / "doit.sqlite3"),
+        "backend": "sqlite3",
+        "check_file_uptodate": _xxh3_checker(),
+        "num_process": jobs if jobs > 1 else 0,
+        "par_type": "process",
+        "verbosity": 2,
+    }
+    if reporter is not None:
+        config["reporter"] = reporter
+    return config
+
+
+def _loader(ctx: RunContext, config: dict[str, Any]) -> Any:
+    from doit.cmd_base import TaskLoader2
+
+    class StackTaskLoader(TaskLoader2):
+        """Loads the tasks of one stack (no dodo.py needed)."""
+
+        def load_doit_config(self) -> dict[str, Any]:
+            return dict(config)
+
+        def load_tasks(self, cmd: Any, pos_args: Any) -> list[Any]:
+            return _doit_tasks(ctx)
+
+    return StackTaskLoader()
+
+
+def _doit_main(loader: Any) -> Any:
+    from doit.cmd_clean import Clean
+    from doit.cmd_forget import Forget
+    from doit.cmd_help import Help
+    from doit.cmd_ignore import Ignore
+    from doit.cmd_info import Info
+    from doit.cmd_list import List
+    from doit.cmd_run import Run
+    from doit.doit_cmd import DoitMain
+    from doit.plugin import PluginDict
+
+    class StacksDoitMain(DoitMain):
+        """doit with a fixed command set: installed plugins cannot replace a command."""
+
+        def get_cmds(self) -> Any:
+            commands = PluginDict()
+            for cmd_cls in (Help, Run, List, Info, Clean, Forget, Ignore):
+                commands[cmd_cls.get_name()] = cmd_cls
+            return commands
+
+    return StacksDoitMain(loader, config_filenames=())
+
+
+# ---------------------------------------------------------------- the project lock and signals
+
+
+@contextlib.contextmanager
+def project_lock(
+    cache_dir: Path, *, wait: bool = True, stream: TextIO | None = None
+) -> Iterator[None]:
+    """Hold the project's file lock: one stacks run per project; the second waits (or fails)."""
+    from filelock import FileLock, Timeout
+
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    lock_path = cache_dir / ".stacks.lock"
+    owner_path = cache_dir / ".stacks.lock.owner"
+    lock = FileLock(os.fspath(lock_path))
+    try:
+        lock.acquire(timeout=0)
+    except Timeout:
+        holder = _read_owner(owner_path)
+        if not wait:
+            raise BusyError(
+                f"another stacks run holds this project's lock ({holder})",
+                hint="wait for it to finish, or run again without --no-wait to queue behind it",
+            ) from None
+        (stream or sys.stderr).write(
+            f"waiting for another stacks run on this project to finish ({holder}) ...\n"
+        )
+        lock.acquire()
+    try:
+        owner_path.write_text(
+            json.dumps(
+                {
+                    "pid": os.getpid(),
+                    "command": " ".join(sys.argv[:4]),
+                    "since": time.strftime("%H:%M:%S"),
+                }
+            ),
+            encoding="utf-8",
+        )
+        yield
+    finally:
+        with contextlib.suppress(OSError):
+            owner_path.unlink()
+        lock.release()
+
+
+def _read_owner(path: Path) -> str:
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+        return f"pid {data['pid']}: {data['command']}, since {data['since']}"
+    except (OSError, ValueError, KeyError, TypeError):
+        return "holder unknown"
+
+
+@contextlib.contextmanager
+def sigterm_as_interrupt() -> Iterator[None]:
+    """Treat SIGTERM like Ctrl-C, so doit saves its state and steps clean up their temp files."""
+    if os.name != "posix":
+        yield
+        return
+
+    def _raise(signum: int, frame: Any) -> None:
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, _raise)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+# ---------------------------------------------------------------- planning (no doit needed)
+
+
+@dataclass
+class PlannedTask:
+    """What a run would do with one task, and why."""
+
+    task: str
+    status: str  # "up-to-date", "run", "maybe" (something below it runs first)
+    reasons: list[str] = field(default_factory=list)
+
+    def to_json(self) -> dict[str, Any]:
+        """A JSON-able form."""
+        return {"task": self.task, "status": self.status, "reasons": self.reasons}
+
+
+def task_graph(ctx: RunContext) -> dict[str, list[str]]:
+    """task name -> the task names it depends on (step tasks only)."""
+    graph: dict[str, list[str]] = {}
+    for step, generator in GENERATORS.items():
+        for task in generator(ctx):
+            graph[f"{step}:{task['name']}"] = list(task.get("task_dep", []))
+    return graph
+
+
+def closure(graph: dict[str, list[str]], wanted: Sequence[str]) -> list[str]:
+    """`wanted` plus everything they depend on, dependencies first."""
+    order: list[str] = []
+    seen: set[str] = set()
+
+    def visit(name: str) -> None:
+        if name in seen or name not in graph:
+            return
+        seen.add(name)
+        for dep in graph[name]:
+            visit(dep)
+        order.append(name)
+
+    for name in wanted:
+        visit(name)
+    return order
+
+
+def plan(ctx: RunContext, wanted: Sequence[str]) -> list[PlannedTask]:
+    """Which of `wanted` (and their dependencies) are up to date, would run, or may run, and why."""
+    from .tasks import explain, is_current
+
+    graph = task_graph(ctx)
+    result: dict[str, PlannedTask] = {}
+    for name in closure(graph, wanted):
+        step, _, env = name.partition(":")
+        running = [dep for dep in graph[name] if result[dep].status != "up-to-date"]
+        if not is_current(ctx, step, env):
+            result[name] = PlannedTask(name, "run", explain(ctx, step, env))
+        elif running:
+            result[name] = PlannedTask(
+                name, "maybe", [f"after {', '.join(running)}, if that changes its inputs"]
+            )
+        else:
+            result[name] = PlannedTask(name, "up-to-date")
+    return list(result.values())
+
+
+def run_tasks(
+    ctx: RunContext,
+    wanted: Sequence[str],
+    *,
+    jobs: int = 1,
+    reporter: StacksReporter,
+    wait: bool = True,
+) -> RunResult:
+    """Run `wanted` tasks (and what they need) under the project lock; report every task."""
+    start = time.perf_counter()
+    with project_lock(ctx.cache_dir, wait=wait, stream=reporter.stream), sigterm_as_interrupt():
+        from .atomic import clean_stale_partials
+
+        for folder in (ctx.build_root, ctx.cache_dir / "runtimes", ctx.output_dir, ctx.export_dir):
+            if folder is not None:
+                clean_stale_partials(folder)
+        planned = plan(ctx, wanted)
+        if all(p.status == "up-to-date" for p in planned):
+            # Nothing to do: skip loading doit at all (the same answer, much faster).
+            result = RunResult([TaskResult(p.task, "up-to-date") for p in planned], 0)
+        else:
+            config = doit_config(ctx, reporter=reporter, jobs=jobs)
+            main = _doit_main(_loader(ctx, config))
+            code = main.run(["run", *wanted])
+            names = [p.task for p in planned]
+            tasks = [
+                reporter.results.get(n, TaskResult(n, "not-run", error="not reached"))
+                for n in names
+            ]
+            result = RunResult(tasks, code)
+    result.seconds = time.perf_counter() - start
+    if result.count("failed") or result.count("not-run"):
+        result.exit_code = result.exit_code or 1
+    return result
+
+
+def run_doit_command(ctx: RunContext, args: Sequence[str], *, wait: bool = True) -> int:
+    """Run a doit command (`list`, `info`, `forget`, `clean`, ...) on the stack's tasks."""
+    needs_lock = args and args[0] in ("forget", "clean", "ignore")
+    with contextlib.ExitStack() as stack:
+        if needs_lock:
+            stack.enter_context(project_lock(ctx.cache_dir, wait=wait))
+        config = doit_config(ctx)
+        return int(_doit_main(_loader(ctx, config)).run(list(args)))
+
+
+def require_tasks(ctx: RunContext, names: Sequence[str]) -> None:
+    """Fail with a usage error if a task name is unknown."""
+    graph = task_graph(ctx)
+    unknown = [n for n in names if n not in graph and n not in GENERATORS]
+    if unknown:
+        from .errors import UsageError
+
+        raise UsageError(
+            f"unknown task: {', '.join(unknown)}", hint="`stacks list SPEC` shows every task"
+        )
+
+
+__all__ = ["RunResult", "StacksError", "StacksReporter", "plan", "run_tasks"]

@@ -1,0 +1,800 @@
+"""Turn a StackSpec into doit tasks: names, dependencies, stamps and up-to-date checks.
+
+Every step writes a stamp last (inputs key + what it produced). A task is up to date
+when its stamp's inputs key equals the key computed now from small files (lock
+metadata, module hashes, the stamps of the steps it consumes) and its outputs are
+still in place. Nothing here depends on doit's own database, so losing or
+corrupting that database never causes a wrong result or a needless rebuild.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass, field, replace
+from datetime import datetime
+from fnmatch import fnmatchcase
+from pathlib import Path
+from typing import Any
+
+from . import __version__, hashing
+from .errors import StacksError
+from .spec import LayerKind, LayerSpec, StackSpec
+
+STEPS = ("runtime", "lock", "build", "archive", "export")
+# Bump when the layout a step produces changes, so old outputs are redone.
+_STEP_FORMATS = {"runtime": 1, "build": 1, "archive": 1, "export": 1}
+
+
+@dataclass(frozen=True)
+class RunContext:
+    """Everything the tasks of one run need: the spec, folders and step options."""
+
+    spec: StackSpec
+    cache_dir: Path
+    lock_options: Any = None  # locking.LockOptions; Any keeps this module light to import
+    reset_lock: tuple[str, ...] = ()
+    output_dir: Path | None = None
+    export_dir: Path | None = None
+    archive_format: str = "tar.xz"
+    tag_outputs: bool = False
+    symlinks: bool = True
+    forced: frozenset[str] = field(default_factory=frozenset)  # task names to redo regardless
+
+    @property
+    def build_root(self) -> Path:
+        """Where build environments live."""
+        return self.cache_dir / "build"
+
+    @property
+    def download_dir(self) -> Path:
+        """The download cache (shareable between projects via STACKS_DOWNLOAD_CACHE)."""
+        shared = os.environ.get("STACKS_DOWNLOAD_CACHE")
+        return Path(shared) if shared else self.cache_dir / "downloads"
+
+    @property
+    def platform_tag(self) -> str:
+        """The target platform name of this machine."""
+        from .platforms import build_platform
+
+        return build_platform() or "unknown"
+
+    def stamp_path(self, step: str, env_name: str) -> Path:
+        """The stamp a step writes for a layer."""
+        return self.cache_dir / "stamps" / step / f"{env_name}.json"
+
+    def runtime_dir(self, env_name: str) -> Path:
+        """The provisioned, pristine runtime of a runtime layer."""
+        return self.cache_dir / "runtimes" / env_name
+
+    def build_dir(self, env_name: str) -> Path:
+        """The build environment of a layer."""
+        return self.build_root / env_name
+
+    def lock_work_dir(self, env_name: str) -> Path:
+        """The uv project folder used to lock a layer."""
+        return self.cache_dir / "locking" / env_name
+
+    def with_options(self, **changes: Any) -> RunContext:
+        """A copy with some fields changed."""
+        return replace(self, **changes)
+
+
+def builds_here(ctx: RunContext, layer: LayerSpec) -> bool:
+    """Whether a layer targets this machine's platform (only those are built and published)."""
+    return ctx.platform_tag in layer.platforms
+
+
+def task_name(step: str, env_name: str) -> str:
+    """The doit task name of a step for a layer, e.g. `lock:framework-scipy`."""
+    return f"{step}:{env_name}"
+
+
+# ---------------------------------------------------------------- shared facts
+
+
+def lock_version_of(ctx: RunContext, env_name: str) -> int | None:
+    """The lock version recorded for a layer, if it has lock metadata."""
+    from .locking import read_lock_meta
+
+    meta = read_lock_meta(ctx.spec, ctx.spec.layer(env_name))
+    return meta.lock_version if meta is not None else None
+
+
+def deployed_name(ctx: RunContext, env_name: str) -> str:
+    """The deployed folder name of a layer (`<env>@N` when versioned)."""
+    layer = ctx.spec.layer(env_name)
+    return layer.deployed_name(lock_version_of(ctx, env_name) if layer.versioned else None)
+
+
+def module_hashes(layer: LayerSpec) -> list[list[str]]:
+    """Name and content hash of an application's launch and support modules."""
+    result = []
+    for path in [p for p in (layer.launch_module, *layer.support_modules) if p is not None]:
+        if path.is_dir():
+            digest = hashing.scan_tree(path, skip=_skip_source).digest()
+        else:
+            digest = hashing.hash_file_or_none(path) or "missing"
+        result.append([path.name, digest])
+    return result
+
+
+def _skip_source(relpath: str) -> bool:
+    name = relpath.rsplit("/", 1)[-1]
+    return name == "__pycache__" or name.endswith(".pyc") or name.startswith(".git")
+
+
+def _stamp_matches(
+    ctx: RunContext, step: str, env_name: str, inputs: dict[str, Any] | None
+) -> dict[str, Any] | None:
+    """The stamp of a step if it was made from exactly these inputs, else None."""
+    if inputs is None or task_name(step, env_name) in ctx.forced:
+        return None
+    stamp = hashing.read_stamp(ctx.stamp_path(step, env_name))
+    if stamp is None or stamp.get("inputs") != hashing.hash_json(inputs):
+        return None
+    return stamp
+
+
+def _write_stamp(
+    ctx: RunContext, step: str, env_name: str, inputs: dict[str, Any], outputs: dict[str, Any]
+) -> None:
+    hashing.write_stamp(
+        ctx.stamp_path(step, env_name),
+        {
+            "step": step,
+            "layer": env_name,
+            "inputs": hashing.hash_json(inputs),
+            "input_detail": inputs,
+            "outputs": outputs,
+            "stacks_version": __version__,
+            "finished_at": datetime.now().astimezone().isoformat(timespec="seconds"),
+        },
+    )
+
+
+def _fail(exc: StacksError, layer: str) -> Any:
+    """A doit failure carrying our message (no traceback) for a user-caused error."""
+    from doit.exceptions import TaskFailed
+
+    message = str(exc)
+    if layer not in message:
+        message = f"layer '{layer}': {message}"
+    failure = TaskFailed(message)
+    failure.stacks_exit_code = exc.exit_code  # type: ignore[attr-defined]
+    return failure
+
+
+# ---------------------------------------------------------------- runtime:<env>
+
+
+def runtime_inputs(ctx: RunContext, env_name: str) -> dict[str, Any]:
+    """Inputs of providing a runtime: which Python, from where, for which platform."""
+    layer = ctx.spec.layer(env_name)
+    source = layer.source
+    return {
+        "format": _STEP_FORMATS["runtime"],
+        "implementation": layer.python_implementation,
+        "source": [source.kind, source.url, source.sha256] if source else None,
+        "platform": ctx.platform_tag,
+    }
+
+
+def runtime_current(ctx: RunContext, env_name: str) -> bool:
+    """Up-to-date check of runtime:<env>."""
+    stamp = _stamp_matches(ctx, "runtime", env_name, runtime_inputs(ctx, env_name))
+    return stamp is not None and (ctx.runtime_dir(env_name) / "bin" / "python").exists()
+
+
+def run_runtime(ctx: RunContext, env_name: str) -> Any:
+    """Action of runtime:<env>: fetch or make the runtime, then stamp it."""
+    from .runtimes import provide_runtime
+
+    layer = ctx.spec.layer(env_name)
+    assert layer.source is not None
+    try:
+        provided = provide_runtime(
+            layer.python_implementation,
+            layer.source,
+            ctx.runtime_dir(env_name),
+            download_dir=ctx.download_dir,
+            mirror=ctx.spec.settings.python_mirror,
+        )
+    except StacksError as exc:
+        return _fail(exc, env_name)
+    _write_stamp(
+        ctx,
+        "runtime",
+        env_name,
+        runtime_inputs(ctx, env_name),
+        {"python_version": provided.python_version, "source": provided.source},
+    )
+    return None
+
+
+def runtime_python(ctx: RunContext, env_name: str) -> Path:
+    """The interpreter of a provisioned runtime (used for locking)."""
+    return ctx.runtime_dir(env_name) / "bin" / "python"
+
+
+def provided_runtime(ctx: RunContext, env_name: str) -> dict[str, Any]:
+    """What runtime:<env> recorded: the full Python version and where it came from."""
+    stamp = hashing.read_stamp(ctx.stamp_path("runtime", env_name)) or {}
+    return dict(stamp.get("outputs", {}))
+
+
+# ---------------------------------------------------------------- lock:<env>
+
+
+def _resets(ctx: RunContext, env_name: str) -> bool:
+    return any(fnmatchcase(env_name, pattern) for pattern in ctx.reset_lock)
+
+
+def lock_current(ctx: RunContext, env_name: str) -> bool:
+    """Up-to-date check of lock:<env> (the committed lock files are the truth)."""
+    from .locking import lock_state
+
+    if _resets(ctx, env_name) or task_name("lock", env_name) in ctx.forced:
+        return False
+    return lock_state(ctx.spec, ctx.spec.layer(env_name), ctx.lock_options).valid
+
+
+def run_lock(ctx: RunContext, env_name: str) -> Any:
+    """Action of lock:<env>: resolve the layer with uv against its lower layers' pins."""
+    from .locking import lock_layer
+
+    layer = ctx.spec.layer(env_name)
+    try:
+        lock_layer(
+            ctx.spec,
+            layer,
+            ctx.lock_options,
+            python=runtime_python(ctx, layer.runtime),
+            work_dir=ctx.lock_work_dir(env_name),
+            reset=_resets(ctx, env_name),
+        )
+    except StacksError as exc:
+        return _fail(exc, env_name)
+    return None
+
+
+# ---------------------------------------------------------------- build:<env>
+
+
+def build_inputs(ctx: RunContext, env_name: str) -> dict[str, Any] | None:
+    """Inputs of a build: its own lock, its modules, and the identity of the layers below."""
+    from .locking import read_lock_meta
+
+    layer = ctx.spec.layer(env_name)
+    meta = read_lock_meta(ctx.spec, layer)
+    if meta is None:
+        return None
+    lower = [
+        [dep, deployed_name(ctx, dep), ctx.spec.layer(dep).python_xy] for dep in layer.dependencies
+    ]
+    runtime = provided_runtime(ctx, layer.runtime)
+    return {
+        "format": _STEP_FORMATS["build"],
+        "lock": meta.lock_hash,
+        "deployed": deployed_name(ctx, env_name),
+        "lower layers": lower,
+        "modules": module_hashes(layer) if layer.kind is LayerKind.APPLICATION else [],
+        "dynlib_exclude": list(layer.dynlib_exclude),
+        # The runtime layer is a copy of its runtime; layers above only need its X.Y.
+        "runtime": runtime if layer.kind is LayerKind.RUNTIME else None,
+    }
+
+
+def build_manifest_path(ctx: RunContext, env_name: str) -> Path:
+    """Where a build's tree manifest (for drift checks and verify) is kept."""
+    return ctx.stamp_path("build", env_name).with_suffix(".manifest.json")
+
+
+def build_current(ctx: RunContext, env_name: str) -> bool:
+    """Up-to-date check of build:<env>: same inputs, and the tree unchanged (stat only)."""
+    if _stamp_matches(ctx, "build", env_name, build_inputs(ctx, env_name)) is None:
+        return False
+    return not build_drift(ctx, env_name)
+
+
+def build_drift(ctx: RunContext, env_name: str) -> list[str]:
+    """How a build folder differs from its manifest by stat data (cheap), or why it can't be checked."""
+    tree = ctx.build_dir(env_name)
+    if not tree.is_dir():
+        return [f"missing: {tree}"]
+    data = hashing.read_stamp(build_manifest_path(ctx, env_name))
+    if data is None:
+        return ["missing: build manifest"]
+    return hashing.TreeManifest.from_json(data).stat_drift(
+        tree, limit=5, skip=hashing.skip_bytecode
+    )
+
+
+def build_digest(ctx: RunContext, env_name: str) -> str | None:
+    """The content hash of a finished build, from its stamp."""
+    stamp = hashing.read_stamp(ctx.stamp_path("build", env_name))
+    return None if stamp is None else stamp.get("outputs", {}).get("digest")
+
+
+def build_request(ctx: RunContext, env_name: str) -> Any:
+    """The building.BuildRequest for a layer: its lock, runtime and lower layers."""
+    from .building import BuildRequest, LowerLayer
+    from .locking import lock_paths
+
+    spec = ctx.spec
+    layer = spec.layer(env_name)
+    version = provided_runtime(ctx, layer.runtime).get("python_version") or layer.python_version
+    lower = tuple(
+        LowerLayer(
+            dep,
+            deployed_name(ctx, dep),
+            ctx.build_dir(dep),
+            lock_paths(spec, spec.layer(dep)).pylock,
+        )
+        for dep in layer.dependencies
+    )
+    return BuildRequest(
+        layer=layer,
+        target=ctx.build_dir(env_name),
+        pylock=lock_paths(spec, layer).pylock,
+        python_version=version,
+        deployed_name=deployed_name(ctx, env_name),
+        lower=lower,
+        runtime_source=ctx.runtime_dir(env_name) if layer.kind is LayerKind.RUNTIME else None,
+        platform=ctx.platform_tag,
+    )
+
+
+def run_build(ctx: RunContext, env_name: str) -> Any:
+    """Action of build:<env>: build the environment from its lock, check it, stamp it."""
+    from . import atomic
+    from .building import build_layer
+
+    inputs = build_inputs(ctx, env_name)
+    if inputs is None:
+        return _fail(
+            StacksError("no lock metadata to build from", hint="run `stacks lock SPEC` first"),
+            env_name,
+        )
+    try:
+        manifest = build_layer(build_request(ctx, env_name))
+    except StacksError as exc:
+        return _fail(exc, env_name)
+    atomic.write_json(build_manifest_path(ctx, env_name), manifest.to_json())
+    _write_stamp(
+        ctx,
+        "build",
+        env_name,
+        inputs,
+        {"digest": manifest.digest(), "entries": len(manifest.entries)},
+    )
+    return None
+
+
+# ---------------------------------------------------------------- archive:<env> and export:<env>
+
+
+def archive_name(ctx: RunContext, env_name: str) -> str:
+    """The archive file name of a layer."""
+    base = deployed_name(ctx, env_name)
+    if ctx.tag_outputs:
+        base = f"{base}-{ctx.platform_tag}"
+    return f"{base}.{ctx.archive_format}"
+
+
+def metadata_name(ctx: RunContext, env_name: str, *, tagged: bool) -> str:
+    """The per-layer metadata file name (`<layer>[-<platform>].json`)."""
+    return f"{env_name}-{ctx.platform_tag}.json" if tagged else f"{env_name}.json"
+
+
+def publish_inputs(ctx: RunContext, env_name: str, step: str) -> dict[str, Any] | None:
+    """Inputs of archiving or exporting a layer: its build's content hash and its metadata."""
+    digest = build_digest(ctx, env_name)
+    if digest is None:
+        return None
+    layer = ctx.spec.layer(env_name)
+    return {
+        "format": _STEP_FORMATS[step],
+        "build": digest,
+        "deployed": deployed_name(ctx, env_name),
+        "lower layers": [deployed_name(ctx, dep) for dep in layer.dependencies],
+        "metadata": layer_metadata(ctx, env_name),
+        "archive": [archive_name(ctx, env_name), ctx.archive_format] if step == "archive" else None,
+        "export": [str(ctx.export_dir), ctx.symlinks] if step == "export" else None,
+    }
+
+
+def layer_metadata(ctx: RunContext, env_name: str) -> dict[str, Any]:
+    """The publish/export metadata of a layer, without archive fields (venvstacks field names)."""
+    from .locking import read_lock_meta
+
+    layer = ctx.spec.layer(env_name)
+    meta = read_lock_meta(ctx.spec, layer)
+    runtime = provided_runtime(ctx, layer.runtime)
+    version = runtime.get("python_version") or layer.python_version
+    data: dict[str, Any] = {
+        "layer_name": env_name,
+        "install_target": deployed_name(ctx, env_name),
+        "kind": layer.kind.value,
+        "requirements_hash": meta.requirements_hash if meta else None,
+        "lock_version": meta.lock_version if meta else None,
+        "locked_at": meta.locked_at if meta else None,
+        "runtime_layer": deployed_name(ctx, layer.runtime),
+        "python_implementation": f"cpython@{version}",
+        "bound_to_implementation": layer.kind is LayerKind.RUNTIME,
+    }
+    if layer.kind is LayerKind.RUNTIME:
+        data["runtime_source"] = runtime.get("source")
+    else:
+        data["required_layers"] = [deployed_name(ctx, dep) for dep in layer.linearised]
+    if layer.kind is LayerKind.APPLICATION:
+        hashes = module_hashes(layer)
+        data["app_launch_module"] = layer.launch_module_name
+        data["app_launch_module_hash"] = hashes[0][1]
+        if layer.support_modules:
+            from .spec import module_name
+
+            data["app_support_modules"] = [
+                {"name": module_name(path), "hash": digest}
+                for path, (_, digest) in zip(layer.support_modules, hashes[1:], strict=True)
+            ]
+    return data
+
+
+def archive_current(ctx: RunContext, env_name: str) -> bool:
+    """Up-to-date check of archive:<env>: same build and metadata, archive still there."""
+    stamp = _stamp_matches(ctx, "archive", env_name, publish_inputs(ctx, env_name, "archive"))
+    if stamp is None or ctx.output_dir is None:
+        return False
+    outputs = stamp.get("outputs", {})
+    archive = ctx.output_dir / outputs.get("archive_name", "")
+    metadata = ctx.output_dir / "__stacks__" / "env_metadata" / outputs.get("metadata_name", "")
+    try:
+        return archive.stat().st_size == outputs.get("archive_size") and metadata.is_file()
+    except OSError:
+        return False
+
+
+def run_archive(ctx: RunContext, env_name: str) -> Any:
+    """Action of archive:<env>: write the reproducible archive and its metadata."""
+    from . import atomic
+    from .publishing import write_archive
+
+    assert ctx.output_dir is not None
+    key = publish_inputs(ctx, env_name, "archive")
+    if key is None:
+        return _fail(
+            StacksError("the layer has not been built", hint="run `stacks build SPEC`"), env_name
+        )
+    layer = ctx.spec.layer(env_name)
+    metadata = layer_metadata(ctx, env_name)
+    name = archive_name(ctx, env_name)
+    previous = hashing.read_stamp(ctx.stamp_path("archive", env_name)) or {}
+    previous_out = previous.get("outputs", {})
+    build_number = 1
+    if previous_out.get("lock_version") == metadata["lock_version"] and previous_out.get(
+        "archive_build"
+    ):
+        build_number = int(previous_out["archive_build"]) + 1
+    try:
+        result = write_archive(
+            ctx.build_dir(env_name),
+            ctx.output_dir / name,
+            root_name=metadata["install_target"],
+            fmt=ctx.archive_format,
+            mtime=_epoch(metadata["locked_at"]),
+            layered=layer.kind is not LayerKind.RUNTIME,
+        )
+    except StacksError as exc:
+        return _fail(exc, env_name)
+    metadata.update(
+        {
+            "archive_build": build_number,
+            "archive_name": name,
+            "target_platform": ctx.platform_tag,
+            "archive_size": result.size,
+            "archive_hashes": {"sha256": result.sha256},
+        }
+    )
+    meta_name = metadata_name(ctx, env_name, tagged=ctx.tag_outputs)
+    atomic.write_json(ctx.output_dir / "__stacks__" / "env_metadata" / meta_name, metadata)
+    outputs = {
+        "archive_name": name,
+        "archive_size": result.size,
+        "sha256": result.sha256,
+        "metadata_name": meta_name,
+        "lock_version": metadata["lock_version"],
+        "archive_build": build_number,
+    }
+    _write_stamp(ctx, "archive", env_name, key, outputs)
+    return None
+
+
+def export_current(ctx: RunContext, env_name: str) -> bool:
+    """Up-to-date check of export:<env>: same build and metadata, export folder unchanged."""
+    stamp = _stamp_matches(ctx, "export", env_name, publish_inputs(ctx, env_name, "export"))
+    if stamp is None or ctx.export_dir is None:
+        return False
+    target = ctx.export_dir / stamp.get("outputs", {}).get("install_target", "")
+    metadata = (
+        ctx.export_dir / "__stacks__" / "env_metadata" / metadata_name(ctx, env_name, tagged=False)
+    )
+    return (
+        target.is_dir() and (target / "share" / "venv" / "metadata").is_dir() and metadata.is_file()
+    )
+
+
+def run_export(ctx: RunContext, env_name: str) -> Any:
+    """Action of export:<env>: copy (link) the layer into the export folder and post-install it."""
+    from . import atomic
+    from .publishing import export_layer
+
+    assert ctx.export_dir is not None
+    key = publish_inputs(ctx, env_name, "export")
+    if key is None:
+        return _fail(
+            StacksError("the layer has not been built", hint="run `stacks build SPEC`"), env_name
+        )
+    layer = ctx.spec.layer(env_name)
+    metadata = layer_metadata(ctx, env_name)
+    target = ctx.export_dir / metadata["install_target"]
+    try:
+        export_layer(
+            ctx.build_dir(env_name),
+            target,
+            layered=layer.kind is not LayerKind.RUNTIME,
+            symlinks=ctx.symlinks,
+        )
+    except StacksError as exc:
+        return _fail(exc, env_name)
+    atomic.write_json(
+        ctx.export_dir / "__stacks__" / "env_metadata" / metadata_name(ctx, env_name, tagged=False),
+        metadata,
+    )
+    _write_stamp(ctx, "export", env_name, key, {"install_target": metadata["install_target"]})
+    return None
+
+
+def _epoch(locked_at: str | None) -> int:
+    if not locked_at:
+        return 0
+    return int(datetime.fromisoformat(locked_at.replace("Z", "+00:00")).timestamp())
+
+
+# ---------------------------------------------------------------- stack manifests
+
+
+def manifest_inputs(ctx: RunContext, step: str) -> dict[str, Any]:
+    """Inputs of a stack manifest: the per-layer metadata files it gathers."""
+    folder = _output_root(ctx, step) / "__stacks__" / "env_metadata"
+    tagged = ctx.tag_outputs and step == "archive"
+    files = [
+        folder / metadata_name(ctx, layer.env_name, tagged=tagged) for layer in ctx.spec.layers
+    ]
+    return {"layer metadata": sorted([p.name, hashing.hash_file_or_none(p)] for p in files)}
+
+
+def _output_root(ctx: RunContext, step: str) -> Path:
+    folder = ctx.output_dir if step == "archive" else ctx.export_dir
+    assert folder is not None
+    return folder
+
+
+def stack_manifest_path(ctx: RunContext, step: str) -> Path:
+    """The whole-stack metadata file of a publish or an export."""
+    tag = f"-{ctx.platform_tag}" if ctx.tag_outputs and step == "archive" else ""
+    return _output_root(ctx, step) / "__stacks__" / f"stack{tag}.json"
+
+
+def manifest_current(ctx: RunContext, step: str) -> bool:
+    """Up-to-date check of the stack manifest task."""
+    stamp = _stamp_matches(ctx, "manifest", step, manifest_inputs(ctx, step))
+    return stamp is not None and stack_manifest_path(ctx, step).is_file()
+
+
+def run_manifest(ctx: RunContext, step: str) -> None:
+    """Gather the per-layer metadata present in the output folder into one stack manifest."""
+    import json
+
+    from . import atomic
+
+    folder = _output_root(ctx, step) / "__stacks__" / "env_metadata"
+    tagged = ctx.tag_outputs and step == "archive"
+    layers: dict[str, list[Any]] = {kind.table: [] for kind in LayerKind}
+    for layer in ctx.spec.layers:
+        path = folder / metadata_name(ctx, layer.env_name, tagged=tagged)
+        if path.is_file():
+            layers[layer.kind.table].append(json.loads(path.read_text(encoding="utf-8")))
+    key = manifest_inputs(ctx, step)
+    atomic.write_json(stack_manifest_path(ctx, step), {"layers": layers})
+    _write_stamp(ctx, "manifest", step, key, {"path": str(stack_manifest_path(ctx, step))})
+
+
+# ---------------------------------------------------------------- task generation
+
+
+def _task(
+    step: str, layer: LayerSpec, ctx: RunContext, action: Any, check: Any, deps: list[str], doc: str
+) -> dict[str, Any]:
+    return {
+        "name": layer.env_name,
+        "actions": [(action, [ctx, layer.env_name])],
+        "uptodate": [(check, [ctx, layer.env_name])],
+        "task_dep": deps,
+        "targets": [os.fspath(ctx.stamp_path(step, layer.env_name))],
+        "doc": doc,
+        "verbosity": 2,
+    }
+
+
+def runtime_tasks(ctx: RunContext) -> Iterator[dict[str, Any]]:
+    """runtime:<env> for every runtime layer."""
+    for layer in ctx.spec.of_kind(LayerKind.RUNTIME):
+        source = layer.source.describe() if layer.source else "?"
+        yield _task(
+            "runtime",
+            layer,
+            ctx,
+            run_runtime,
+            runtime_current,
+            [],
+            f"provide {layer.python_implementation} ({source})",
+        )
+
+
+def lock_tasks(ctx: RunContext) -> Iterator[dict[str, Any]]:
+    """lock:<env> for every layer: after its runtime and the locks below it."""
+    for layer in ctx.spec.layers:
+        deps = [task_name("runtime", layer.runtime)] + [
+            task_name("lock", dep) for dep in layer.dependencies
+        ]
+        yield _task(
+            "lock",
+            layer,
+            ctx,
+            run_lock,
+            lock_current,
+            deps,
+            f"lock {layer.env_name} for {', '.join(layer.platforms)}",
+        )
+
+
+def build_tasks(ctx: RunContext) -> Iterator[dict[str, Any]]:
+    """build:<env> for every layer targeting this platform."""
+    for layer in ctx.spec.layers:
+        if not builds_here(ctx, layer):
+            continue
+        deps = [task_name("lock", layer.env_name), task_name("runtime", layer.runtime)]
+        deps += [task_name("build", dep) for dep in layer.dependencies]
+        yield _task("build", layer, ctx, run_build, build_current, deps, f"build {layer.env_name}")
+
+
+def archive_tasks(ctx: RunContext) -> Iterator[dict[str, Any]]:
+    """archive:<env> for every built layer, then the stack manifest."""
+    if ctx.output_dir is None:
+        return
+    names = []
+    for layer in ctx.spec.layers:
+        if builds_here(ctx, layer):
+            names.append(task_name("archive", layer.env_name))
+            yield _task(
+                "archive",
+                layer,
+                ctx,
+                run_archive,
+                archive_current,
+                [task_name("build", layer.env_name)],
+                f"archive {layer.env_name}",
+            )
+    yield _manifest_task(ctx, "archive", names)
+
+
+def export_tasks(ctx: RunContext) -> Iterator[dict[str, Any]]:
+    """export:<env> for every built layer (after the layers below it), then the stack manifest."""
+    if ctx.export_dir is None:
+        return
+    names = []
+    for layer in ctx.spec.layers:
+        if builds_here(ctx, layer):
+            names.append(task_name("export", layer.env_name))
+            deps = [task_name("build", layer.env_name)] + [
+                task_name("export", dep) for dep in layer.dependencies
+            ]
+            yield _task(
+                "export", layer, ctx, run_export, export_current, deps, f"export {layer.env_name}"
+            )
+    yield _manifest_task(ctx, "export", names)
+
+
+def _manifest_task(ctx: RunContext, step: str, names: list[str]) -> dict[str, Any]:
+    return {
+        "name": STACK_TASK,
+        "actions": [(run_manifest, [ctx, step])],
+        "uptodate": [(manifest_current, [ctx, step])],
+        "task_dep": names,
+        "targets": [os.fspath(ctx.stamp_path("manifest", step))],
+        "doc": f"write the stack manifest of the {'publish' if step == 'archive' else 'export'} folder",
+        "verbosity": 2,
+    }
+
+
+GENERATORS = {
+    "runtime": runtime_tasks,
+    "lock": lock_tasks,
+    "build": build_tasks,
+    "archive": archive_tasks,
+    "export": export_tasks,
+}
+
+CHECKS = {
+    "runtime": runtime_current,
+    "lock": lock_current,
+    "build": build_current,
+    "archive": archive_current,
+    "export": export_current,
+}
+
+
+def all_tasks(ctx: RunContext) -> Iterator[tuple[str, dict[str, Any]]]:
+    """(basename, task dict) for every task of the stack."""
+    for step, generator in GENERATORS.items():
+        for task in generator(ctx):
+            yield step, task
+
+
+STACK_TASK = "__stack__"
+
+
+def step_inputs(ctx: RunContext, step: str, env_name: str) -> dict[str, Any] | None:
+    """The current inputs of a step (None when a prerequisite is missing)."""
+    if env_name == STACK_TASK:
+        return manifest_inputs(ctx, step)
+    if step == "runtime":
+        return runtime_inputs(ctx, env_name)
+    if step == "build":
+        return build_inputs(ctx, env_name)
+    if step in ("archive", "export"):
+        return publish_inputs(ctx, env_name, step)
+    return None
+
+
+def is_current(ctx: RunContext, step: str, env_name: str) -> bool:
+    """The up-to-date check of any task."""
+    if env_name == STACK_TASK:
+        return manifest_current(ctx, step)
+    return CHECKS[step](ctx, env_name)
+
+
+def explain(ctx: RunContext, step: str, env_name: str) -> list[str]:
+    """Why a task is not up to date, in words."""
+    if task_name(step, env_name) in ctx.forced:
+        return ["forced (--clean)"]
+    if step == "lock":
+        from .locking import lock_state
+
+        if _resets(ctx, env_name):
+            return ["--reset-lock asks for a fresh resolution"]
+        state = lock_state(ctx.spec, ctx.spec.layer(env_name), ctx.lock_options)
+        return list(state.reasons) or ["no valid lock"]
+    inputs = step_inputs(ctx, step, env_name)
+    if inputs is None:
+        return ["what it is made from is not there yet (an earlier step must run first)"]
+    stamp_step = "manifest" if env_name == STACK_TASK else step
+    stamp = hashing.read_stamp(
+        ctx.stamp_path(stamp_step, step if env_name == STACK_TASK else env_name)
+    )
+    if stamp is None:
+        return ["never done (no stamp)"]
+    recorded = stamp.get("input_detail") or {}
+    changed = [
+        name
+        for name in sorted(set(inputs) | set(recorded))
+        if inputs.get(name) != recorded.get(name)
+    ]
+    if changed:
+        return [f"{name} changed" for name in changed]
+    if step == "build":
+        return [f"build folder drifted: {item}" for item in build_drift(ctx, env_name)] or [
+            "outputs missing"
+        ]
+    return ["outputs missing or changed since the last run"]
