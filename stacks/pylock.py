@@ -397,16 +397,19 @@ def describe_missing(
             f"{', '.join(item.platforms)} (wheel platforms: {available})"
         )
     failing = {name for item in missing for name in item.platforms}
-    working = [name for name in platforms if name not in failing]
-    if working:
-        shown = ", ".join(f'"{name}"' for name in working)
-        hint = f"set platforms = [{shown}] for layer '{env}', or provide the missing wheels"
-    else:
-        hint = "no target platform has wheels for every package: provide the missing wheels"
+    hint = platforms_hint(env, [name for name in platforms if name not in failing])
     glibc = _glibc_needed(missing)
     if glibc is not None:
         hint += f"; or raise linux_target to 'glibc@{glibc[0]}.{glibc[1]}'"
     return "\n".join(lines), hint
+
+
+def platforms_hint(env: str, working: Sequence[str]) -> str:
+    """The hint for platforms without wheels: the `platforms` value that would work, if any."""
+    if working:
+        shown = ", ".join(f'"{name}"' for name in working)
+        return f"set platforms = [{shown}] for layer '{env}', or provide the missing wheels"
+    return "no target platform has wheels for every package: provide the missing wheels"
 
 
 def _glibc_needed(missing: Sequence[MissingWheels]) -> tuple[int, int] | None:

@@ -4,8 +4,9 @@ uv reads `[tool.uv]` *settings* (no-build, exclude-newer, find-links …) from a
 pyproject.toml only when config discovery is on, and stacks always runs uv with
 `--no-config` so user-level uv config cannot change a lock. So the project is split:
 `pyproject.toml` holds the project and its project-only tables (environments,
-constraints, sources, indexes); `uv.toml` holds the settings and is passed explicitly
-with `--config-file`.
+constraints, sources); `uv.toml` holds the settings and is passed explicitly with
+`--config-file`. Indexes go in both: uv searches the ones in `uv.toml`, while
+`sources` can only name those in `pyproject.toml`.
 """
 
 from __future__ import annotations
@@ -58,6 +59,7 @@ _KEPT_UV_VARIABLES = re.compile(
 )
 _STANDARD_FLAGS = ("--no-config", "--no-managed-python", "--no-python-downloads", "--quiet")
 _STDERR_LINES = 40
+_MISSING_WHEELS = re.compile(r"has no `[^`]*`-compatible wheels")
 
 
 @dataclass(frozen=True)
@@ -68,6 +70,7 @@ class UvProject:
     config: Mapping[str, Any]
     options: tuple[str, ...] = ()
     lower_pins: tuple[str, ...] = ()  # the constraints that come from lower layers
+    platforms: tuple[str, ...] = ()  # the layer's target platforms, one `environments` marker each
 
     def with_constraints(self, extra: Sequence[str]) -> UvProject:
         """The same project with more constraint dependencies."""
@@ -103,7 +106,7 @@ def uv_project(
             uv[key] = [*uv.get(key, ()), *settings[key]]
     indexes = layer_indexes(spec, layer)
     if indexes:
-        uv["index"] = indexes
+        uv["index"] = indexes  # here only so that `sources` can name them
     sources = layer_sources(spec, layer)
     if sources:
         uv["sources"] = sources
@@ -117,6 +120,8 @@ def uv_project(
         "tool": {"uv": uv},
     }
     config: dict[str, Any] = {"no-build": True}
+    if indexes:
+        config["index"] = indexes  # the index list itself is a setting
     if exclude_newer is not None:
         config["exclude-newer"] = exclude_newer
     find_links = [_local_location(spec, str(p)) for p in settings.get("find-links", ())]
@@ -129,7 +134,7 @@ def uv_project(
         if key not in _IGNORED_KEYS and key not in _PROJECT_KEYS:
             config[key] = value
     options = ("--default-index", index_url) if index_url else ()
-    return UvProject(pyproject, config, options, tuple(constraints))
+    return UvProject(pyproject, config, options, tuple(constraints), tuple(layer.platforms))
 
 
 def layer_indexes(spec: StackSpec, layer: LayerSpec) -> list[dict[str, Any]]:
@@ -204,6 +209,8 @@ def resolve(
     write_project(project, work_dir)
     locked = _run(["lock", *(["--upgrade"] if reset else [])], project, work_dir, python)
     if locked.returncode != 0:
+        if _MISSING_WHEELS.search(locked.stderr):
+            raise _missing_wheels_error(project, work_dir, python, env_name, locked.stderr)
         raise LockError(
             f"cannot lock layer '{env_name}': uv found no solution\n{_trim(locked.stderr)}",
             hint=_conflict_hint(locked.stderr, project),
@@ -227,6 +234,30 @@ def resolve(
             f"cannot lock layer '{env_name}': uv export failed\n{_trim(exported.stderr)}"
         )
     return exported.stdout
+
+
+def _missing_wheels_error(
+    project: UvProject, work_dir: Path, python: Path, env_name: str, stderr: str
+) -> LockError:
+    """uv found no wheels for some platform: find every platform that fails, suggest the rest."""
+    from .pylock import platforms_hint
+
+    working = [name for name in project.platforms if _resolves_on(project, name, work_dir, python)]
+    failing = [name for name in project.platforms if name not in working]
+    return LockError(
+        f"cannot lock layer '{env_name}': some packages have no wheels for "
+        f"{', '.join(failing) or 'every target platform together'}\n{_trim(stderr)}",
+        hint=platforms_hint(env_name, working),
+    )
+
+
+def _resolves_on(project: UvProject, platform: str, work_dir: Path, python: Path) -> bool:
+    """Whether the project resolves for this one platform (in a scratch folder)."""
+    probe = work_dir / "probe" / platform
+    probe.mkdir(parents=True, exist_ok=True)
+    uv = {**project.pyproject["tool"]["uv"], "environments": platforms_marker([platform])}
+    write_project(replace(project, pyproject={**project.pyproject, "tool": {"uv": uv}}), probe)
+    return _run(["lock"], project, probe, python).returncode == 0
 
 
 def _run(
