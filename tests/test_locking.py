@@ -121,8 +121,8 @@ class Stack:
         folder = self.paths(env).folder
         return {p.name: p.read_bytes() for p in sorted(folder.iterdir())}
 
-    def generated(self, env: str) -> dict:
-        return tomllib.loads((self.work_dir(env) / "pyproject.toml").read_text(encoding="utf-8"))
+    def generated(self, env: str, name: str = "pyproject.toml") -> dict:
+        return tomllib.loads((self.work_dir(env) / name).read_text(encoding="utf-8"))
 
 
 @pytest.fixture
@@ -158,12 +158,15 @@ def local(wheels: Path, **changes: object) -> LockOptions:
     return replace(LockOptions(no_index=True, local_wheels=(wheels,)), **changes)  # type: ignore[arg-type]
 
 
+QUIET = ["--quiet", "--no-config", "--no-python-downloads"]
+
+
 def installed(pylock: Path, venv: Path) -> set[str]:
     """Names `uv pip install -r <pylock>` installs into a plain new venv."""
     from uv import find_uv_bin
 
     uv = find_uv_bin()
-    quiet = ["--quiet", "--no-config", "--no-python-downloads"]
+    quiet = QUIET
     subprocess.run([uv, "venv", *quiet, "--python", str(PYTHON), str(venv)], check=True)
     python = str(venv / "bin" / "python")
     subprocess.run(
@@ -603,9 +606,49 @@ def test_package_and_priority_indexes(make_stack, tmp_path: Path) -> None:
         {"name": "pinned", "url": pinned, "explicit": True},
     ]
     assert framework_uv["sources"] == {"special": {"index": "pinned"}}  # inherited
+    assert stack.generated("framework-web", "uv.toml")["index"] == framework_uv["index"]
 
     special = stack.packages("cpython-3.12")["special"]
     assert special["version"] == "1.0" and "index" not in special
     assert special["wheels"][0]["path"] == "../../../pinned/special/special-1.0-py3-none-any.whl"
     assert stack.packages("framework-web")["helper"]["version"] == "1.0"
     assert "file:" not in stack.paths("framework-web").pylock.read_text(encoding="utf-8")
+
+
+def installed_for_windows(pylock: Path, target: Path) -> set[str]:
+    """Names `uv pip install -r <pylock>` installs for win_amd64 (into a --target folder)."""
+    from uv import find_uv_bin
+
+    command = [find_uv_bin(), "pip", "install", *QUIET, "--python", str(PYTHON)]
+    command += ["--python-platform", "x86_64-pc-windows-msvc", "--target", str(target)]
+    subprocess.run([*command, "-r", str(pylock)], check=True)
+    return {p.name.split("-")[0] for p in target.glob("*.dist-info")}
+
+
+def test_a_package_shared_on_some_platforms_installs_only_where_it_is_own(
+    make_stack, wheels: Path, tmp_path: Path
+) -> None:
+    stack = make_stack(
+        runtime("dep==1.0 ; sys_platform == 'win32'") + framework("web", "dep==1.0", "tool"),
+        local(wheels),
+    )
+    stack.lock()
+    entries = [p for p in stack.pylock("framework-web")["packages"] if p["name"] == "dep"]
+    assert [("tool" in p, "wheels" in p) for p in entries] == [(True, False), (False, True)]
+    pylock = stack.paths("framework-web").pylock
+    assert installed(pylock, tmp_path / "venv") == {"dep", "tool"}
+    assert installed_for_windows(pylock, tmp_path / "windows") == {"tool"}
+    summary = stack.paths("framework-web").summary.read_text(encoding="utf-8")
+    assert summary.count("dep==1.0 ; ") == 2  # once as its own, once as shared (windows)
+
+
+def test_other_uv_settings_pass_through(make_stack, wheels: Path) -> None:
+    build_wheel(wheels, "dep", "2.0")
+    settings = '[tool.uv]\noverride-dependencies = ["dep==2.0"]\nprerelease = "allow"\n'
+    stack = make_stack(settings + runtime("dep==1.0", "tool"), local(wheels))
+    stack.lock()
+    assert stack.packages("cpython-3.12")["dep"]["version"] == "2.0"
+    assert stack.generated("cpython-3.12")["tool"]["uv"]["override-dependencies"] == ["dep==2.0"]
+    config = stack.generated("cpython-3.12", "uv.toml")
+    assert config["prerelease"] == "allow" and config["no-build"] is True
+    assert config["no-index"] is True and config["find-links"] == [str(wheels)]
