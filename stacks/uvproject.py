@@ -103,7 +103,8 @@ def uv_project(
     }
     for key in _PROJECT_KEYS:
         if key in settings:
-            uv[key] = [*uv.get(key, ()), *settings[key]]
+            value = settings[key]
+            uv[key] = [*uv.get(key, ()), *(value if isinstance(value, list) else [value])]
     indexes = layer_indexes(spec, layer)
     if indexes:
         uv["index"] = indexes  # here only so that `sources` can name them
@@ -125,7 +126,7 @@ def uv_project(
     if exclude_newer is not None:
         config["exclude-newer"] = exclude_newer
     find_links = [_local_location(spec, str(p)) for p in settings.get("find-links", ())]
-    find_links += [os.fspath(p) for p in local_wheels]
+    find_links += [os.path.abspath(p) for p in local_wheels]
     if find_links:
         config["find-links"] = find_links
     if no_index or settings.get("no-index"):
