@@ -11,6 +11,7 @@ import datetime
 import hashlib
 import json
 import os
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -169,7 +170,8 @@ def lock_time_of(exclude_newer: str | None) -> str | None:
             day = datetime.date.fromisoformat(text)
             moment = datetime.datetime(day.year, day.month, day.day, tzinfo=datetime.timezone.utc)
         else:
-            moment = datetime.datetime.fromisoformat(text.replace("Z", "+00:00").replace("z", ""))
+            text = re.sub(r"(\d\d:\d\d:\d\d)\.\d+", r"\1", text)  # 3.10 wants 3 or 6 digits
+            moment = datetime.datetime.fromisoformat(re.sub(r"[Zz]$", "+00:00", text))
     except ValueError:
         return None  # a relative span ("1 week"): not a fixed point in time
     if moment.tzinfo is None:

@@ -221,6 +221,14 @@ def test_missing_wheels_respects_platform_markers_and_targets() -> None:
     assert missing.platforms == ("linux_aarch64",)
 
 
+def test_missing_wheels_respects_the_macos_target() -> None:
+    lock = wheels_lock("native-1.0-cp312-cp312-macosx_14_0_universal2.whl")
+    macos = scope(("macosx_arm64", "macosx_x86_64"))
+    (missing,) = pl.missing_wheels(lock, macos, linux_target=(2, 28), macosx_target=(13, 0))
+    assert missing.platforms == ("macosx_arm64", "macosx_x86_64")
+    assert not pl.missing_wheels(lock, macos, linux_target=(2, 28), macosx_target=(14, 0))
+
+
 def test_missing_wheels_checks_the_python_version() -> None:
     lock = wheels_lock("native-1.0-cp311-cp311-manylinux_2_17_x86_64.whl")
     assert pl.missing_wheels(
