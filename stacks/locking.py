@@ -255,8 +255,9 @@ class LockState:
     meta: LockMeta | None
 
 
-def lock_state(spec: StackSpec, layer: LayerSpec, options: LockOptions) -> LockState:
+def lock_state(spec: StackSpec, layer: LayerSpec, options: LockOptions | None) -> LockState:
     """Check a layer's lock against its current inputs (no uv, no network)."""
+    options = options or LockOptions()
     paths = lock_paths(spec, layer)
     meta = read_lock_meta(spec, layer)
     if meta is None:
@@ -351,13 +352,14 @@ def _short(value: Any) -> str:
 def lock_layer(
     spec: StackSpec,
     layer: LayerSpec,
-    options: LockOptions,
+    options: LockOptions | None,
     *,
     python: Path,
     work_dir: Path,
     reset: bool = False,
 ) -> LockMeta:
     """Resolve a layer with uv and write its pylock, metadata and summary (only if changed)."""
+    options = options or LockOptions()
     from . import pylock as pl
     from .uvproject import resolve, uv_project
 
