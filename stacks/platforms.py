@@ -167,11 +167,47 @@ def wheel_supports(
     target: TargetPlatform,
     linux_target: tuple[int, int] = DEFAULT_GLIBC,
     macosx_target: tuple[int, int] = DEFAULT_MACOSX,
+    *,
+    python: str | None = None,
 ) -> bool:
-    """Whether a wheel (by file name) installs on `target` with the given glibc/macOS targets."""
+    """Whether a wheel (by file name) installs on `target` with the given glibc/macOS targets.
+
+    With `python` (`X.Y`), its interpreter and ABI tags must also suit that CPython.
+    """
+    if python is not None and not wheel_python_supports(filename, python):
+        return False
     return any(
         tag_supports(t, target, linux_target, macosx_target) for t in wheel_platform_tags(filename)
     )
+
+
+def wheel_python_supports(filename: str, python: str) -> bool:
+    """Whether a wheel's interpreter and ABI tags suit CPython `python` (`X.Y`, GIL build)."""
+    stem = filename[:-4] if filename.endswith(".whl") else filename
+    parts = stem.split("-")
+    if len(parts) < 5:
+        return False
+    major, _, minor = python.partition(".")
+    interpreters, abis = parts[-3].split("."), parts[-2].split(".")
+    return any(
+        _interpreter_abi_ok(i, a, int(major), int(minor.split(".")[0]))
+        for i in interpreters
+        for a in abis
+    )
+
+
+def _interpreter_abi_ok(interpreter: str, abi: str, major: int, minor: int) -> bool:
+    exact = f"{major}{minor}"
+    if abi == "none":
+        if interpreter in (f"py{major}", f"py{exact}", f"cp{exact}"):
+            return True
+        # pyXW wheels for older minor versions still install (like pip's compatible tags)
+        older = interpreter.removeprefix(f"py{major}")
+        return interpreter.startswith("py") and older.isdigit() and int(older) <= minor
+    if abi == "abi3":
+        older = interpreter.removeprefix(f"cp{major}")
+        return interpreter.startswith("cp") and older.isdigit() and int(older) <= minor
+    return interpreter == f"cp{exact}" and abi == f"cp{exact}"
 
 
 def platforms_marker(names: Iterable[str]) -> list[str]:

@@ -1,0 +1,485 @@
+"""Lock one layer: uv resolves it against its lower layers' pins into a cross-platform pylock.
+
+`lock_state` is the cheap up-to-date check (no uv, no network: small files and hashes);
+`lock_layer` runs uv, post-processes its export (`stacks.pylock`), checks that every
+package has wheels for every target platform, and writes the lock files atomically.
+"""
+
+from __future__ import annotations
+
+import datetime
+import hashlib
+import json
+import os
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+from . import atomic
+from .errors import LockError
+from .hashing import hash_bytes, hash_file_or_none, hash_json, scan_tree
+from .spec import LayerSpec, StackSpec, module_name
+
+# Bump when post-processing changes what a lock contains, so older locks are redone.
+LOCK_FORMAT = 1
+
+
+@dataclass(frozen=True)
+class LockOptions:
+    """Command-line settings that change how layers resolve."""
+
+    index_url: str | None = None  # replaces the default index
+    no_index: bool = False
+    local_wheels: tuple[Path, ...] = ()  # absolute folders of wheels (find-links)
+    exclude_newer: str | None = None  # if None: UV_EXCLUDE_NEWER, else [tool.uv] exclude-newer
+
+
+@dataclass(frozen=True)
+class LockPaths:
+    """Where a layer's lock files live: `<spec dir>/requirements/<env>/`."""
+
+    folder: Path
+    pylock: Path
+    meta: Path
+    summary: Path
+
+
+def lock_paths(spec: StackSpec, layer: LayerSpec) -> LockPaths:
+    """The lock files of a layer."""
+    folder = spec.spec_dir / "requirements" / layer.env_name
+    return LockPaths(
+        folder=folder,
+        pylock=folder / f"pylock.{layer.lock_name}.toml",
+        meta=folder / f"pylock.{layer.lock_name}.meta.json",
+        summary=folder / f"packages-{layer.env_name}.txt",
+    )
+
+
+@dataclass(frozen=True)
+class LockMeta:
+    """The lock metadata file: versions, times and the hashes that make a lock valid."""
+
+    lock_version: int
+    locked_at: str
+    requirements_hash: str
+    lock_hash: str
+    lock_input_hash: str
+    other_inputs_hash: str
+    version_inputs_hash: str
+    lower_locks: Mapping[str, str]
+    inputs: Mapping[str, Any] = field(default_factory=dict)  # readable form of the inputs
+
+    def to_json(self) -> dict[str, Any]:
+        """A JSON-able form (the file's content)."""
+        return {
+            "lock_version": self.lock_version,
+            "locked_at": self.locked_at,
+            "requirements_hash": self.requirements_hash,
+            "lock_hash": self.lock_hash,
+            "lock_input_hash": self.lock_input_hash,
+            "other_inputs_hash": self.other_inputs_hash,
+            "version_inputs_hash": self.version_inputs_hash,
+            "lower_locks": dict(sorted(self.lower_locks.items())),
+            "inputs": dict(self.inputs),
+        }
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> LockMeta:
+        """Inverse of to_json; raises KeyError/TypeError/ValueError on a malformed document."""
+        return cls(
+            lock_version=int(data["lock_version"]),
+            locked_at=str(data["locked_at"]),
+            requirements_hash=str(data["requirements_hash"]),
+            lock_hash=str(data["lock_hash"]),
+            lock_input_hash=str(data["lock_input_hash"]),
+            other_inputs_hash=str(data["other_inputs_hash"]),
+            version_inputs_hash=str(data["version_inputs_hash"]),
+            lower_locks={str(k): str(v) for k, v in dict(data["lower_locks"]).items()},
+            inputs=dict(data.get("inputs", {})),
+        )
+
+
+def read_lock_meta(spec: StackSpec, layer: LayerSpec) -> LockMeta | None:
+    """The layer's lock metadata, or None if it is missing or unreadable."""
+    try:
+        data = json.loads(lock_paths(spec, layer).meta.read_text(encoding="utf-8"))
+        return LockMeta.from_json(data)
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        return None
+
+
+# ---------------------------------------------------------------- inputs
+
+
+@dataclass(frozen=True)
+class LockInputs:
+    """Everything a layer's lock depends on, as it is now."""
+
+    requirements: tuple[str, ...]
+    other: Mapping[str, Any]
+    version: Mapping[str, Any]
+    lower_locks: Mapping[str, str | None]
+
+    @property
+    def lock_input_hash(self) -> str:
+        """Hash of the declared requirements (normalised, sorted)."""
+        return hash_json(sorted(self.requirements))
+
+    @property
+    def other_inputs_hash(self) -> str:
+        """Hash of every other input that changes the resolution."""
+        return hash_json(self.other)
+
+    @property
+    def version_inputs_hash(self) -> str:
+        """Hash of the inputs that only matter to versioned layers."""
+        return hash_json(self.version)
+
+    def readable(self) -> dict[str, Any]:
+        """The inputs as recorded in the metadata, so a later check can say what changed."""
+        return {
+            "requirements": sorted(self.requirements),
+            "other": dict(self.other),
+            "version": dict(self.version),
+        }
+
+
+def effective_exclude_newer(
+    spec: StackSpec, options: LockOptions, environ: Mapping[str, str] | None = None
+) -> str | None:
+    """exclude-newer from the options, else UV_EXCLUDE_NEWER, else `[tool.uv]`."""
+    env = os.environ if environ is None else environ
+    value: Any = options.exclude_newer or env.get("UV_EXCLUDE_NEWER") or None
+    if value is None:
+        value = spec.uv_config.get("exclude-newer")
+    if isinstance(value, datetime.datetime | datetime.date):
+        value = value.isoformat()
+    return str(value) if value else None
+
+
+def lock_time_of(exclude_newer: str | None) -> str | None:
+    """exclude-newer as an ISO-8601 UTC time to the second, or None if it is not a fixed time."""
+    if not exclude_newer:
+        return None
+    text = exclude_newer.strip()
+    try:
+        if len(text) == 10:
+            day = datetime.date.fromisoformat(text)
+            moment = datetime.datetime(day.year, day.month, day.day, tzinfo=datetime.timezone.utc)
+        else:
+            text = re.sub(r"(\d\d:\d\d:\d\d)\.\d+", r"\1", text)  # 3.10 wants 3 or 6 digits
+            moment = datetime.datetime.fromisoformat(re.sub(r"[Zz]$", "+00:00", text))
+    except ValueError:
+        return None  # a relative span ("1 week"): not a fixed point in time
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=datetime.timezone.utc)
+    moment = moment.astimezone(datetime.timezone.utc).replace(microsecond=0)
+    return moment.isoformat()
+
+
+def lock_inputs(spec: StackSpec, layer: LayerSpec, options: LockOptions) -> LockInputs:
+    """The current inputs of a layer's lock (cheap: reads only small files)."""
+    families = {name.split("_", 1)[0] for name in layer.platforms}
+    uv_settings = {k: v for k, v in spec.uv_config.items() if k != "exclude-newer"}
+    other = {
+        "format": LOCK_FORMAT,
+        "python": layer.python_xy,
+        "runtime": layer.runtime,
+        "frameworks": list(layer.linearised),
+        "platforms": list(layer.platforms),
+        "linux_target": "glibc@{}.{}".format(*layer.linux_target) if "linux" in families else None,
+        "macosx_target": "{}.{}".format(*layer.macosx_target) if "macosx" in families else None,
+        "package_indexes": dict(layer.package_indexes),
+        "priority_indexes": list(layer.priority_indexes),
+        "uv": json.loads(json.dumps(uv_settings, sort_keys=True, default=str)),
+        "exclude_newer": effective_exclude_newer(spec, options),
+        "index_url": _redact(options.index_url),
+        "no_index": options.no_index,
+        "local_wheels": [_shown_path(spec, p) for p in options.local_wheels],
+    }
+    version = {
+        "env_name": layer.env_name,
+        "versioned": layer.versioned,
+        "launch_module": _module_hash(layer.launch_module) if layer.launch_module else None,
+        "support_modules": [_module_hash(p) for p in layer.support_modules],
+    }
+    lower = {
+        env: hash_file_or_none(lock_paths(spec, spec.layer(env)).pylock)
+        for env in layer.dependencies
+    }
+    return LockInputs(tuple(layer.requirements), other, version, lower)
+
+
+def _redact(url: str | None) -> str | None:
+    """A URL without credentials (they must not end up in committed metadata)."""
+    if url is None:
+        return None
+    parts = urlsplit(url)
+    if parts.username is None and parts.password is None:
+        return url
+    host = parts.hostname or ""
+    netloc = f"{host}:{parts.port}" if parts.port else host
+    return urlunsplit(parts._replace(netloc=netloc))
+
+
+def _shown_path(spec: StackSpec, path: Path) -> str:
+    """A folder as recorded in metadata: relative to the spec folder, POSIX."""
+    try:
+        return Path(os.path.relpath(path, spec.spec_dir)).as_posix()
+    except ValueError:
+        return Path(path).as_posix()
+
+
+def _module_hash(path: Path) -> list[str]:
+    """[module name, content hash] of a launch or support module (file or package folder)."""
+    if path.is_dir():
+        tree = scan_tree(path, skip=lambda rel: "__pycache__" in rel or rel.endswith(".pyc"))
+        digest = tree.digest()
+    else:
+        digest = hash_file_or_none(path) or "missing"
+    return [module_name(path), digest]
+
+
+# ---------------------------------------------------------------- validity
+
+
+@dataclass(frozen=True)
+class LockState:
+    """Whether a layer's committed lock is up to date, and in words why not."""
+
+    valid: bool
+    reasons: tuple[str, ...]
+    meta: LockMeta | None
+
+
+def lock_state(spec: StackSpec, layer: LayerSpec, options: LockOptions | None) -> LockState:
+    """Check a layer's lock against its current inputs (no uv, no network)."""
+    options = options or LockOptions()
+    paths = lock_paths(spec, layer)
+    meta = read_lock_meta(spec, layer)
+    if meta is None:
+        return LockState(False, (f"not locked yet (no readable {paths.meta.name})",), None)
+    reasons: list[str] = []
+    actual = hash_file_or_none(paths.pylock)
+    if actual is None:
+        reasons.append(f"{paths.pylock.name} is missing")
+    elif actual != meta.lock_hash:
+        reasons.append(
+            f"{paths.pylock.name} was edited by hand (its hash differs from the metadata)"
+        )
+    current = lock_inputs(spec, layer, options)
+    recorded = meta.inputs
+    if current.lock_input_hash != meta.lock_input_hash:
+        reasons.append(_requirement_change(recorded.get("requirements"), current.requirements))
+    if current.other_inputs_hash != meta.other_inputs_hash:
+        reasons.extend(_changes(recorded.get("other"), current.other, "lock inputs changed"))
+    if layer.versioned and current.version_inputs_hash != meta.version_inputs_hash:
+        reasons.extend(_changes(recorded.get("version"), current.version, "version inputs changed"))
+    for env, digest in current.lower_locks.items():
+        if digest is None:
+            reasons.append(f"lower layer '{env}' is not locked")
+        elif meta.lower_locks.get(env) != digest:
+            reasons.append(f"the lock of lower layer '{env}' changed")
+    return LockState(not reasons, tuple(reasons), meta)
+
+
+_LABELS = {
+    "format": "the lock format of stacks",
+    "python": "Python version",
+    "runtime": "runtime layer",
+    "frameworks": "framework layers",
+    "platforms": "platforms",
+    "linux_target": "linux_target",
+    "macosx_target": "macosx_target",
+    "package_indexes": "package_indexes",
+    "priority_indexes": "priority_indexes",
+    "uv": "[tool.uv] settings",
+    "exclude_newer": "exclude-newer",
+    "index_url": "index URL",
+    "no_index": "no-index",
+    "local_wheels": "local wheel folders",
+    "env_name": "env name",
+    "versioned": "versioned",
+    "launch_module": "launch module",
+    "support_modules": "support modules",
+}
+
+
+def _requirement_change(recorded: Any, current: tuple[str, ...]) -> str:
+    if not isinstance(recorded, list):
+        return "requirements changed"
+    added = sorted(set(current) - set(recorded))
+    removed = sorted(set(recorded) - set(current))
+    parts = [f"added {', '.join(added)}"] if added else []
+    parts += [f"removed {', '.join(removed)}"] if removed else []
+    return f"requirements changed ({'; '.join(parts)})" if parts else "requirements changed"
+
+
+def _changes(recorded: Any, current: Mapping[str, Any], fallback: str) -> list[str]:
+    if not isinstance(recorded, Mapping):
+        return [fallback]
+    found = []
+    for key in sorted(set(recorded) | set(current), key=_label_order):
+        old, new = recorded.get(key), current.get(key)
+        if old == new:
+            continue
+        label = _LABELS.get(key, key)
+        if isinstance(old, dict | list) or isinstance(new, dict | list):
+            if key in ("launch_module", "support_modules", "uv", "package_indexes"):
+                found.append(f"{label} changed")
+            else:
+                found.append(f"{label} changed: {_short(old)} -> {_short(new)}")
+        else:
+            found.append(f"{label} changed: {old!r} -> {new!r}")
+    return found or [fallback]
+
+
+def _label_order(key: str) -> tuple[int, str]:
+    order = list(_LABELS)
+    return (order.index(key) if key in order else len(order), key)
+
+
+def _short(value: Any) -> str:
+    return "[" + ", ".join(map(str, value)) + "]" if isinstance(value, list) else repr(value)
+
+
+# ---------------------------------------------------------------- locking
+
+
+def lock_layer(
+    spec: StackSpec,
+    layer: LayerSpec,
+    options: LockOptions | None,
+    *,
+    python: Path,
+    work_dir: Path,
+    reset: bool = False,
+) -> LockMeta:
+    """Resolve a layer with uv and write its pylock, metadata and summary (only if changed)."""
+    options = options or LockOptions()
+    from . import pylock as pl
+    from .uvproject import resolve, uv_project
+
+    _require_lower_locks(spec, layer, options)
+    paths = lock_paths(spec, layer)
+    inputs = lock_inputs(spec, layer, options)
+    exclude_newer = effective_exclude_newer(spec, options)
+    # Lower layers in constraint priority: the runtime first, then frameworks in sys.path order.
+    lower = (layer.runtime, *layer.linearised) if layer.dependencies else ()
+    pins = [pin for env in lower for pin in pl.lower_pins(_read_pylock(spec, env), env)]
+    project = uv_project(
+        spec,
+        layer,
+        constraints=pl.constraints(pins),
+        exclude_newer=exclude_newer,
+        index_url=options.index_url,
+        no_index=options.no_index,
+        local_wheels=options.local_wheels,
+    )
+    previous = _previous_pins(paths.pylock)
+    exported = resolve(
+        project,
+        work_dir=work_dir,
+        python=python,
+        env_name=layer.env_name,
+        reset=reset,
+        seed=previous,
+    )
+    scope = pl.PlatformScope(layer.platforms, layer.python_version)
+    result = pl.layer_pylock(
+        pl.parse_pylock(exported),
+        scope=scope,
+        lower=pins,
+        source_dir=work_dir,
+        pylock_dir=paths.folder,
+    )
+    missing = pl.missing_wheels(
+        result, scope, linux_target=layer.linux_target, macosx_target=layer.macosx_target
+    )
+    if missing:
+        message, hint = pl.describe_missing(layer.env_name, missing, layer.platforms)
+        raise LockError(message, hint=hint)
+    content = pl.render_pylock(result, layer.env_name)
+    meta = _next_meta(read_lock_meta(spec, layer), content, inputs, layer, exclude_newer)
+    summary = pl.render_summary(result, layer.env_name, paths.pylock.name)
+    atomic.write_if_changed(paths.pylock, content)
+    atomic.write_if_changed(paths.summary, summary.encode("utf-8"))
+    meta_text = json.dumps(meta.to_json(), indent=2, sort_keys=True) + "\n"
+    atomic.write_if_changed(paths.meta, meta_text.encode("utf-8"))  # last: it validates the rest
+    return meta
+
+
+def _require_lower_locks(spec: StackSpec, layer: LayerSpec, options: LockOptions) -> None:
+    """Refuse to lock above a lower layer whose lock is missing or out of date."""
+    for env in layer.dependencies:
+        state = lock_state(spec, spec.layer(env), options)
+        if not state.valid:
+            raise LockError(
+                f"cannot lock layer '{layer.env_name}': lower layer '{env}' has no valid lock "
+                f"({'; '.join(state.reasons)})",
+                hint=f"lock it first: `stacks lock {spec.path} --include {env}`",
+            )
+
+
+def _read_pylock(spec: StackSpec, env: str) -> Any:
+    from .pylock import parse_pylock
+
+    return parse_pylock(lock_paths(spec, spec.layer(env)).pylock.read_text(encoding="utf-8"))
+
+
+def _previous_pins(pylock: Path) -> list[str]:
+    """The layer's own pins in its committed pylock (empty if there is none or it is unreadable)."""
+    from .pylock import parse_pylock
+
+    try:
+        previous = parse_pylock(pylock.read_text(encoding="utf-8"))
+    except (OSError, ValueError, KeyError, TypeError):
+        return []
+    return [p.requirement() for p in previous.packages if not p.shared]
+
+
+def _next_meta(
+    previous: LockMeta | None,
+    content: bytes,
+    inputs: LockInputs,
+    layer: LayerSpec,
+    exclude_newer: str | None,
+) -> LockMeta:
+    """The metadata for new lock content: version and time kept when nothing changed."""
+    lock_hash = hash_bytes(content)
+    fixed_time = lock_time_of(exclude_newer)
+    if previous is None:
+        version, locked_at = 1, fixed_time or _now()
+    elif previous.lock_hash != lock_hash:
+        version, locked_at = previous.lock_version + 1, fixed_time or _now()
+    else:
+        version, locked_at = previous.lock_version, previous.locked_at
+        if layer.versioned and previous.version_inputs_hash != inputs.version_inputs_hash:
+            version += 1  # a versioned layer's deployed name changes with its modules
+        if fixed_time is not None and _is_later(locked_at, fixed_time):
+            locked_at = fixed_time  # nothing in the lock can be newer than exclude-newer
+    return LockMeta(
+        lock_version=version,
+        locked_at=locked_at,
+        requirements_hash="sha256:" + hashlib.sha256(content).hexdigest(),
+        lock_hash=lock_hash,
+        lock_input_hash=inputs.lock_input_hash,
+        other_inputs_hash=inputs.other_inputs_hash,
+        version_inputs_hash=inputs.version_inputs_hash,
+        lower_locks={env: digest for env, digest in inputs.lower_locks.items() if digest},
+        inputs=inputs.readable(),
+    )
+
+
+def _now() -> str:
+    return datetime.datetime.now(datetime.timezone.utc).replace(microsecond=0).isoformat()
+
+
+def _is_later(first: str, second: str) -> bool:
+    try:
+        return datetime.datetime.fromisoformat(first) > datetime.datetime.fromisoformat(second)
+    except ValueError:
+        return True

@@ -1,0 +1,330 @@
+"""The uv project that locks one layer: its generated files and the uv commands run on it.
+
+uv reads `[tool.uv]` *settings* (no-build, exclude-newer, find-links …) from a
+pyproject.toml only when config discovery is on, and stacks always runs uv with
+`--no-config` so user-level uv config cannot change a lock. So the project is split:
+`pyproject.toml` holds the project and its project-only tables (environments,
+constraints, sources); `uv.toml` holds the settings and is passed explicitly with
+`--config-file`. Indexes go in both: uv searches the ones in `uv.toml`, while
+`sources` can only name those in `pyproject.toml`.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+from . import atomic
+from .errors import LockError
+from .platforms import platforms_marker
+from .spec import LayerSpec, StackSpec, normalise_package
+
+# [tool.uv] keys uv accepts only in a pyproject.toml (or that belong to the project).
+_PROJECT_KEYS = (
+    "constraint-dependencies",
+    "override-dependencies",
+    "build-constraint-dependencies",
+    "exclude-dependencies",
+    "required-environments",
+    "conflicts",
+)
+# [tool.uv] keys stacks sets itself, or that make no sense for a generated project.
+_IGNORED_KEYS = frozenset(
+    {
+        "environments",
+        "no-build",
+        "index",
+        "sources",
+        "find-links",
+        "no-index",
+        "managed",
+        "package",
+        "workspace",
+        "dev-dependencies",
+        "default-groups",
+        "cache-keys",
+        "exclude-newer",
+    }
+)
+# UV_* variables that do not change what a lock contains (credentials, network, cache).
+_KEPT_UV_VARIABLES = re.compile(
+    r"^UV_(CACHE_DIR|NO_CACHE|NATIVE_TLS|SYSTEM_CERTS|OFFLINE|HTTP_TIMEOUT|HTTP_RETRIES"
+    r"|REQUEST_TIMEOUT|CONCURRENT_\w+|KEYRING_PROVIDER|INSECURE_HOST|INDEX_\w+_(USERNAME|PASSWORD)"
+    r"|LINK_MODE)$"
+)
+_STANDARD_FLAGS = ("--no-config", "--no-managed-python", "--no-python-downloads", "--quiet")
+_STDERR_LINES = 40
+_MISSING_WHEELS = re.compile(r"has no `[^`]*`-compatible wheels")
+
+
+@dataclass(frozen=True)
+class UvProject:
+    """The generated files of a layer's uv project, and extra command-line options."""
+
+    pyproject: Mapping[str, Any]
+    config: Mapping[str, Any]
+    options: tuple[str, ...] = ()
+    lower_pins: tuple[str, ...] = ()  # the constraints that come from lower layers
+    platforms: tuple[str, ...] = ()  # the layer's target platforms, one `environments` marker each
+
+    def with_constraints(self, extra: Sequence[str]) -> UvProject:
+        """The same project with more constraint dependencies."""
+        uv = dict(self.pyproject["tool"]["uv"])
+        uv["constraint-dependencies"] = [*uv.get("constraint-dependencies", ()), *extra]
+        return replace(self, pyproject={**self.pyproject, "tool": {"uv": uv}})
+
+
+def project_name(env_name: str) -> str:
+    """A valid project name for a layer's env name."""
+    name = re.sub(r"[^A-Za-z0-9._-]", "-", env_name).strip("._-")
+    return name or "layer"
+
+
+def uv_project(
+    spec: StackSpec,
+    layer: LayerSpec,
+    *,
+    constraints: Sequence[str],
+    exclude_newer: str | None,
+    index_url: str | None,
+    no_index: bool,
+    local_wheels: Sequence[Path],
+) -> UvProject:
+    """The uv project that resolves `layer` for its platforms against lower-layer pins."""
+    settings = spec.uv_config
+    uv: dict[str, Any] = {
+        "environments": platforms_marker(layer.platforms),
+        "constraint-dependencies": [*constraints],
+    }
+    for key in _PROJECT_KEYS:
+        if key in settings:
+            value = settings[key]
+            uv[key] = [*uv.get(key, ()), *(value if isinstance(value, list) else [value])]
+    indexes = layer_indexes(spec, layer)
+    if indexes:
+        uv["index"] = indexes  # here only so that `sources` can name them
+    sources = layer_sources(spec, layer)
+    if sources:
+        uv["sources"] = sources
+    pyproject = {
+        "project": {
+            "name": project_name(layer.env_name),
+            "version": "0",
+            "requires-python": f"=={layer.python_xy}.*",
+            "dependencies": list(layer.requirements),
+        },
+        "tool": {"uv": uv},
+    }
+    config: dict[str, Any] = {"no-build": True}
+    if indexes:
+        config["index"] = indexes  # the index list itself is a setting
+    if exclude_newer is not None:
+        config["exclude-newer"] = exclude_newer
+    find_links = [_local_location(spec, str(p)) for p in settings.get("find-links", ())]
+    find_links += [os.path.abspath(p) for p in local_wheels]
+    if find_links:
+        config["find-links"] = find_links
+    if no_index or settings.get("no-index"):
+        config["no-index"] = True
+    for key, value in settings.items():
+        if key not in _IGNORED_KEYS and key not in _PROJECT_KEYS:
+            config[key] = value
+    options = ("--default-index", index_url) if index_url else ()
+    return UvProject(pyproject, config, options, tuple(constraints), tuple(layer.platforms))
+
+
+def layer_indexes(spec: StackSpec, layer: LayerSpec) -> list[dict[str, Any]]:
+    """`[[tool.uv.index]]` for a layer: its priority indexes first (not explicit), then the rest."""
+    indexes = [dict(entry) for entry in spec.uv_config.get("index", ())]
+    for entry in indexes:
+        if isinstance(entry.get("url"), str):
+            entry["url"] = _local_location(spec, entry["url"], as_url=True)
+    by_name = {entry.get("name"): entry for entry in indexes}
+    front = [{**by_name[name], "explicit": False} for name in layer.priority_indexes]
+    rest = [entry for entry in indexes if entry.get("name") not in layer.priority_indexes]
+    return front + rest
+
+
+def layer_sources(spec: StackSpec, layer: LayerSpec) -> dict[str, dict[str, str]]:
+    """`[tool.uv.sources]` for a layer: the common sources plus its (inherited) package_indexes."""
+    sources = {
+        normalise_package(name): dict(source)
+        for name, source in spec.uv_config.get("sources", {}).items()
+    }
+    for name, index in layer.package_indexes:
+        sources[normalise_package(name)] = {"index": index}
+    return dict(sorted(sources.items()))
+
+
+def _local_location(spec: StackSpec, location: str, *, as_url: bool = False) -> str:
+    """A find-links or index location with a relative path made absolute (spec-relative)."""
+    if "://" in location or location.startswith("file:"):
+        return location
+    path = Path(os.path.expanduser(location))
+    if not path.is_absolute():
+        path = spec.spec_dir / path
+    path = Path(os.path.normpath(path))
+    return path.as_uri() if as_url else os.fspath(path)
+
+
+def write_project(project: UvProject, work_dir: Path) -> None:
+    """Write the project's pyproject.toml and uv.toml into `work_dir` (only if changed)."""
+    from .tomlwriter import dumps
+
+    note = "# Generated by stacks to lock one layer; regenerated on every lock.\n"
+    atomic.write_if_changed(
+        work_dir / "pyproject.toml", (note + dumps(project.pyproject)).encode("utf-8")
+    )
+    atomic.write_if_changed(work_dir / "uv.toml", (note + dumps(project.config)).encode("utf-8"))
+
+
+def resolve(
+    project: UvProject,
+    *,
+    work_dir: Path,
+    python: Path,
+    env_name: str,
+    reset: bool,
+    seed: Sequence[str] = (),
+) -> str:
+    """Run `uv lock` and `uv export` on the project; return the exported pylock text.
+
+    The previous `uv.lock` in `work_dir` is kept, so unchanged requirements keep their
+    pins; `reset` discards it and re-resolves everything. Without a `uv.lock` (a fresh
+    cache), `seed` (the layer's previous pins) is tried as extra constraints first, so
+    relocking a committed lock elsewhere does not silently upgrade it.
+    """
+    work_dir.mkdir(parents=True, exist_ok=True)
+    lockfile = work_dir / "uv.lock"
+    if reset:
+        lockfile.unlink(missing_ok=True)
+    elif seed and not lockfile.exists():
+        write_project(project.with_constraints(seed), work_dir)
+        if _run(["lock"], project, work_dir, python).returncode != 0:
+            lockfile.unlink(missing_ok=True)
+    write_project(project, work_dir)
+    locked = _run(["lock", *(["--upgrade"] if reset else [])], project, work_dir, python)
+    if locked.returncode != 0:
+        if _MISSING_WHEELS.search(locked.stderr):
+            raise _missing_wheels_error(project, work_dir, python, env_name, locked.stderr)
+        raise LockError(
+            f"cannot lock layer '{env_name}': uv found no solution\n{_trim(locked.stderr)}",
+            hint=_conflict_hint(locked.stderr, project),
+        )
+    exported = _run(
+        [
+            "export",
+            "--frozen",
+            "--format",
+            "pylock.toml",
+            "--no-header",
+            "--no-emit-project",
+            "--no-annotate",
+        ],
+        project,
+        work_dir,
+        python,
+    )
+    if exported.returncode != 0:
+        raise LockError(
+            f"cannot lock layer '{env_name}': uv export failed\n{_trim(exported.stderr)}"
+        )
+    return exported.stdout
+
+
+def _missing_wheels_error(
+    project: UvProject, work_dir: Path, python: Path, env_name: str, stderr: str
+) -> LockError:
+    """uv found no wheels for some platform: find every platform that fails, suggest the rest."""
+    from .pylock import platforms_hint
+
+    working = [name for name in project.platforms if _resolves_on(project, name, work_dir, python)]
+    failing = [name for name in project.platforms if name not in working]
+    return LockError(
+        f"cannot lock layer '{env_name}': some packages have no wheels for "
+        f"{', '.join(failing) or 'every target platform together'}\n{_trim(stderr)}",
+        hint=platforms_hint(env_name, working),
+    )
+
+
+def _resolves_on(project: UvProject, platform: str, work_dir: Path, python: Path) -> bool:
+    """Whether the project resolves for this one platform (in a scratch folder)."""
+    probe = work_dir / "probe" / platform
+    probe.mkdir(parents=True, exist_ok=True)
+    uv = {**project.pyproject["tool"]["uv"], "environments": platforms_marker([platform])}
+    write_project(replace(project, pyproject={**project.pyproject, "tool": {"uv": uv}}), probe)
+    return _run(["lock"], project, probe, python).returncode == 0
+
+
+def _run(
+    command: list[str], project: UvProject, work_dir: Path, python: Path
+) -> subprocess.CompletedProcess[str]:
+    from uv import find_uv_bin
+
+    args = [
+        find_uv_bin(),
+        *command,
+        "--project",
+        os.fspath(work_dir),
+        "--config-file",
+        os.fspath(work_dir / "uv.toml"),
+        "--python",
+        os.fspath(python),
+        *_STANDARD_FLAGS,
+        "--no-color",
+        *project.options,
+    ]
+    return subprocess.run(
+        args,
+        cwd=work_dir,
+        env=uv_environment(),
+        capture_output=True,
+        text=True,
+        encoding="utf-8",
+        errors="replace",
+        check=False,
+    )
+
+
+def uv_environment(environ: Mapping[str, str] | None = None) -> dict[str, str]:
+    """The environment uv runs in: no UV_* setting that could change the lock, no venv."""
+    source = os.environ if environ is None else environ
+    return {
+        key: value
+        for key, value in source.items()
+        if (not key.startswith("UV_") or _KEPT_UV_VARIABLES.match(key))
+        and key not in ("VIRTUAL_ENV", "CONDA_PREFIX", "PYTHONPATH")
+    }
+
+
+def _trim(stderr: str) -> str:
+    lines = [line.rstrip()[:300] for line in stderr.strip().splitlines() if line.strip()]
+    if len(lines) > _STDERR_LINES:
+        lines = [*lines[:_STDERR_LINES], f"... ({len(lines) - _STDERR_LINES} more lines)"]
+    return "\n".join(f"  | {line}" for line in lines)
+
+
+def _conflict_hint(stderr: str, project: UvProject) -> str:
+    """Name the lower-layer pins uv's explanation mentions, if any."""
+    text = normalise_package(stderr)
+    named = [
+        pin
+        for pin in project.lower_pins
+        if re.search(rf"\b{re.escape(normalise_package(_name(pin)))}\b", text)
+    ]
+    if named:
+        return (
+            "lower layers pin "
+            + ", ".join(named)
+            + "; relax this layer's requirements or change the lower layers"
+        )
+    return "relax the conflicting requirements of this layer"
+
+
+def _name(requirement: str) -> str:
+    return re.split(r"[\s<>=!~;\[(@]", requirement, maxsplit=1)[0]
