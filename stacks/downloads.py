@@ -10,9 +10,10 @@ Layout of a download folder (it may be shared by several projects and processes)
 A file is published (renamed into `sha256/<hex>/`) only after its full sha256 matched, so
 nothing half-written or corrupt is ever returned. Checking a cached file is cheap: one stat
 compared with the marker written at publish time. Any rewrite, truncation or copy changes
-the size, mtime or inode, and then (or when the marker is missing) the file is fully
-re-hashed and either re-marked or thrown away. Bit rot that keeps all three intact is not
-caught; that is the price of not re-reading a 100 MB archive on every no-op run.
+the size, mtime (backdated at publish time, so even an immediate rewrite shows) or inode;
+then, or when the marker is missing, the file is fully re-hashed and either re-marked or
+thrown away. Bit rot that keeps all three intact is not caught: that is the price of not
+re-reading a 100 MB archive on every no-op run.
 
 Settings (each overridable per call): STACKS_DOWNLOAD_RETRIES (retries after the first
 attempt, default 4), STACKS_DOWNLOAD_TIMEOUT (seconds for connecting and for each read,
@@ -171,6 +172,14 @@ def _publish(download_dir: Path, digest: str, partial: Path, name: str) -> Path:
 
 
 def _write_marker(entry: Path, path: Path) -> None:
+    """Record the verified file's identity, after backdating its mtime.
+
+    File timestamps come from a coarse clock (milliseconds), so a rewrite right after
+    publishing could keep the same mtime. Backdating by two seconds makes any later write,
+    however soon, leave a different mtime behind.
+    """
+    before = path.stat()
+    os.utime(path, ns=(before.st_atime_ns, time.time_ns() - 2_000_000_000))
     stat = path.stat()
     marker = {
         "name": path.name,
@@ -287,7 +296,7 @@ def _attempt(
                     bar.advance(len(block))
                 _sync(out)
     except (requests.RequestException, urllib3.exceptions.HTTPError) as exc:
-        raise _Retryable(_describe(exc)) from None
+        raise _Retryable(_describe(exc, settings.timeout)) from None
     got = _size(partial)
     if total is not None and got != total:
         raise _Retryable(f"connection closed after {got} of {total} bytes")
@@ -336,16 +345,26 @@ def _sync(handle: IO[bytes]) -> None:
     os.fsync(handle.fileno())
 
 
-def _describe(exc: BaseException) -> str:
-    """A one-line reason without urllib3's nested repr noise."""
+def _describe(exc: BaseException, timeout: float) -> str:
+    """A one-line reason, taken from the innermost cause (urllib3 nests them deeply)."""
     import requests
+    import urllib3
 
-    if isinstance(exc, requests.Timeout) or "timed out" in str(exc).lower():
-        return "timed out waiting for the server"
-    if isinstance(exc, requests.ConnectionError) and "Max retries" in str(exc):
-        return "could not connect to the server"
-    text = str(exc).split(": ", 1)[-1] if "Connection broken" in str(exc) else str(exc)
-    return f"connection failed ({text.strip() or type(exc).__name__})"
+    if isinstance(exc, (requests.Timeout, urllib3.exceptions.TimeoutError)):
+        return f"no answer from the server for {timeout:g} s (timed out)"
+    root: BaseException = exc
+    for _ in range(10):
+        inner = root.__cause__ or next(
+            (a for a in reversed(root.args) if isinstance(a, BaseException)), None
+        )
+        if inner is None:
+            break
+        root = inner
+    if isinstance(root, urllib3.exceptions.IncompleteRead):
+        return f"the connection closed early ({root.partial} bytes read, {root.expected} more expected)"
+    if isinstance(root, OSError) and root.strerror:
+        return f"connection failed: {root.strerror.lower()}"
+    return f"connection failed: {root}"
 
 
 def _size(path: Path) -> int:

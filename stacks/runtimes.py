@@ -22,6 +22,7 @@ import shutil
 import subprocess
 import tarfile
 import tempfile
+import warnings
 import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -132,7 +133,9 @@ def pbs_release(version: str) -> PbsRelease:
     import pbs_installer
 
     try:
-        found, (url, sha256) = pbs_installer.get_download_link(version, build_dir=False)
+        with warnings.catch_warnings():  # pbs-installer's own use of a deprecated importlib API
+            warnings.simplefilter("ignore", DeprecationWarning)
+            found, (url, sha256) = pbs_installer.get_download_link(version, build_dir=False)
     except ValueError:
         found, url, sha256 = None, "", None
     if found is None or not sha256 or "install_only" not in url:
@@ -353,10 +356,13 @@ def _extract(
             _unsafe(archive, member.name, f"is a link to {link!r}, outside the archive")
         os.symlink(link, path)
     elif member.islnk():
-        source_path = dest.joinpath(*_member_parts(member.linkname, archive))
-        real = os.path.realpath(source_path)
-        if not _inside(real, real_dest) or not os.path.isfile(real):
-            _unsafe(archive, member.name, f"is a hard link to {member.linkname!r}")
+        link = member.linkname
+        link_parts = [p for p in link.split("/") if p not in ("", ".")]
+        real = os.path.realpath(dest.joinpath(*link_parts))
+        if os.path.isabs(link) or ".." in link_parts or not _inside(real, real_dest):
+            _unsafe(archive, member.name, f"is a hard link to {link!r}, outside the archive")
+        if not os.path.isfile(real):
+            _unsafe(archive, member.name, f"is a hard link to {link!r}, which it does not hold")
         os.link(real, path)
     else:
         _unsafe(archive, member.name, "is a device, FIFO or other special file")
@@ -429,7 +435,9 @@ def _shape_runtime(root: Path, xy: str, origin: str) -> None:
         exe.unlink()
         shutil.copy2(real, exe)
     if not exe.is_file():
-        present = sorted(p.name for p in bin_dir.glob("python3.*")) if bin_dir.is_dir() else []
+        present = sorted(
+            p.name for p in bin_dir.glob("python3.*") if re.fullmatch(r"python3\.\d+", p.name)
+        )
         raise RuntimeFetchError(
             f"{origin} has no bin/python{xy}"
             + (f" (it has {', '.join(present)})" if present else ""),
@@ -461,7 +469,7 @@ def _check_runtime(root: Path, requested: str, origin: str) -> str:
     python = root / "bin" / f"python{xy}"
     try:
         result = subprocess.run(
-            [str(python), "-I", "-c", _CHECK],
+            [str(python), "-I", "-B", "-c", _CHECK],
             capture_output=True,
             text=True,
             timeout=60,

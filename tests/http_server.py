@@ -93,8 +93,10 @@ class FaultyServer:
 
     def __init__(self) -> None:
         self._routes: dict[str, Route] = {}
-        self._hits: list[Hit] = []
+        self._hits: list[Hit | None] = []  # in order of arrival; None while being answered
         self._lock = threading.Lock()
+        self._idle = threading.Condition(self._lock)
+        self._in_flight = 0
         self._closing = threading.Event()
         self._httpd = _Server(("127.0.0.1", 0), _Handler)
         self._httpd.owner = self
@@ -124,14 +126,22 @@ class FaultyServer:
             self._routes[path] = Route(body, list(faults), always, honour_range)
         return self.url(path)
 
-    def hits(self, path: str | None = None) -> list[Hit]:
-        """The requests answered so far (for `path`, or all), oldest first."""
-        with self._lock:
-            return [h for h in self._hits if path is None or h.path == path]
+    def hits(self, path: str | None = None, *, settle: float = 5.0) -> list[Hit]:
+        """The requests answered (for `path`, or all), oldest first.
+
+        Waits up to `settle` seconds for answers still being written (a stalled one, or one
+        whose last bytes the client has already read), so counts are not racy.
+        """
+        with self._idle:
+            self._idle.wait_for(lambda: self._in_flight == 0, timeout=settle)
+            done = [h for h in self._hits if h is not None]
+            return [h for h in done if path is None or h.path == path]
 
     def start(self) -> FaultyServer:
         """Start serving in a background thread."""
-        self._thread = threading.Thread(target=self._httpd.serve_forever, daemon=True)
+        self._thread = threading.Thread(
+            target=self._httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
+        )
         self._thread.start()
         return self
 
@@ -149,17 +159,22 @@ class FaultyServer:
     def __exit__(self, *_exc: object) -> None:
         self.close()
 
-    def _next(self, path: str) -> tuple[Route | None, Fault | None]:
+    def _next(self, path: str) -> tuple[int, Route | None, Fault | None]:
         with self._lock:
+            self._in_flight += 1
+            self._hits.append(None)
+            slot = len(self._hits) - 1
             route = self._routes.get(path)
             if route is None:
-                return None, None
+                return slot, None, None
             fault = route.faults.pop(0) if route.faults else route.always
-            return route, fault
+            return slot, route, fault
 
-    def _record(self, hit: Hit) -> None:
+    def _record(self, slot: int, hit: Hit) -> None:
         with self._lock:
-            self._hits.append(hit)
+            self._hits[slot] = hit
+            self._in_flight -= 1
+            self._idle.notify_all()
 
 
 class _Server(http.server.ThreadingHTTPServer):
@@ -185,14 +200,14 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         owner = self.server.owner
         path = unquote(urlsplit(self.path).path)
         asked_range = self.headers.get("Range")
-        route, fault = owner._next(path)
+        slot, route, fault = owner._next(path)
         if route is None:
             self._status_only(404)
-            owner._record(Hit(path, asked_range, 404, None, 0))
+            owner._record(slot, Hit(path, asked_range, 404, None, 0))
             return
         if fault is not None and fault.kind == "error":
             self._status_only(fault.status)
-            owner._record(Hit(path, asked_range, fault.status, fault.kind, 0))
+            owner._record(slot, Hit(path, asked_range, fault.status, fault.kind, 0))
             return
         body = route.body
         if fault is not None and fault.kind == "wrong-bytes":
@@ -205,7 +220,7 @@ class _Handler(http.server.BaseHTTPRequestHandler):
                 self.send_header("Content-Range", f"bytes */{len(body)}")
                 self.send_header("Content-Length", "0")
                 self.end_headers()
-                owner._record(Hit(path, asked_range, 416, None, 0))
+                owner._record(slot, Hit(path, asked_range, 416, None, 0))
                 return
             if start_or_none is not None:
                 status, start = 206, start_or_none
@@ -219,7 +234,7 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             self.send_header("Content-Range", f"bytes {start}-{len(body) - 1}/{len(body)}")
         self.end_headers()
         sent = 0 if head else self._send_body(part, fault, owner._closing)
-        owner._record(Hit(path, asked_range, status, fault.kind if fault else None, sent))
+        owner._record(slot, Hit(path, asked_range, status, fault.kind if fault else None, sent))
 
     def _send_body(self, part: bytes, fault: Fault | None, closing: threading.Event) -> int:
         kind = fault.kind if fault else None
