@@ -253,6 +253,7 @@ def _fetch_http(
                         hint=HINT,
                     ) from None
                 delay = settings.backoff if progressed else delay
+                bar.note(f"{exc}; retrying in {delay:g} s")
                 time.sleep(delay)
                 delay = min(delay * 2, MAX_BACKOFF)
                 continue
@@ -426,6 +427,12 @@ class _Progress:
         if self.enabled and now - self.shown >= 0.2:
             self.shown = now
             self._draw(now)
+
+    def note(self, text: str) -> None:
+        if self.enabled:
+            sys.stderr.write(("\n" if self.drawn else "") + f"  {text}\n")
+            sys.stderr.flush()
+            self.drawn = False
 
     def finish(self) -> None:
         if self.enabled and self.started:

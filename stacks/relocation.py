@@ -100,7 +100,10 @@ def query_interpreter(python: Path, *, timeout: float = 30) -> InterpreterInfo:
     except (OSError, subprocess.TimeoutExpired, ValueError):
         data = None
     if not isinstance(data, dict):
-        raise RuntimeFetchError(f"{python} does not run as a Python interpreter")
+        raise RuntimeFetchError(
+            f"{python} does not run as a Python interpreter",
+            hint=f"check that it starts (`{python} -c pass`), or pick another interpreter",
+        )
     return InterpreterInfo(
         version=data["version"],
         implementation=data["implementation"],

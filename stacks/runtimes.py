@@ -27,12 +27,12 @@ import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO
+from typing import IO, NoReturn
 
 from stacks import atomic
 from stacks.downloads import download
 from stacks.errors import RuntimeFetchError
-from stacks.relocation import ELF_MAGIC, clean_environment, copy_installation, query_interpreter
+from stacks.relocation import clean_environment, copy_installation, query_interpreter
 from stacks.spec import RuntimeSource
 
 __all__ = [
@@ -112,6 +112,8 @@ def provide_runtime(
         _shape_runtime(staging, xy, url)
         provided = _check_runtime(staging, version, url)
         staging.chmod(0o755)
+    # Provenance names the canonical URL, not the mirror: the sha256 fixes the bytes, and
+    # switching mirrors must not make the same runtime look like a different one.
     return ProvidedRuntime(provided, {"kind": source.kind, "url": origin, "sha256": sha256})
 
 
@@ -271,7 +273,7 @@ def _is_binary(path: Path) -> bool:
     """An executable file that is a compiled program, not a script (pyenv shims are scripts)."""
     try:
         with path.open("rb") as handle:
-            return os.access(path, os.X_OK) and handle.read(4) == ELF_MAGIC
+            return os.access(path, os.X_OK) and handle.read(2) != b"#!"
     except OSError:
         return False
 
@@ -381,7 +383,7 @@ def _inside(real: str, real_root: str) -> bool:
     return real == real_root or real.startswith(real_root.rstrip(os.sep) + os.sep)
 
 
-def _unsafe(archive: str, member: str, why: str) -> None:
+def _unsafe(archive: str, member: str, why: str) -> NoReturn:
     raise RuntimeFetchError(
         f"refusing to unpack {archive}: member {member!r} {why}",
         hint="the archive is unsafe or damaged; use a python-build-standalone-style archive",

@@ -405,11 +405,14 @@ def test_progress_is_shown_only_when_asked_or_on_a_terminal(
     http_server: FaultyServer, tmp_path: Path, capfd: pytest.CaptureFixture[str]
 ) -> None:
     data, sha = payload()
-    url = http_server.serve("/f.tar.gz", data, always=Fault.slow(seconds=0.5))
+    url = http_server.serve(
+        "/f.tar.gz", data, faults=[Fault.error(503)], always=Fault.slow(seconds=0.5)
+    )
     download(url, sha, tmp_path / "a", progress=True, **FAST)
     out, err = capfd.readouterr()
     assert out == ""
     assert "f.tar.gz" in err and "MiB / 2.9 MiB (100%)" in err and "/s" in err
+    assert "HTTP 503 Service Unavailable; retrying in 0.01 s" in err
     download(url, sha, tmp_path / "b", **FAST)  # stderr is not a terminal under pytest
     assert capfd.readouterr() == ("", "")
 
