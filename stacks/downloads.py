@@ -36,7 +36,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 from urllib.parse import unquote, urlsplit
-from urllib.request import url2pathname
 
 from stacks import atomic
 from stacks.errors import RuntimeFetchError
@@ -191,6 +190,8 @@ def _write_marker(entry: Path, path: Path) -> None:
 
 
 def _copy_local(url: str, digest: str, partial: Path) -> None:
+    from urllib.request import url2pathname  # pulls in http.client: only when needed
+
     source = Path(url2pathname(unquote(urlsplit(url).path)))
     try:
         with source.open("rb") as src, partial.open("wb") as dst:
