@@ -22,3 +22,47 @@ def write_spec(tmp_path: Path) -> Callable[..., Path]:
         return target
 
     return _write
+
+
+from typing import TYPE_CHECKING  # noqa: E402  (appended section)
+
+# --- runtimes: a misbehaving HTTP server and a real local runtime -----------------------
+
+LOCAL_RUNTIME_PYTHON = "3.12"  # the local CPython the runtime fixtures are made from
+
+if TYPE_CHECKING:
+    from collections.abc import Iterator
+
+    from http_server import FaultyServer
+
+    from stacks.runtimes import ProvidedRuntime
+
+
+@pytest.fixture
+def http_server() -> Iterator[FaultyServer]:
+    """A real HTTP server on 127.0.0.1 whose answers can be made to misbehave (see http_server.py)."""
+    from http_server import FaultyServer
+
+    with FaultyServer() as server:
+        yield server
+
+
+@pytest.fixture(scope="session")
+def local_runtime(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, ProvidedRuntime]:
+    """A relocatable runtime made from the local CPython 3.12, shared by the session: read only."""
+    from stacks.errors import RuntimeFetchError
+    from stacks.runtimes import find_local_interpreter, provide_runtime
+    from stacks.spec import RuntimeSource
+
+    try:
+        find_local_interpreter(LOCAL_RUNTIME_PYTHON)
+    except RuntimeFetchError as exc:
+        pytest.skip(f"no local CPython {LOCAL_RUNTIME_PYTHON}: {exc.message}")
+    target = tmp_path_factory.mktemp("local-runtime") / f"cpython-{LOCAL_RUNTIME_PYTHON}"
+    provided = provide_runtime(
+        f"cpython@{LOCAL_RUNTIME_PYTHON}",
+        RuntimeSource("local"),
+        target,
+        download_dir=tmp_path_factory.mktemp("downloads"),
+    )
+    return target, provided
