@@ -297,10 +297,16 @@ def _cmd_show(args: argparse.Namespace) -> int:
 
 def _lock_status(spec: Any, layers: Sequence[Any]) -> dict[str, tuple[bool, int | None]]:
     """For each layer and its dependencies: (has a valid lock, lock version)."""
+    from .locking import lock_state
+
     names = {layer.env_name for layer in layers}
     for layer in layers:
         names.update(layer.dependencies)
-    return {name: (False, None) for name in names}
+    status = {}
+    for name in names:
+        state = lock_state(spec, spec.layer(name), None)
+        status[name] = (state.valid, state.meta.lock_version if state.meta else None)
+    return status
 
 
 def _layer_json(
@@ -346,7 +352,7 @@ def _render_tree(
                 dep_last = dep_index == len(layer.dependencies) - 1
                 lines.append(inner + ("└── " if dep_last else "├── ") + label(dep))
     if any(not status[layer.env_name][0] for layer in layers):
-        lines.append("(* = no valid lock yet: run `stacks lock`)")
+        lines.append("(* = no valid lock: run `stacks lock`)")
     return "\n".join(lines)
 
 
