@@ -197,7 +197,7 @@ _TOP_LEVEL_KNOWN = ("runtimes", "frameworks", "applications", "tool")
 # surrogates (which no file system encoding can write).
 _NAME_BAD_CHARS = re.compile(r"[/\\\x00-\x1f\x7f:*?\"<>|\ud800-\udfff]")
 _IMPLEMENTATION = re.compile(
-    r"^(?P<impl>[A-Za-z]+)@(?P<version>\d+\.\d+(?:\.\d+)?(?:(?:a|b|rc)\d+)?)$"
+    r"(?P<impl>[A-Za-z]+)@(?P<version>[0-9]+\.[0-9]+(?:\.[0-9]+)?(?:(?:a|b|rc)[0-9]+)?)"
 )
 _SHA256 = re.compile(r"^[0-9a-fA-F]{64}$")
 
@@ -386,6 +386,7 @@ class _Resolved:
     platforms: tuple[str, ...]
     package_indexes: dict[str, str]
     overrides: dict[str, str]
+    unresolved: frozenset[str] = frozenset()  # packages with an index clash reported here
 
 
 class _SpecLoader:
@@ -692,8 +693,8 @@ class _SpecLoader:
                 elsewhere = [k.value for k, f in _KIND_FIELDS.items() if key in f]
                 if not hint and elsewhere:
                     hint = f"'{key}' is only allowed on {' and '.join(elsewhere)} layers"
+                # Not `broken`: references can still be checked, so all problems show at once.
                 self.problem(env_name, str(key), "unknown field", hint)
-                draft.broken = True
         self._common_fields(draft, entry)
         if kind is LayerKind.RUNTIME:
             self._runtime_fields(draft, entry, settings)
@@ -757,8 +758,14 @@ class _SpecLoader:
         if platforms is not None:
             unknown = [p for p in platforms if p not in PLATFORMS]
             for p in unknown:
-                hint = _did_you_mean(p, PLATFORMS) or f"expected one of: {', '.join(PLATFORMS)}"
-                self.problem(env, "platforms", f"invalid target platform {_show(p)}", hint)
+                hint = f"expected one of: {', '.join(PLATFORMS)}"
+                close = _did_you_mean(p, PLATFORMS)
+                self.problem(
+                    env,
+                    "platforms",
+                    f"invalid target platform {_show(p)}",
+                    f"{close} ({hint})" if close else hint,
+                )
             if unknown:
                 draft.broken = True
             draft.platforms = tuple(p for p in PLATFORMS if p in platforms)
@@ -775,8 +782,13 @@ class _SpecLoader:
             ok_type = isinstance(target, (str, int)) and not isinstance(target, bool)
             parsed = _parse_macosx(str(target)) if ok_type else None
             if parsed is None:
+                # An unquoted 10.10 reads as the number 10.1: ask for a string instead.
+                hint = 'quote it: macosx_target = "13.0"' if isinstance(target, float) else None
                 self.problem(
-                    env, "macosx_target", f"must be 'X' or 'X.Y' (e.g. '13.0'), not {_show(target)}"
+                    env,
+                    "macosx_target",
+                    f"must be 'X' or 'X.Y' (e.g. '13.0'), not {_show(target)}",
+                    hint,
                 )
             else:
                 draft.macosx_target = parsed
@@ -883,7 +895,9 @@ class _SpecLoader:
                     f"{self.shown}: layer '{env}': converting legacy field 'fully_versioned_name' to 'python_implementation'"
                 )
                 implementation = entry["fully_versioned_name"]
-        match = _IMPLEMENTATION.match(implementation) if isinstance(implementation, str) else None
+        match = (
+            _IMPLEMENTATION.fullmatch(implementation) if isinstance(implementation, str) else None
+        )
         if implementation is None:
             self.problem(
                 env,
@@ -1019,24 +1033,27 @@ class _SpecLoader:
         support_paths = [self.path.parent / s for s in support]
         launch_path = self.path.parent / launch if launch else None
         # Name clashes are checked before existence, so one rename fixes both.
-        names: dict[str, Path] = {}
+        names: dict[str, str] = {}  # module name -> the support module path as written
         clash = False
-        for support_path in support_paths:
+        for shown, support_path in zip(support, support_paths, strict=True):
             stem = module_name(support_path)
             if stem in names:
                 self.problem(
                     env,
                     "support_modules",
-                    f"conflicting support module names: '{stem}' ({names[stem]} and {support_path})",
+                    f"conflicting support module names: {_show(names[stem])} and {_show(shown)}"
+                    f" are both module {_show(stem)}",
                     "rename one of them",
                 )
                 clash = True
-            names[stem] = support_path
-        if launch_path is not None and module_name(launch_path) in names:
+            names[stem] = shown
+        launch_stem = module_name(launch_path) if launch_path is not None else None
+        if launch_stem in names:
             self.problem(
                 env,
                 "launch_module",
-                f"launch module '{module_name(launch_path)}' conflicts with support module {names[module_name(launch_path)]}",
+                f"launch module {_show(launch_stem)} conflicts with support module"
+                f" {_show(names[launch_stem])}",
                 "rename the support module",
             )
             clash = True
@@ -1187,7 +1204,8 @@ class _SpecLoader:
                 + [[f.env_name for f in lower]]
             )
             if isinstance(merged, _C3Conflict):
-                remaining = ", ".join(str(seq) for seq in merged.remaining)
+                bare = len(LayerKind.FRAMEWORK.prefix)
+                remaining = ", ".join(str([n[bare:] for n in seq]) for seq in merged.remaining)
                 self.problem(
                     env,
                     "frameworks",
@@ -1213,61 +1231,92 @@ class _SpecLoader:
                     f"lower layers support: {supported}",
                 )
             platforms = draft.platforms
-        indexes, overrides = self._merge_indexes(draft, below, resolved)
-        return _Resolved(runtime_env, linearised, platforms, indexes, overrides)
+        indexes, overrides, unresolved = self._merge_indexes(draft, below, resolved)
+        return _Resolved(runtime_env, linearised, platforms, indexes, overrides, unresolved)
 
     def _merge_indexes(
         self, draft: _Draft, below: list[str], resolved: dict[str, _Resolved]
-    ) -> tuple[dict[str, str], dict[str, str]]:
-        """Merge inherited package_indexes (highest sys.path priority wins) and check clashes."""
+    ) -> tuple[dict[str, str], dict[str, str], frozenset[str]]:
+        """Merge the package_indexes pinned below with this layer's own, checking clashes.
+
+        The layer's own pin wins over inherited ones. Otherwise inherited pins that
+        disagree need an `index_overrides` entry (`{replaced = "replacement"}`, from this
+        layer or any layer below); the replacement is the index used. Clashes are looked
+        for as venvstacks does (the runtime first, then the frameworks in sys.path order),
+        so its specs and hints mean the same here. Returns the merged pins, the overrides
+        in force and the packages whose clash is left unresolved.
+        """
         overrides: dict[str, str] = {}
         for dep in below:
             overrides.update(resolved[dep].overrides)
         overrides.update(draft.index_overrides)
-        merged: dict[str, str] = {}
-        clashes: dict[str, set[str]] = {}
-        for dep in below:  # sys.path order: the first layer to pin a package wins
+        inherited: dict[str, list[str]] = {}
+        reported_below: set[str] = set()
+        for dep in [below[-1], *below[:-1]]:
+            reported_below.update(resolved[dep].unresolved)
             for package, index in resolved[dep].package_indexes.items():
-                if package not in merged:
-                    merged[package] = index
-                elif merged[package] != index:
-                    clashes.setdefault(package, set()).add(index)
-        for package, index in draft.package_indexes.items():
-            if package in merged and merged[package] != index:
-                clashes.setdefault(package, set()).add(merged[package])
-            merged[package] = index
-        for package in clashes:
-            clashes[package].discard(merged[package])
+                seen = inherited.setdefault(package, [])
+                if index not in seen:
+                    seen.append(index)
+        merged = dict(draft.package_indexes)
         wanted: dict[str, str] = {}
-        packages: list[str] = []
-        for package, others in sorted(clashes.items()):
-            for other in sorted(others):
-                if overrides.get(other) != merged[package]:
-                    wanted[other] = merged[package]
-                    packages.append(package)
+        unresolved: set[str] = set()
+        reported: list[str] = []
+        for package, indexes in inherited.items():
+            own = merged.get(package)
+            if own is None and len(indexes) == 1:
+                merged[package] = indexes[0]
+                continue
+            if own is not None:
+                winner = own
+            else:
+                accepted = [
+                    w for w in indexes if all(overrides.get(i) == w for i in indexes if i != w)
+                ]
+                winner = accepted[0] if accepted else indexes[-1]
+                merged[package] = winner
+            missing = {i: winner for i in indexes if i != winner and overrides.get(i) != winner}
+            if not missing:
+                continue
+            unresolved.add(package)
+            if own is None and package in reported_below:
+                continue  # the layer below that first mixed these indexes reports it
+            wanted.update(missing)
+            reported.append(package)
         if wanted:
-            entries = ", ".join(f'{k} = "{v}"' for k, v in sorted(wanted.items()))
+            table = {**draft.index_overrides, **dict(sorted(wanted.items()))}
+            entries = ", ".join(f"{_toml_key(k)} = {_toml_string(v)}" for k, v in table.items())
             self.problem(
                 draft.env_name,
                 "package_indexes",
-                f"inconsistent package index override(s) for {', '.join(sorted(set(packages)))}",
+                f"inconsistent package index override(s) for {', '.join(sorted(reported))}",
                 f"specify 'index_overrides = {{{entries}}}' to accept",
             )
-        return merged, overrides
+        return merged, overrides, frozenset(unresolved)
+
+
+def _toml_key(key: str) -> str:
+    """`key` as written in a TOML table: bare if it can be, quoted otherwise."""
+    return key if re.fullmatch(r"[A-Za-z0-9_-]+", key) else _toml_string(key)
+
+
+def _toml_string(text: str) -> str:
+    """`text` as a TOML basic string."""
+    return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
 def _parse_linux_target(value: str) -> tuple[int, int] | None:
-    variant, _, version = value.partition("@")
+    variant, at, version = value.partition("@")
     if variant != "glibc":
         return None
-    if not version:
+    if not at:
         return DEFAULT_GLIBC
-    match = re.fullmatch(r"(\d+)\.(\d+)", version)
+    match = re.fullmatch(r"([0-9]+)\.([0-9]+)", version)
     return (int(match.group(1)), int(match.group(2))) if match else None
 
 
 def _parse_macosx(value: str) -> tuple[int, int] | None:
-    match = re.fullmatch(r"(\d+)(?:\.(\d+))?", value.strip())
+    match = re.fullmatch(r"([0-9]+)(?:\.([0-9]+))?", value.strip())
     if not match:
         return None
     return int(match.group(1)), int(match.group(2) or 0)
