@@ -11,6 +11,7 @@ from typing import Any
 
 import pytest
 import yaml
+from mro import mro_orders
 from tomlwriter import dumps
 
 from stacks.errors import SpecError
@@ -36,33 +37,6 @@ def layer_names(spec: StackSpec) -> list[str]:
 
 
 # ---------------------------------------------------------------- C3 = Python's MRO
-
-
-def mro_orders(document: dict[str, Any]) -> dict[str, list[str]]:
-    """The frameworks below each layer, in Python's MRO order, from real classes.
-
-    Every runtime becomes a class, every framework a class whose bases are the
-    classes of its `frameworks` (or of its runtime); an application's order is the
-    MRO of a class made the same way.
-    """
-    classes: dict[str, type] = {
-        rt["name"]: type(f"runtime_{rt['name']}", (), {}) for rt in document.get("runtimes", [])
-    }
-    frameworks: dict[str, type] = {}
-    orders: dict[str, list[str]] = {}
-    for table, prefix in (("frameworks", "framework-"), ("applications", "app-")):
-        for entry in document.get(table, []):
-            if "runtime" in entry:
-                bases: tuple[type, ...] = (classes[entry["runtime"]],)
-            else:
-                bases = tuple(frameworks[name] for name in entry["frameworks"])
-            made = type(prefix + entry["name"], bases, {})
-            orders[prefix + entry["name"]] = [
-                cls.__name__ for cls in made.__mro__[1:] if cls.__name__.startswith("framework-")
-            ]
-            if table == "frameworks":
-                frameworks[entry["name"]] = made
-    return orders
 
 
 @pytest.mark.parametrize(

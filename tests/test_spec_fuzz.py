@@ -19,10 +19,12 @@ import pytest
 import yaml
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
+from mro import mro_orders
 from tomlwriter import dumps
 
 from stacks.cli import main
 from stacks.platforms import PLATFORMS
+from stacks.spec import LayerKind, load_spec
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -490,11 +492,15 @@ def test_toml_writer_round_trips(document: Any) -> None:
     assert same(tomllib.loads(dumps(document)), document)
 
 
-@settings(max_examples=50, deadline=None)
+@settings(max_examples=60, deadline=None)
 @given(document=valid_stacks(toml=True))
-def test_generated_valid_stacks_load(spec_dir: Path, document: dict[str, Any]) -> None:
-    """The generator of valid stacks that the mutations start from really is valid."""
+def test_generated_valid_stacks_load_in_mro_order(spec_dir: Path, document: dict[str, Any]) -> None:
+    """Generated valid stacks load, and every layer's frameworks come in Python's MRO order."""
     path = spec_dir / "valid.toml"
     path.write_text(dumps(document), encoding="utf-8")
     code, _out, err = run_show(["show", str(path)])
     assert code == 0, err
+    expected = mro_orders(document)
+    for layer in load_spec(path, environ={}).layers:
+        if layer.kind is not LayerKind.RUNTIME:
+            assert list(layer.linearised) == expected[layer.env_name]
