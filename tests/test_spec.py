@@ -132,6 +132,20 @@ def test_layer_fields_of_each_kind() -> None:
     assert app.source is None
 
 
+def test_app_modules_and_priority_indexes() -> None:
+    """Support modules are sorted by path; priority_indexes stay on their own layer."""
+    spec = load("valid_app_modules.toml")
+    package = spec.layer("app-package")
+    assert package.support_modules == (SPECS / "launch/another.py", SPECS / "launch/helper.py")
+    assert package.launch_module_name == "app_pkg"
+    assert spec.layer("app-file").launch_module_name == "empty"
+    assert spec.layer("app-file").launch_module is not None
+    assert spec.layer("app-file").launch_module.resolve() == SPECS / "launch" / "empty.py"
+    assert spec.layer("framework-fw").priority_indexes == ("internal",)
+    assert package.priority_indexes == ()
+    assert spec.layer("app-file").priority_indexes == ("internal",)
+
+
 def test_lock_name_has_no_dots() -> None:
     """pylock file names cannot contain dots, so the lock name replaces them."""
     spec = load("valid_runtime_only.toml")

@@ -75,6 +75,9 @@ EXPECTED_ERRORS: dict[str, list[Expected]] = {
     "error_wrong_type_package_indexes.toml": [
         Expected("cpython-3.12", "package_indexes", r"must be a table")
     ],
+    "error_wrong_type_dynlib_exclude.toml": [
+        Expected("cpython-3.12", "dynlib_exclude", r"must be an array of strings, not a string")
+    ],
     "error_wrong_type_runtime.toml": [
         Expected("framework-fw", "runtime", r"must be a runtime name \(a string\), not a table")
     ],
