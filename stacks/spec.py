@@ -6,8 +6,11 @@ Every problem in a spec is collected and reported at once in one SpecError.
 from __future__ import annotations
 
 import difflib
+import errno
 import os
 import re
+import reprlib
+import stat
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import Enum
@@ -190,9 +193,11 @@ _KIND_FIELDS = {
 }
 _TOOL_STACKS_FIELDS = ("runtime_source", "python_mirror")
 _TOP_LEVEL_KNOWN = ("runtimes", "frameworks", "applications", "tool")
-_NAME_BAD_CHARS = re.compile(r"[/\\\x00-\x1f\x7f:*?\"<>|]")
+# Path separators, characters Windows forbids in file names, controls, and lone
+# surrogates (which no file system encoding can write).
+_NAME_BAD_CHARS = re.compile(r"[/\\\x00-\x1f\x7f:*?\"<>|\ud800-\udfff]")
 _IMPLEMENTATION = re.compile(
-    r"^(?P<impl>[A-Za-z]+)@(?P<version>\d+\.\d+(?:\.\d+)?(?:(?:a|b|rc)\d+)?)$"
+    r"(?P<impl>[A-Za-z]+)@(?P<version>[0-9]+\.[0-9]+(?:\.[0-9]+)?(?:(?:a|b|rc)[0-9]+)?)"
 )
 _SHA256 = re.compile(r"^[0-9a-fA-F]{64}$")
 
@@ -228,7 +233,7 @@ def _read_document(path: Path) -> dict[str, Any]:
             [Problem(shown, None, None, f"cannot read spec file: {exc.strerror}")]
         ) from None
     try:
-        text = raw.decode("utf-8")
+        text = raw.decode("utf-8-sig")  # tolerate the BOM some Windows editors write
     except UnicodeDecodeError as exc:
         raise SpecError(
             [Problem(shown, None, None, f"not UTF-8 text (byte {exc.start})")]
@@ -263,21 +268,37 @@ def _parse_toml(shown: str, text: str) -> Any:
         match = re.search(r"\(at line (\d+), column (\d+)\)", message)
         if line is None and match:
             line = int(match.group(1))
-        message = re.sub(r"\s*\(at line \d+, column \d+\)", "", message)
+        if line is None and "(at end of document)" in message:
+            line = max(1, len(text.splitlines()))
+        message = re.sub(r"\s*\(at (line \d+, column \d+|end of document)\)", "", message)
         where = f"{shown}:{line}" if line else shown
         raise SpecError([Problem(where, None, None, f"TOML syntax error: {message}")]) from None
+    except RecursionError:
+        raise SpecError([Problem(shown, None, None, "TOML document nested too deeply")]) from None
 
 
 def _parse_yaml(shown: str, text: str) -> Any:
     import yaml
 
+    class ValueMarkingLoader(yaml.SafeLoader):
+        """SafeLoader that blames bad tagged values (`!!int x`, `2021-13-45`) on their line."""
+
+        def construct_object(self, node: Any, deep: bool = False) -> Any:
+            try:
+                return super().construct_object(node, deep)
+            except (ValueError, KeyError, TypeError, OverflowError) as exc:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"cannot read {_show(node.value)}: {exc}", node.start_mark
+                ) from None
+
     try:
-        return yaml.safe_load(text)
+        return yaml.load(text, Loader=ValueMarkingLoader)  # a SafeLoader: plain data only
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         where = f"{shown}:{mark.line + 1}" if mark is not None else shown
         message = " ".join(p for p in (exc.context, exc.problem) if p)
-        raise SpecError([Problem(where, None, None, f"YAML syntax error: {message}")]) from None
+        kind = "value" if isinstance(exc, yaml.constructor.ConstructorError) else "syntax"
+        raise SpecError([Problem(where, None, None, f"YAML {kind} error: {message}")]) from None
     except yaml.YAMLError as exc:
         raise SpecError([Problem(shown, None, None, f"YAML error: {exc}")]) from None
     except RecursionError:
@@ -296,6 +317,34 @@ def _type_name(value: object) -> str:
     if value is None:
         return "null"
     return names.get(type(value), f"a {type(value).__name__}")
+
+
+def _path_kind(path: Path) -> str:
+    """'file', 'dir', 'other', 'missing', or 'unusable: <why>' (too long, no permission ...)."""
+    try:
+        mode = path.stat().st_mode
+    except ValueError:  # an embedded NUL or an unencodable character
+        return "missing"
+    except OSError as exc:
+        if exc.errno in (errno.ENOENT, errno.ENOTDIR):
+            return "missing"
+        return f"unusable: {exc.strerror or exc}"
+    if stat.S_ISREG(mode):
+        return "file"
+    if stat.S_ISDIR(mode):
+        return "dir"
+    return "other"
+
+
+_SHOWN = reprlib.Repr()
+_SHOWN.maxstring = 80
+_SHOWN.maxother = 80
+_SHOWN.maxlevel = 3
+
+
+def _show(value: object) -> str:
+    """A bounded repr of a spec value for messages (spec values can be huge or self-referential)."""
+    return _SHOWN.repr(value)
 
 
 def _did_you_mean(word: str, choices: Iterable[str]) -> str | None:
@@ -337,6 +386,7 @@ class _Resolved:
     platforms: tuple[str, ...]
     package_indexes: dict[str, str]
     overrides: dict[str, str]
+    unresolved: frozenset[str] = frozenset()  # packages with an index clash reported here
 
 
 class _SpecLoader:
@@ -424,11 +474,11 @@ class _SpecLoader:
             config = tool["uv"]
         else:
             sibling = self.path.parent / "venvstacks.uv.toml"
-            if not sibling.is_file():
+            if _path_kind(sibling) != "file":
                 return {}
             where = str(sibling)
             try:
-                config = _parse_toml(str(sibling), sibling.read_text(encoding="utf-8"))
+                config = _parse_toml(str(sibling), sibling.read_text(encoding="utf-8-sig"))
             except SpecError as exc:
                 self.problems.extend(exc.problems)
                 return {}
@@ -487,9 +537,13 @@ class _SpecLoader:
                 )
                 continue
             index = source["index"]
-            if index not in self.index_names:
+            if not isinstance(index, str):
                 self.problem(
-                    None, label, f"unknown package index {index!r}", self._index_hint(str(index))
+                    None, f"{label}.index", f"must be an index name, not {_type_name(index)}"
+                )
+            elif index not in self.index_names:
+                self.problem(
+                    None, label, f"unknown package index {_show(index)}", self._index_hint(index)
                 )
         return config
 
@@ -520,7 +574,7 @@ class _SpecLoader:
             self.problem(
                 None,
                 origin,
-                f"unknown runtime source {source!r}",
+                f"unknown runtime source {_show(source)}",
                 f"use one of {', '.join(repr(s) for s in RUNTIME_SOURCES)}",
             )
             source = "python-build-standalone"
@@ -535,7 +589,7 @@ class _SpecLoader:
         if mirror is not None and (
             not isinstance(mirror, str) or not re.match(r"^(https?|file)://", mirror)
         ):
-            self.problem(None, origin, f"must be an http(s):// or file:// URL, not {mirror!r}")
+            self.problem(None, origin, f"must be an http(s):// or file:// URL, not {_show(mirror)}")
             mirror = None
         return StackSettings(runtime_source=source, python_mirror=mirror)
 
@@ -548,7 +602,7 @@ class _SpecLoader:
             self.problem(
                 None,
                 "MACOSX_DEPLOYMENT_TARGET (environment)",
-                f"must be 'X' or 'X.Y', not {value!r}",
+                f"must be 'X' or 'X.Y', not {_show(value)}",
                 "fix or unset the environment variable, or set macosx_target on each layer",
             )
             return DEFAULT_MACOSX
@@ -617,7 +671,7 @@ class _SpecLoader:
             self.problem(
                 env_name,
                 "name",
-                f"{name!r} cannot be used as a folder name",
+                f"{_show(name)} cannot be used as a folder name",
                 "use letters, digits, '.', '_' and '-' (not first), without path separators or edge spaces",
             )
             return None
@@ -625,7 +679,7 @@ class _SpecLoader:
             self.problem(
                 env_name,
                 "name",
-                f"runtime name {name!r} starts with a reserved prefix ('framework-' or 'app-')",
+                f"runtime name {_show(name)} starts with a reserved prefix ('framework-' or 'app-')",
             )
         if "@" in name:
             self.warnings.append(
@@ -639,8 +693,8 @@ class _SpecLoader:
                 elsewhere = [k.value for k, f in _KIND_FIELDS.items() if key in f]
                 if not hint and elsewhere:
                     hint = f"'{key}' is only allowed on {' and '.join(elsewhere)} layers"
+                # Not `broken`: references can still be checked, so all problems show at once.
                 self.problem(env_name, str(key), "unknown field", hint)
-                draft.broken = True
         self._common_fields(draft, entry)
         if kind is LayerKind.RUNTIME:
             self._runtime_fields(draft, entry, settings)
@@ -675,7 +729,7 @@ class _SpecLoader:
             self.problem(
                 draft.env_name,
                 key,
-                f"must contain only strings, found {_type_name(wrong[0])} ({wrong[0]!r})",
+                f"must contain only strings, found {_type_name(wrong[0])} ({_show(wrong[0])})",
             )
             draft.broken = True
             return None
@@ -704,8 +758,14 @@ class _SpecLoader:
         if platforms is not None:
             unknown = [p for p in platforms if p not in PLATFORMS]
             for p in unknown:
-                hint = _did_you_mean(p, PLATFORMS) or f"expected one of: {', '.join(PLATFORMS)}"
-                self.problem(env, "platforms", f"invalid target platform {p!r}", hint)
+                hint = f"expected one of: {', '.join(PLATFORMS)}"
+                close = _did_you_mean(p, PLATFORMS)
+                self.problem(
+                    env,
+                    "platforms",
+                    f"invalid target platform {_show(p)}",
+                    f"{close} ({hint})" if close else hint,
+                )
             if unknown:
                 draft.broken = True
             draft.platforms = tuple(p for p in PLATFORMS if p in platforms)
@@ -722,8 +782,13 @@ class _SpecLoader:
             ok_type = isinstance(target, (str, int)) and not isinstance(target, bool)
             parsed = _parse_macosx(str(target)) if ok_type else None
             if parsed is None:
+                # An unquoted 10.10 reads as the number 10.1: ask for a string instead.
+                hint = 'quote it: macosx_target = "13.0"' if isinstance(target, float) else None
                 self.problem(
-                    env, "macosx_target", f"must be 'X' or 'X.Y' (e.g. '13.0'), not {target!r}"
+                    env,
+                    "macosx_target",
+                    f"must be 'X' or 'X.Y' (e.g. '13.0'), not {_show(target)}",
+                    hint,
                 )
             else:
                 draft.macosx_target = parsed
@@ -739,13 +804,9 @@ class _SpecLoader:
             return
         hint = 'use "glibc" or "glibc@X.Y", e.g. "glibc@2.28" (musl is not supported yet)'
         if isinstance(target, str) and target.partition("@")[0] != "glibc":
-            message = (
-                f"Linux libc variant must be one of ['glibc'], not {target.partition('@')[0]!r}"
-            )
+            message = f"Linux libc variant must be one of ['glibc'], not {_show(target.partition('@')[0])}"
         elif isinstance(target, str):
-            message = (
-                f"Linux libc version must be of the form 'X.Y', not {target.partition('@')[2]!r}"
-            )
+            message = f"Linux libc version must be of the form 'X.Y', not {_show(target.partition('@')[2])}"
         else:
             message = f"must be a string like 'glibc@2.28', not {_type_name(target)}"
         self.problem(draft.env_name, "linux_target", message, hint)
@@ -811,7 +872,7 @@ class _SpecLoader:
                 self.problem(
                     env,
                     "requirements",
-                    f"invalid requirement syntax {text!r}: {detail}",
+                    f"invalid requirement syntax {_show(text)}: {detail}",
                     "use PEP 508 form, e.g. 'attrs>=23.1'",
                 )
         return tuple(result)
@@ -834,7 +895,9 @@ class _SpecLoader:
                     f"{self.shown}: layer '{env}': converting legacy field 'fully_versioned_name' to 'python_implementation'"
                 )
                 implementation = entry["fully_versioned_name"]
-        match = _IMPLEMENTATION.match(implementation) if isinstance(implementation, str) else None
+        match = (
+            _IMPLEMENTATION.fullmatch(implementation) if isinstance(implementation, str) else None
+        )
         if implementation is None:
             self.problem(
                 env,
@@ -847,14 +910,14 @@ class _SpecLoader:
             self.problem(
                 env,
                 "python_implementation",
-                f"must look like 'cpython@X.Y' or 'cpython@X.Y.Z', not {implementation!r}",
+                f"must look like 'cpython@X.Y' or 'cpython@X.Y.Z', not {_show(implementation)}",
             )
             draft.broken = True
         elif match.group("impl").lower() != "cpython":
             self.problem(
                 env,
                 "python_implementation",
-                f"unsupported implementation {match.group('impl')!r}",
+                f"unsupported implementation {_show(match.group('impl'))}",
                 "stacks builds CPython runtimes only: use 'cpython@X.Y'",
             )
             draft.broken = True
@@ -871,7 +934,7 @@ class _SpecLoader:
             self.problem(
                 env,
                 "source",
-                f"unknown runtime source {value!r}",
+                f"unknown runtime source {_show(value)}",
                 f"use {RUNTIME_SOURCES[0]!r}, {RUNTIME_SOURCES[1]!r} or {{url = ..., sha256 = ...}}",
             )
             return RuntimeSource(settings.runtime_source)
@@ -887,7 +950,7 @@ class _SpecLoader:
             ok = True
             if not isinstance(url, str) or not re.match(r"^(https?|file)://", url):
                 self.problem(
-                    env, "source.url", f"must be an http(s):// or file:// URL, not {url!r}"
+                    env, "source.url", f"must be an http(s):// or file:// URL, not {_show(url)}"
                 )
                 ok = False
             if not isinstance(sha, str) or not _SHA256.match(sha):
@@ -921,7 +984,7 @@ class _SpecLoader:
             self.problem(
                 env,
                 "runtime",
-                f"must specify a runtime or framework dependencies, not both (runtime: {runtime!r}; frameworks: {entry['frameworks']!r})",
+                f"must specify a runtime or framework dependencies, not both (runtime: {_show(runtime)}; frameworks: {_show(entry['frameworks'])})",
                 "keep one: with frameworks, the runtime is theirs",
             )
             draft.broken = True
@@ -970,24 +1033,27 @@ class _SpecLoader:
         support_paths = [self.path.parent / s for s in support]
         launch_path = self.path.parent / launch if launch else None
         # Name clashes are checked before existence, so one rename fixes both.
-        names: dict[str, Path] = {}
+        names: dict[str, str] = {}  # module name -> the support module path as written
         clash = False
-        for support_path in support_paths:
+        for shown, support_path in zip(support, support_paths, strict=True):
             stem = module_name(support_path)
             if stem in names:
                 self.problem(
                     env,
                     "support_modules",
-                    f"conflicting support module names: '{stem}' ({names[stem]} and {support_path})",
+                    f"conflicting support module names: {_show(names[stem])} and {_show(shown)}"
+                    f" are both module {_show(stem)}",
                     "rename one of them",
                 )
                 clash = True
-            names[stem] = support_path
-        if launch_path is not None and module_name(launch_path) in names:
+            names[stem] = shown
+        launch_stem = module_name(launch_path) if launch_path is not None else None
+        if launch_stem in names:
             self.problem(
                 env,
                 "launch_module",
-                f"launch module '{module_name(launch_path)}' conflicts with support module {names[module_name(launch_path)]}",
+                f"launch module {_show(launch_stem)} conflicts with support module"
+                f" {_show(names[launch_stem])}",
                 "rename the support module",
             )
             clash = True
@@ -998,48 +1064,53 @@ class _SpecLoader:
             env, "launch_module", launch_path, launch or "", launch=True
         ):
             draft.launch_module = launch_path
-        missing = [s for s, p in zip(support, support_paths, strict=True) if not p.exists()]
+        kinds = [_path_kind(p) for p in support_paths]
+        missing = [s for s, kind in zip(support, kinds, strict=True) if kind == "missing"]
         if missing:
             self.problem(
                 env,
                 "support_modules",
-                "support modules do not exist: " + ", ".join(repr(m) for m in missing),
+                "support modules do not exist: " + ", ".join(_show(m) for m in missing),
                 f"paths are relative to {self.path.parent}",
             )
         kept = []
-        for shown, support_path in zip(support, support_paths, strict=True):
-            if shown not in missing and self._check_module(
+        for shown, support_path, kind in zip(support, support_paths, kinds, strict=True):
+            if kind != "missing" and self._check_module(
                 env, "support_modules", support_path, shown, launch=False
             ):
                 kept.append(support_path)
         draft.support_modules = tuple(kept)
 
     def _check_module(self, env: str, fld: str, path: Path, shown: str, *, launch: bool) -> bool:
-        if launch and not path.exists():
+        kind = _path_kind(path)
+        if kind == "missing":
             self.problem(
                 env,
                 fld,
-                f"launch module {shown!r} does not exist",
+                f"launch module {_show(shown)} does not exist",
                 f"paths are relative to {self.path.parent}",
             )
             return False
-        if path.is_file() and path.suffix != ".py":
-            self.problem(env, fld, f"{shown!r} must be a .py file or a package folder")
+        if kind.startswith("unusable"):
+            self.problem(env, fld, f"{_show(shown)} cannot be used: {kind.partition(': ')[2]}")
+            return False
+        if kind == "other" or (kind == "file" and path.suffix != ".py"):
+            self.problem(env, fld, f"{_show(shown)} must be a .py file or a package folder")
             return False
         name = module_name(path)
         if not name.isidentifier():
             self.problem(
                 env,
                 fld,
-                f"{shown!r} gives module name {name!r}, which `python -m` cannot import",
+                f"{_show(shown)} gives module name {_show(name)}, which `python -m` cannot import",
                 "rename it to a valid Python identifier (letters, digits, '_')",
             )
             return False
-        if launch and path.is_dir() and not (path / "__main__.py").is_file():
+        if launch and kind == "dir" and _path_kind(path / "__main__.py") != "file":
             self.problem(
                 env,
                 fld,
-                f"launch package {shown!r} has no __main__.py",
+                f"launch package {_show(shown)} has no __main__.py",
                 "add __main__.py so `python -m` can run it",
             )
             return False
@@ -1133,7 +1204,8 @@ class _SpecLoader:
                 + [[f.env_name for f in lower]]
             )
             if isinstance(merged, _C3Conflict):
-                remaining = ", ".join(str(seq) for seq in merged.remaining)
+                bare = len(LayerKind.FRAMEWORK.prefix)
+                remaining = ", ".join(str([n[bare:] for n in seq]) for seq in merged.remaining)
                 self.problem(
                     env,
                     "frameworks",
@@ -1159,61 +1231,92 @@ class _SpecLoader:
                     f"lower layers support: {supported}",
                 )
             platforms = draft.platforms
-        indexes, overrides = self._merge_indexes(draft, below, resolved)
-        return _Resolved(runtime_env, linearised, platforms, indexes, overrides)
+        indexes, overrides, unresolved = self._merge_indexes(draft, below, resolved)
+        return _Resolved(runtime_env, linearised, platforms, indexes, overrides, unresolved)
 
     def _merge_indexes(
         self, draft: _Draft, below: list[str], resolved: dict[str, _Resolved]
-    ) -> tuple[dict[str, str], dict[str, str]]:
-        """Merge inherited package_indexes (highest sys.path priority wins) and check clashes."""
+    ) -> tuple[dict[str, str], dict[str, str], frozenset[str]]:
+        """Merge the package_indexes pinned below with this layer's own, checking clashes.
+
+        The layer's own pin wins over inherited ones. Otherwise inherited pins that
+        disagree need an `index_overrides` entry (`{replaced = "replacement"}`, from this
+        layer or any layer below); the replacement is the index used. Clashes are looked
+        for as venvstacks does (the runtime first, then the frameworks in sys.path order),
+        so its specs and hints mean the same here. Returns the merged pins, the overrides
+        in force and the packages whose clash is left unresolved.
+        """
         overrides: dict[str, str] = {}
         for dep in below:
             overrides.update(resolved[dep].overrides)
         overrides.update(draft.index_overrides)
-        merged: dict[str, str] = {}
-        clashes: dict[str, set[str]] = {}
-        for dep in below:  # sys.path order: the first layer to pin a package wins
+        inherited: dict[str, list[str]] = {}
+        reported_below: set[str] = set()
+        for dep in [below[-1], *below[:-1]]:
+            reported_below.update(resolved[dep].unresolved)
             for package, index in resolved[dep].package_indexes.items():
-                if package not in merged:
-                    merged[package] = index
-                elif merged[package] != index:
-                    clashes.setdefault(package, set()).add(index)
-        for package, index in draft.package_indexes.items():
-            if package in merged and merged[package] != index:
-                clashes.setdefault(package, set()).add(merged[package])
-            merged[package] = index
-        for package in clashes:
-            clashes[package].discard(merged[package])
+                seen = inherited.setdefault(package, [])
+                if index not in seen:
+                    seen.append(index)
+        merged = dict(draft.package_indexes)
         wanted: dict[str, str] = {}
-        packages: list[str] = []
-        for package, others in sorted(clashes.items()):
-            for other in sorted(others):
-                if overrides.get(other) != merged[package]:
-                    wanted[other] = merged[package]
-                    packages.append(package)
+        unresolved: set[str] = set()
+        reported: list[str] = []
+        for package, indexes in inherited.items():
+            own = merged.get(package)
+            if own is None and len(indexes) == 1:
+                merged[package] = indexes[0]
+                continue
+            if own is not None:
+                winner = own
+            else:
+                accepted = [
+                    w for w in indexes if all(overrides.get(i) == w for i in indexes if i != w)
+                ]
+                winner = accepted[0] if accepted else indexes[-1]
+                merged[package] = winner
+            missing = {i: winner for i in indexes if i != winner and overrides.get(i) != winner}
+            if not missing:
+                continue
+            unresolved.add(package)
+            if own is None and package in reported_below:
+                continue  # the layer below that first mixed these indexes reports it
+            wanted.update(missing)
+            reported.append(package)
         if wanted:
-            entries = ", ".join(f'{k} = "{v}"' for k, v in sorted(wanted.items()))
+            table = {**draft.index_overrides, **dict(sorted(wanted.items()))}
+            entries = ", ".join(f"{_toml_key(k)} = {_toml_string(v)}" for k, v in table.items())
             self.problem(
                 draft.env_name,
                 "package_indexes",
-                f"inconsistent package index override(s) for {', '.join(sorted(set(packages)))}",
+                f"inconsistent package index override(s) for {', '.join(sorted(reported))}",
                 f"specify 'index_overrides = {{{entries}}}' to accept",
             )
-        return merged, overrides
+        return merged, overrides, frozenset(unresolved)
+
+
+def _toml_key(key: str) -> str:
+    """`key` as written in a TOML table: bare if it can be, quoted otherwise."""
+    return key if re.fullmatch(r"[A-Za-z0-9_-]+", key) else _toml_string(key)
+
+
+def _toml_string(text: str) -> str:
+    """`text` as a TOML basic string."""
+    return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
 def _parse_linux_target(value: str) -> tuple[int, int] | None:
-    variant, _, version = value.partition("@")
+    variant, at, version = value.partition("@")
     if variant != "glibc":
         return None
-    if not version:
+    if not at:
         return DEFAULT_GLIBC
-    match = re.fullmatch(r"(\d+)\.(\d+)", version)
+    match = re.fullmatch(r"([0-9]+)\.([0-9]+)", version)
     return (int(match.group(1)), int(match.group(2))) if match else None
 
 
 def _parse_macosx(value: str) -> tuple[int, int] | None:
-    match = re.fullmatch(r"(\d+)(?:\.(\d+))?", value.strip())
+    match = re.fullmatch(r"([0-9]+)(?:\.([0-9]+))?", value.strip())
     if not match:
         return None
     return int(match.group(1)), int(match.group(2) or 0)

@@ -1,0 +1,1 @@
+"""A launch package: `python -m app_pkg`."""

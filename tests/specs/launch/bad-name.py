@@ -1,0 +1,1 @@
+"""A module whose name `python -m` cannot import (it has a dash)."""

@@ -1,0 +1,1 @@
+"""A package whose name clashes with launch/helper.py."""

@@ -1,0 +1,1 @@
+"""A launch module that does nothing."""
