@@ -14,6 +14,7 @@ from .errors import EXIT_USAGE, StacksError, UsageError
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; return the exit code."""
+    _tolerant_output()
     parser = _build_parser()
     args = parser.parse_args(argv)
     if getattr(args, "handler", None) is None:
@@ -27,6 +28,29 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("stacks: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:
+        # The reader went away (`stacks show ... | head`): stop quietly.
+        import os
+
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 1
+
+
+def _tolerant_output() -> None:
+    """Never crash on characters the terminal cannot encode."""
+    for stream in (sys.stdout, sys.stderr):
+        reconfigure = getattr(stream, "reconfigure", None)
+        if reconfigure is not None:
+            reconfigure(errors="backslashreplace")
+
+
+def _tree_glyphs() -> tuple[str, str, str, str]:
+    """Branch, last branch, pipe and blank prefixes, in ASCII when stdout cannot encode box lines."""
+    try:
+        "├└│".encode(sys.stdout.encoding or "ascii")
+    except (UnicodeEncodeError, LookupError):
+        return "|-- ", "`-- ", "|   ", "    "
+    return "├── ", "└── ", "│   ", "    "
 
 
 def _print_error(exc: StacksError) -> None:
@@ -46,6 +70,19 @@ def _build_parser() -> argparse.ArgumentParser:
     )
     verbosity.add_argument("-q", "--quiet", action="store_true", help="print only errors")
     commands = parser.add_subparsers(title="commands", metavar="COMMAND")
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument(
+        "-v", "--verbose", action="count", default=argparse.SUPPRESS, help="say more (repeatable)"
+    )
+    common.add_argument(
+        "-q", "--quiet", action="store_true", default=argparse.SUPPRESS, help="print only errors"
+    )
+    original_add_parser = commands.add_parser
+
+    def add_parser(name: str, **kwargs: Any) -> argparse.ArgumentParser:
+        return original_add_parser(name, parents=[common], **kwargs)
+
+    commands.add_parser = add_parser  # type: ignore[method-assign]
 
     show = commands.add_parser("show", help="print the layers of a stack and what each depends on")
     _add_spec_arguments(show)
@@ -337,20 +374,21 @@ def _render_tree(
         text = env_name if deployed == env_name else f"{env_name} -> {deployed}"
         return text if valid else f"*{text}"
 
+    tee, corner, pipe, blank = _tree_glyphs()
     lines = [spec.name]
     groups = [(kind, [layer for layer in layers if layer.kind is kind]) for kind in LayerKind]
     groups = [(kind, members) for kind, members in groups if members]
     for group_index, (kind, members) in enumerate(groups):
         last_group = group_index == len(groups) - 1
-        lines.append(("└── " if last_group else "├── ") + kind.table)
-        indent = "    " if last_group else "│   "
+        lines.append((corner if last_group else tee) + kind.table)
+        indent = blank if last_group else pipe
         for index, layer in enumerate(members):
             last = index == len(members) - 1
-            lines.append(indent + ("└── " if last else "├── ") + label(layer.env_name))
-            inner = indent + ("    " if last else "│   ")
+            lines.append(indent + (corner if last else tee) + label(layer.env_name))
+            inner = indent + (blank if last else pipe)
             for dep_index, dep in enumerate(layer.dependencies):
                 dep_last = dep_index == len(layer.dependencies) - 1
-                lines.append(inner + ("└── " if dep_last else "├── ") + label(dep))
+                lines.append(inner + (corner if dep_last else tee) + label(dep))
     if any(not status[layer.env_name][0] for layer in layers):
         lines.append("(* = no valid lock: run `stacks lock`)")
     return "\n".join(lines)

@@ -76,7 +76,7 @@ valid_versioned.toml
         ├── *framework-sci -> framework-sci@???
         ├── *framework-plain
         └── *cpython-3.12 -> cpython-3.12@???
-(* = no valid lock yet: run `stacks lock`)
+(* = no valid lock: run `stacks lock`)
 """
 
 
@@ -394,7 +394,6 @@ def test_every_valid_fixture_shows(capsys: pytest.CaptureFixture[str]) -> None:
 # being extended elsewhere; these document the bugs and start failing once they are fixed)
 
 
-@pytest.mark.xfail(strict=True, reason="cli.py: BrokenPipeError traceback when stdout closes early")
 def test_closed_stdout_is_not_a_traceback(tmp_path: Path) -> None:
     """`stacks show big.toml | head -1` must not end in a BrokenPipeError traceback."""
     spec = tmp_path / "big.toml"
@@ -419,7 +418,6 @@ def test_closed_stdout_is_not_a_traceback(tmp_path: Path) -> None:
     assert "Traceback" not in err
 
 
-@pytest.mark.xfail(strict=True, reason="cli.py: tree characters crash a non-UTF-8 stdout")
 def test_non_utf8_stdout_is_not_a_traceback() -> None:
     """With an ASCII-only stdout (e.g. a legacy Windows console) show must not crash."""
     env = {k: v for k, v in os.environ.items() if k not in OVERRIDES}
