@@ -32,6 +32,7 @@ import sys
 import tarfile
 import tempfile
 import zipfile
+import zlib
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -214,34 +215,30 @@ def deploy(
 def _deploy_layer(archive_dir: Path, target: Path, record: LayerRecord) -> DeployedLayer:
     layer = target / record.install_target
     marker = _read_marker(layer)
-    result = DeployedLayer(
-        record.install_target, record.kind, layer, "unchanged", record.launch_module
-    )
-    if marker.get("sha256") == record.sha256:
-        if marker.get("path") == str(layer):
-            return result
+    if marker.get("sha256") == record.sha256 and marker.get("path") == str(layer):
+        action = "unchanged"
+    elif marker.get("sha256") == record.sha256:
+        action = "reconfigured"  # the deployment folder was moved
+    else:
+        action = "deployed"
+        archive = archive_dir / record.archive_name
+        verify_archive(archive, record)
+        staging = Path(
+            tempfile.mkdtemp(prefix=f".{record.install_target}.", suffix=".partial", dir=target)
+        )
+        try:
+            os.chmod(staging, 0o755)
+            unpack_layer(
+                archive, staging, record.install_target, max_bytes=_unpack_limit(record.size)
+            )
+            _swap_in(staging, layer)
+        except BaseException:
+            _remove_tree(staging)
+            raise
+    if action != "unchanged":
         _run_postinstall(layer, record)
         _write_marker(layer, record)
-        return DeployedLayer(
-            record.install_target, record.kind, layer, "reconfigured", record.launch_module
-        )
-    archive = archive_dir / record.archive_name
-    verify_archive(archive, record)
-    staging = Path(
-        tempfile.mkdtemp(prefix=f".{record.install_target}.", suffix=".partial", dir=target)
-    )
-    try:
-        os.chmod(staging, 0o755)
-        unpack_layer(archive, staging, record.install_target, max_bytes=_unpack_limit(record.size))
-        _swap_in(staging, layer)
-    except BaseException:
-        _remove_tree(staging)
-        raise
-    _run_postinstall(layer, record)
-    _write_marker(layer, record)
-    return DeployedLayer(
-        record.install_target, record.kind, layer, "deployed", record.launch_module
-    )
+    return DeployedLayer(record.install_target, record.kind, layer, action, record.launch_module)
 
 
 def verify_archive(archive: Path, record: LayerRecord) -> None:
@@ -401,7 +398,9 @@ def unpack_layer(archive: Path, dest: Path, root: str, *, max_bytes: int) -> Non
             with _decompressed(archive) as stream:
                 _unpack_tar(_CountingReader(stream, max_bytes + (64 << 20), unpacker), unpacker)
         unpacker.check_links()
-    except (tarfile.TarError, zipfile.BadZipFile, lzma.LZMAError, EOFError, OSError) as exc:
+    except (tarfile.TarError, zipfile.BadZipFile, lzma.LZMAError, zlib.error) as exc:
+        raise DeployError(f"{archive.name}: cannot unpack: {exc}") from None
+    except (EOFError, OSError, ValueError) as exc:  # truncated data, bad names, ...
         raise DeployError(f"{archive.name}: cannot unpack: {exc}") from None
 
 
@@ -418,9 +417,6 @@ def _decompressed(archive: Path) -> Iterator[IO[bytes]]:
             yield stream  # type: ignore[misc]
     elif name.endswith(".tar.zst"):
         with _zstd_stream(archive) as stream:
-            yield stream
-    elif name.endswith(".tar"):
-        with open(archive, "rb") as stream:
             yield stream
     else:
         raise DeployError(f"{name}: unknown archive format (tar.xz, tar.zst, tar.gz or zip)")

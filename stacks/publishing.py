@@ -293,9 +293,11 @@ def write_archive(
             os.fsync(handle.fileno())
         os.chmod(tmp_name, 0o644)
         os.replace(tmp_name, archive)
-    except BaseException:
+    except BaseException as exc:
         with contextlib.suppress(OSError):
             os.unlink(tmp_name)
+        if isinstance(exc, OSError):
+            raise PublishError(f"cannot archive {tree} to {archive}: {exc}") from exc
         raise
     return ArchiveResult(archive, out.size, out.sha256.hexdigest())
 
@@ -385,11 +387,20 @@ def export_layer(tree: Path, target: Path, *, layered: bool, symlinks: bool = Tr
     """Copy the layer at `tree` to `target` (hard links where possible), then run its postinstall."""
     entries = layer_entries(tree, layered=layered)
     target = Path(os.path.abspath(target))
-    with atomic.new_directory(target) as staging:
-        os.chmod(staging, 0o755)
-        same_device = os.stat(tree).st_dev == os.stat(staging).st_dev
-        for entry in entries:
-            _export_entry(entry, staging / entry.name, same_device=same_device, symlinks=symlinks)
+    try:
+        with atomic.new_directory(target) as staging:
+            os.chmod(staging, 0o755)
+            same_device = os.stat(tree).st_dev == os.stat(staging).st_dev
+            for entry in entries:
+                _export_entry(
+                    entry, staging / entry.name, same_device=same_device, symlinks=symlinks
+                )
+    except OSError as exc:
+        raise PublishError(
+            f"cannot export {tree} to {target}: {exc}",
+            hint="if the target cannot hold symlinks, export with symlinks=False "
+            "(supports_symlinks() probes a folder)",
+        ) from exc
     try:
         _run_postinstall(target, symlinks=symlinks)
     except BaseException:

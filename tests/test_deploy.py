@@ -386,6 +386,14 @@ HOSTILE: dict[str, Callable[[Path], tuple[bytes, str, str]]] = {
         "leaves the layer",
     ),
     "zip dot-dot": lambda t: (hostile_zip([(f"{ROOT}/../x", 0o100644, b"x")]), "zip", r"'\.\.'"),
+    "truncated tar": lambda t: (
+        gzip.compress(
+            gzip.decompress(hostile_tar([(tar_member(f"{ROOT}/f"), bytes(5000))]))[:1500]
+        ),
+        "tar.gz",
+        "cannot unpack",
+    ),
+    "not an archive": lambda t: (b"\xfd7zXZ\x00 certainly not xz", "tar.xz", "cannot unpack"),
     "zip fifo": lambda t: (hostile_zip([(f"{ROOT}/p", 0o010644, b"")]), "zip", "fifo"),
 }
 
