@@ -153,7 +153,7 @@ def configure_layer(layer_dir: Path, *, symlinks: bool = True) -> None:
 
 
 def install_layer(layer_dir: Path, *, symlinks: bool = True, compile_bytecode: bool = True) -> None:
-    """Configure the layer (see `configure_layer`) and precompile the bytecode of its `lib/`."""
+    """Configure the layer and precompile its `lib/` with the running (= the layer's) Python."""
     configure_layer(layer_dir, symlinks=symlinks)
     lib = os.path.join(os.path.abspath(layer_dir), "lib")
     if compile_bytecode and os.path.isdir(lib):
