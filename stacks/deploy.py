@@ -1,0 +1,606 @@
+"""Deploy published layers on a target machine (standard library only; works copied alone).
+
+    python -m stacks.deploy ARCHIVE_DIR --target DIR [LAYER...]
+    python deploy.py ARCHIVE_DIR --target DIR [LAYER...]
+
+Reads `ARCHIVE_DIR/__stacks__/stack[-<platform>].json`, picks the requested layers and
+every layer they need, checks each archive's size and sha256, unpacks it safely into a
+temporary folder inside the target and renames it into place (lowest layer first), then
+runs the layer's `postinstall.py` with its base Python. A layer already deployed from an
+archive with the same sha256 is left alone (it is only reconfigured if it was moved).
+
+Unpacking trusts nothing in the archive: absolute names, `..`, entries outside the
+archive's root folder, writes through symlinks, symlinks or hard links leaving the layer
+folder, device files, fifos and sparse files are refused, and the total unpacked size is
+capped (decompression bombs).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import hashlib
+import json
+import lzma
+import os
+import platform
+import shlex
+import shutil
+import stat
+import subprocess
+import sys
+import tarfile
+import tempfile
+import zipfile
+import zlib
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO, Any
+
+METADATA_DIR = "__stacks__"
+LAYER_CONFIG = "share/venv/metadata/venvstacks_layer.json"
+MARKER = ".stacks-deployed.json"
+KIND_ORDER = {"runtimes": "runtime", "frameworks": "framework", "applications": "application"}
+MAX_UNPACK_RATIO = 200  # unpacked bytes allowed per archive byte
+MIN_UNPACK_LIMIT = 64 << 20  # ... but small archives may always unpack this much
+_CHUNK = 1 << 20
+
+
+class DeployError(Exception):
+    """A deployment failed; the message says which layer and why."""
+
+    def __init__(self, message: str, *, exit_code: int = 1) -> None:
+        super().__init__(message)
+        self.exit_code = exit_code
+
+
+@dataclass(frozen=True)
+class LayerRecord:
+    """One layer as the publish metadata describes it."""
+
+    install_target: str
+    layer_name: str
+    kind: str
+    archive_name: str
+    sha256: str
+    size: int
+    runtime_layer: str
+    required_layers: tuple[str, ...]
+    launch_module: str | None
+
+
+@dataclass(frozen=True)
+class DeployedLayer:
+    """The outcome for one layer: where it is and whether it was unpacked, reconfigured or kept."""
+
+    install_target: str
+    kind: str
+    path: Path
+    action: str  # "deployed", "reconfigured" or "unchanged"
+    launch_module: str | None = None
+
+    def run_command(self) -> list[str] | None:
+        """The command that runs this application layer (None for other layers)."""
+        if not self.launch_module:
+            return None
+        return [str(self.path / "bin" / "python"), "-m", self.launch_module]
+
+
+def current_platform() -> str:
+    """This machine's target platform name as stacks spells it (e.g. `linux_x86_64`)."""
+    machine = platform.machine().lower()
+    arch = {"amd64": "x86_64", "arm64": "aarch64"}.get(machine, machine)
+    if sys.platform == "darwin":
+        return "macosx_arm64" if arch == "aarch64" else f"macosx_{arch}"
+    if sys.platform == "win32":
+        return "win_arm64" if arch == "aarch64" else "win_amd64"
+    return f"{sys.platform.rstrip('0123456789')}_{arch}"
+
+
+def read_manifest(archive_dir: Path, *, platform_name: str | None = None) -> list[LayerRecord]:
+    """The layers of `ARCHIVE_DIR/__stacks__/stack[-platform].json`, lowest kind first."""
+    folder = archive_dir / METADATA_DIR
+    names = ["stack.json", f"stack-{platform_name or current_platform()}.json"]
+    if platform_name:
+        names.reverse()
+    for name in names:
+        path = folder / name
+        if path.is_file():
+            break
+    else:
+        raise DeployError(
+            f"no stack metadata in {folder} (looked for {' and '.join(names)}); "
+            "point ARCHIVE_DIR at the folder holding the archives and __stacks__/",
+            exit_code=2,
+        )
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+        groups = data["layers"]
+        return [
+            _layer_record(entry, kind)
+            for key, kind in KIND_ORDER.items()
+            for entry in groups.get(key, [])
+        ]
+    except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
+        raise DeployError(f"{path}: not valid stack metadata ({exc})", exit_code=2) from None
+
+
+def _layer_record(entry: dict[str, Any], kind: str) -> LayerRecord:
+    target = _safe_name(entry["install_target"], "install_target")
+    required = tuple(_safe_name(n, "required_layers") for n in entry.get("required_layers", []))
+    sha256 = str(entry["archive_hashes"]["sha256"]).lower()
+    if len(sha256) != 64 or any(c not in "0123456789abcdef" for c in sha256):
+        raise ValueError(f"{target}: archive_hashes.sha256 is not a sha256 hex digest")
+    return LayerRecord(
+        install_target=target,
+        layer_name=str(entry.get("layer_name", target)),
+        kind=kind,
+        archive_name=_safe_name(entry["archive_name"], "archive_name"),
+        sha256=sha256,
+        size=int(entry["archive_size"]),
+        runtime_layer=_safe_name(entry.get("runtime_layer", target), "runtime_layer"),
+        required_layers=required,
+        launch_module=entry.get("app_launch_module") if kind == "application" else None,
+    )
+
+
+def _safe_name(value: Any, field: str) -> str:
+    if (
+        not isinstance(value, str)
+        or value in ("", ".", "..")
+        or value.startswith(".")
+        or "/" in value
+        or "\\" in value
+        or "\0" in value
+    ):
+        raise ValueError(f"{field} {value!r} is not a plain folder or file name")
+    return value
+
+
+def select_layers(records: list[LayerRecord], wanted: Sequence[str] | None) -> list[LayerRecord]:
+    """The wanted layers (by install target or layer name) plus what they need, lowest first."""
+    by_target = {r.install_target: r for r in records}
+    if not wanted:
+        roots = list(records)
+    else:
+        by_name = {r.layer_name: r for r in records}
+        roots = []
+        for name in wanted:
+            record = by_target.get(name) or by_name.get(name)
+            if record is None:
+                known = ", ".join(sorted(by_target))
+                raise DeployError(f"no layer {name!r} in the stack (known: {known})", exit_code=2)
+            roots.append(record)
+    ordered: list[LayerRecord] = []
+    seen: set[str] = set()
+
+    def visit(record: LayerRecord, trail: tuple[str, ...]) -> None:
+        if record.install_target in seen:
+            return
+        if record.install_target in trail:
+            raise DeployError(f"layer dependency cycle: {' -> '.join(trail)}", exit_code=2)
+        below = [] if record.kind == "runtime" else [record.runtime_layer]
+        for name in [*below, *record.required_layers]:
+            if name not in by_target:
+                raise DeployError(
+                    f"layer {record.install_target} needs {name!r}, which is not in the stack",
+                    exit_code=2,
+                )
+            visit(by_target[name], (*trail, record.install_target))
+        seen.add(record.install_target)
+        ordered.append(record)
+
+    rank = {"runtime": 0, "framework": 1, "application": 2}
+    for record in sorted(roots, key=lambda r: rank[r.kind]):
+        visit(record, ())
+    return ordered
+
+
+def deploy(
+    archive_dir: Path,
+    target: Path,
+    layers: Sequence[str] | None = None,
+    *,
+    platform_name: str | None = None,
+) -> list[DeployedLayer]:
+    """Deploy the requested layers (default: all) and what they need from `archive_dir` into `target`."""
+    archive_dir = Path(os.path.abspath(archive_dir))
+    target = Path(os.path.abspath(target))
+    selected = select_layers(read_manifest(archive_dir, platform_name=platform_name), layers)
+    target.mkdir(parents=True, exist_ok=True)
+    return [_deploy_layer(archive_dir, target, record) for record in selected]
+
+
+def _deploy_layer(archive_dir: Path, target: Path, record: LayerRecord) -> DeployedLayer:
+    layer = target / record.install_target
+    marker = _read_marker(layer)
+    if marker.get("sha256") == record.sha256 and marker.get("path") == str(layer):
+        action = "unchanged"
+    elif marker.get("sha256") == record.sha256:
+        action = "reconfigured"  # the deployment folder was moved
+    else:
+        action = "deployed"
+        archive = archive_dir / record.archive_name
+        verify_archive(archive, record)
+        staging = Path(
+            tempfile.mkdtemp(prefix=f".{record.install_target}.", suffix=".partial", dir=target)
+        )
+        try:
+            os.chmod(staging, 0o755)
+            unpack_layer(
+                archive, staging, record.install_target, max_bytes=_unpack_limit(record.size)
+            )
+            _swap_in(staging, layer)
+        except BaseException:
+            _remove_tree(staging)
+            raise
+    if action != "unchanged":
+        _run_postinstall(layer, record)
+        _write_marker(layer, record)
+    return DeployedLayer(record.install_target, record.kind, layer, action, record.launch_module)
+
+
+def verify_archive(archive: Path, record: LayerRecord) -> None:
+    """Check the archive's size and sha256 against the publish metadata."""
+    try:
+        size = archive.stat().st_size
+        if size != record.size:
+            raise DeployError(
+                f"{record.install_target}: {archive} is {size} bytes, the metadata says "
+                f"{record.size}; the archive is incomplete or was replaced"
+            )
+        digest = hashlib.sha256()
+        with open(archive, "rb") as handle:
+            for block in iter(lambda: handle.read(_CHUNK), b""):
+                digest.update(block)
+    except OSError as exc:
+        raise DeployError(f"{record.install_target}: cannot read {archive}: {exc}") from None
+    if digest.hexdigest() != record.sha256:
+        raise DeployError(
+            f"{record.install_target}: sha256 of {archive} is {digest.hexdigest()}, the "
+            f"metadata says {record.sha256}; refusing a tampered or corrupt archive"
+        )
+
+
+def _unpack_limit(archive_size: int) -> int:
+    return max(MIN_UNPACK_LIMIT, archive_size * MAX_UNPACK_RATIO)
+
+
+class _Unpacker:
+    """Writes entries of one layer archive under `dest`, refusing anything unsafe."""
+
+    def __init__(self, archive: Path, dest: Path, root: str, max_bytes: int) -> None:
+        self.archive = archive
+        self.dest = str(dest)
+        self.root = root
+        self.max_bytes = max_bytes
+        self.written = 0
+        self.links: list[str] = []
+        self.files: set[str] = set()
+
+    def fail(self, name: str, why: str) -> DeployError:
+        return DeployError(f"{self.archive.name}: refusing entry {name!r}: {why}")
+
+    def relative(self, name: str) -> str:
+        """The entry's path inside the layer root ('' for the root itself)."""
+        if name.startswith("/") or (len(name) > 1 and name[1] == ":"):
+            raise self.fail(name, "absolute path")
+        parts = [p for p in name.split("/") if p not in ("", ".")]
+        if ".." in parts:
+            raise self.fail(name, "'..' in the path")
+        if not parts or parts[0] != self.root:
+            raise self.fail(name, f"outside the archive's root folder {self.root}/")
+        return "/".join(parts[1:])
+
+    def parent_dir(self, name: str, rel: str) -> str:
+        """Create (as real folders) the parents of `rel`; refuse paths through links or files."""
+        current = self.dest
+        for part in rel.split("/")[:-1]:
+            current = os.path.join(current, part)
+            try:
+                mode = os.lstat(current).st_mode
+            except FileNotFoundError:
+                os.mkdir(current, 0o755)
+                continue
+            if not stat.S_ISDIR(mode):
+                raise self.fail(name, "its folder is a symlink or a file in the archive")
+        return current
+
+    def path_for(self, name: str, rel: str) -> str:
+        self.parent_dir(name, rel)
+        path = os.path.join(self.dest, *rel.split("/"))
+        if os.path.lexists(path) and not os.path.isdir(path):
+            raise self.fail(name, "duplicate entry")
+        return path
+
+    def add_dir(self, name: str, rel: str) -> None:
+        if not rel:
+            return
+        path = self.path_for(name, rel)
+        if os.path.islink(path):
+            raise self.fail(name, "duplicate entry")
+        if not os.path.isdir(path):
+            os.mkdir(path, 0o755)
+
+    def add_file(self, name: str, rel: str, source: IO[bytes], mode: int) -> None:
+        path = self.path_for(name, rel)
+        flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0)
+        fd = os.open(path, flags, 0o600)
+        with os.fdopen(fd, "wb") as out:
+            for block in iter(lambda: source.read(_CHUNK), b""):
+                self.count(name, len(block))
+                out.write(block)
+            os.fchmod(out.fileno(), 0o755 if mode & 0o111 else 0o644)
+        self.files.add(rel)
+
+    def add_symlink(self, name: str, rel: str, link: str) -> None:
+        if not link or link.startswith("/") or "\0" in link:
+            raise self.fail(name, f"symlink to {link!r} (absolute or empty)")
+        resolved = os.path.normpath(os.path.join(os.path.dirname(rel), link))
+        if resolved == ".." or resolved.startswith("../"):
+            raise self.fail(name, f"symlink to {link!r} leaves the layer folder")
+        path = self.path_for(name, rel)
+        os.symlink(link, path)
+        self.links.append(path)
+
+    def add_hardlink(self, name: str, rel: str, link_name: str) -> None:
+        source_rel = self.relative(link_name)
+        if source_rel not in self.files:
+            raise self.fail(name, f"hard link to {link_name!r}, not a file earlier in the layer")
+        path = self.path_for(name, rel)
+        os.link(os.path.join(self.dest, *source_rel.split("/")), path)
+        self.files.add(rel)
+
+    def expect(self, name: str, size: int) -> None:
+        """Refuse an entry up front when its declared size alone would break the cap."""
+        if self.written + size > self.max_bytes:
+            raise self.fail(name, f"the archive unpacks to more than {self.max_bytes} bytes")
+
+    def count(self, name: str, size: int) -> None:
+        self.written += size
+        if self.written > self.max_bytes:
+            raise self.fail(name, f"the archive unpacks to more than {self.max_bytes} bytes")
+
+    def check_links(self) -> None:
+        """After unpacking: every symlink, resolved for real, must stay in the layer."""
+        real_root = os.path.realpath(self.dest)
+        for path in self.links:
+            real = os.path.realpath(path)
+            if os.path.commonpath([real, real_root]) != real_root:
+                rel = os.path.relpath(path, self.dest)
+                raise self.fail(f"{self.root}/{rel}", "symlink chain leaves the layer folder")
+
+
+class _CountingReader:
+    """A readable stream that stops with an error after `limit` bytes (decompression bombs)."""
+
+    def __init__(self, stream: IO[bytes], limit: int, unpacker: _Unpacker) -> None:
+        self._stream = stream
+        self._left = limit
+        self._unpacker = unpacker
+
+    def read(self, size: int = -1) -> bytes:
+        data = self._stream.read(size if size >= 0 else _CHUNK)
+        self._left -= len(data)
+        if self._left < 0:
+            raise self._unpacker.fail("(stream)", "the archive unpacks to too many bytes")
+        return data
+
+
+def unpack_layer(archive: Path, dest: Path, root: str, *, max_bytes: int) -> None:
+    """Unpack `archive` (root folder `root/`) safely into the existing, empty folder `dest`."""
+    unpacker = _Unpacker(archive, dest, root, max_bytes)
+    try:
+        if archive.name.endswith(".zip"):
+            _unpack_zip(archive, unpacker)
+        else:
+            with _decompressed(archive) as stream:
+                _unpack_tar(_CountingReader(stream, max_bytes + (64 << 20), unpacker), unpacker)
+        unpacker.check_links()
+    except (tarfile.TarError, zipfile.BadZipFile, lzma.LZMAError, zlib.error) as exc:
+        raise DeployError(f"{archive.name}: cannot unpack: {exc}") from None
+    except (EOFError, OSError, ValueError) as exc:  # truncated data, bad names, ...
+        raise DeployError(f"{archive.name}: cannot unpack: {exc}") from None
+
+
+@contextlib.contextmanager
+def _decompressed(archive: Path) -> Iterator[IO[bytes]]:
+    name = archive.name
+    if name.endswith(".tar.xz"):
+        with lzma.open(archive, "rb") as stream:
+            yield stream  # type: ignore[misc]
+    elif name.endswith(".tar.gz"):
+        import gzip
+
+        with gzip.open(archive, "rb") as stream:
+            yield stream  # type: ignore[misc]
+    elif name.endswith(".tar.zst"):
+        with _zstd_stream(archive) as stream:
+            yield stream
+    else:
+        raise DeployError(f"{name}: unknown archive format (tar.xz, tar.zst, tar.gz or zip)")
+
+
+@contextlib.contextmanager
+def _zstd_stream(archive: Path) -> Iterator[IO[bytes]]:
+    """zstd decompression: the standard library's (Python 3.14+) or the `zstd` command."""
+    try:
+        from compression import zstd  # type: ignore[import-not-found]
+    except ImportError:
+        zstd = None
+    if zstd is not None:
+        with zstd.open(archive, "rb") as stream:
+            yield stream
+        return
+    command = shutil.which("zstd")
+    if command is None:
+        raise DeployError(
+            f"{archive.name}: .tar.zst needs Python 3.14+ or the zstd command on PATH"
+        )
+    process = subprocess.Popen(
+        [command, "-dcq", "--", str(archive)], stdout=subprocess.PIPE, stderr=subprocess.PIPE
+    )
+    assert process.stdout is not None
+    try:
+        yield process.stdout
+    finally:
+        process.stdout.close()
+        process.kill()
+        _, error = process.communicate()
+    if process.returncode not in (0, -9):
+        raise DeployError(f"{archive.name}: zstd failed: {error.decode(errors='replace')}")
+
+
+def _unpack_tar(stream: Any, unpacker: _Unpacker) -> None:
+    with tarfile.open(fileobj=stream, mode="r|") as tar:
+        for member in tar:
+            name = member.name
+            rel = unpacker.relative(name)
+            if member.isdir():
+                unpacker.add_dir(name, rel)
+            elif not rel:
+                raise unpacker.fail(name, "the root folder must be a folder")
+            elif member.issparse() or not (member.isreg() or member.issym() or member.islnk()):
+                raise unpacker.fail(name, "device, fifo or other special file")
+            elif member.issym():
+                unpacker.add_symlink(name, rel, member.linkname)
+            elif member.islnk():
+                unpacker.add_hardlink(name, rel, member.linkname)
+            else:
+                unpacker.expect(name, member.size)
+                source = tar.extractfile(member)
+                assert source is not None
+                unpacker.add_file(name, rel, source, member.mode)
+
+
+def _unpack_zip(archive: Path, unpacker: _Unpacker) -> None:
+    with zipfile.ZipFile(archive) as zf:
+        for info in zf.infolist():
+            name = info.filename
+            rel = unpacker.relative(name)
+            mode = info.external_attr >> 16 if info.create_system == 3 else 0
+            kind = stat.S_IFMT(mode)
+            if info.is_dir() or kind == stat.S_IFDIR:
+                unpacker.add_dir(name, rel)
+            elif not rel:
+                raise unpacker.fail(name, "the root folder must be a folder")
+            elif kind == stat.S_IFLNK:
+                if info.file_size > 4096:
+                    raise unpacker.fail(name, "symlink target too long")
+                link = zf.read(info).decode("utf-8")
+                unpacker.add_symlink(name, rel, link)
+            elif kind not in (0, stat.S_IFREG):
+                raise unpacker.fail(name, "device, fifo or other special file")
+            else:
+                unpacker.expect(name, info.file_size)
+                with zf.open(info) as source:
+                    unpacker.add_file(name, rel, source, mode)
+
+
+def _swap_in(staging: Path, layer: Path) -> None:
+    old = None
+    if os.path.lexists(layer):
+        old = layer.with_name(f".{layer.name}.old-{os.getpid()}")
+        _remove_tree(old)
+        os.replace(layer, old)
+    os.replace(staging, layer)
+    if old is not None:
+        _remove_tree(old)
+
+
+def _remove_tree(path: Path) -> None:
+    if os.path.islink(path) or os.path.isfile(path):
+        os.unlink(path)
+    elif os.path.isdir(path):
+        shutil.rmtree(path)
+
+
+def _layer_python(layer: Path, record: LayerRecord) -> Path:
+    """The interpreter that runs the layer's postinstall.py: its base Python, checked."""
+    try:
+        config = json.loads((layer / LAYER_CONFIG).read_text(encoding="utf-8"))
+        relative = config["base_python"]
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise DeployError(f"{record.install_target}: unreadable {LAYER_CONFIG}: {exc}") from None
+    if not isinstance(relative, str) or os.path.isabs(relative):
+        raise DeployError(f"{record.install_target}: base_python must be a relative path")
+    python = os.path.normpath(os.path.join(layer, relative))
+    deployment = str(layer.parent)
+    if os.path.commonpath([python, deployment]) != deployment:
+        raise DeployError(
+            f"{record.install_target}: base_python {relative!r} leaves the deployment folder"
+        )
+    return Path(python)
+
+
+def _run_postinstall(layer: Path, record: LayerRecord) -> None:
+    python = _layer_python(layer, record)
+    if not os.access(python, os.X_OK):
+        raise DeployError(
+            f"{record.install_target}: base Python {python} is missing; "
+            f"deploy its runtime {record.runtime_layer} too"
+        )
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PYTHON")}
+    env.pop("VIRTUAL_ENV", None)
+    done = subprocess.run(
+        [str(python), "-X", "utf8", "-I", str(layer / "postinstall.py"), str(layer)],
+        capture_output=True,
+        text=True,
+        env=env,
+        check=False,
+    )
+    if done.returncode != 0:
+        output = (done.stderr or done.stdout).strip()
+        raise DeployError(
+            f"{record.install_target}: postinstall.py failed (exit {done.returncode}):\n{output}"
+        )
+
+
+def _read_marker(layer: Path) -> dict[str, Any]:
+    try:
+        data = json.loads((layer / MARKER).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def _write_marker(layer: Path, record: LayerRecord) -> None:
+    data = {"archive_name": record.archive_name, "sha256": record.sha256, "path": str(layer)}
+    fd, tmp = tempfile.mkstemp(prefix=f"{MARKER}.", suffix=".tmp", dir=layer)
+    with os.fdopen(fd, "w", encoding="utf-8") as handle:
+        json.dump(data, handle, indent=2, sort_keys=True)
+        handle.write("\n")
+    os.chmod(tmp, 0o644)
+    os.replace(tmp, layer / MARKER)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Command line: deploy layers, print how to run each application; exit 0, 1 or 2."""
+    parser = argparse.ArgumentParser(
+        description="Deploy published stacks layers (and the layers they need) into a folder.",
+    )
+    parser.add_argument("archive_dir", type=Path, help="folder with the archives and __stacks__/")
+    parser.add_argument("layers", nargs="*", help="layers to deploy (default: all)")
+    parser.add_argument("--target", type=Path, required=True, help="deployment folder")
+    parser.add_argument("--platform", help="platform of the metadata (default: this machine's)")
+    args = parser.parse_intermixed_args(argv)
+    try:
+        deployed = deploy(args.archive_dir, args.target, args.layers, platform_name=args.platform)
+    except DeployError as exc:
+        print(f"deploy: error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except OSError as exc:
+        print(f"deploy: error: {exc}", file=sys.stderr)
+        return 1
+    for layer in deployed:
+        print(f"{layer.action:>12}  {layer.install_target}  ({layer.path})")
+    for layer in deployed:
+        command = layer.run_command()
+        if command:
+            print(f"run {layer.install_target}: {shlex.join(command)}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
