@@ -12,17 +12,33 @@ from pathlib import Path
 from typing import Any
 
 
+def _read_umask() -> int:
+    umask = os.umask(0o022)
+    os.umask(umask)
+    return umask
+
+
+# Read once at import: os.umask() can only be read by setting it, which is not thread-safe.
+_UMASK = _read_umask()
+
+
+def _default_mode() -> int:
+    """The mode a plain `open(..., "w")` would give a new file (0o666 minus the umask)."""
+    return 0o666 & ~_UMASK
+
+
 def write_bytes(path: Path, data: bytes, *, mode: int | None = None) -> None:
     """Write `data` to `path` atomically (readers see the old or the new file, never a part)."""
     path.parent.mkdir(parents=True, exist_ok=True)
+    if mode is None:
+        mode = _default_mode()
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as handle:
             handle.write(data)
             handle.flush()
             os.fsync(handle.fileno())
-        if mode is not None:
-            os.chmod(tmp, mode)
+        os.chmod(tmp, mode)
         os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(OSError):

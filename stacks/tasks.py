@@ -616,12 +616,19 @@ def run_manifest(ctx: RunContext, step: str) -> None:
 def _task(
     step: str, layer: LayerSpec, ctx: RunContext, action: Any, check: Any, deps: list[str], doc: str
 ) -> dict[str, Any]:
+    if step == "lock":
+        from .locking import lock_paths
+
+        paths = lock_paths(ctx.spec, layer)
+        targets = [os.fspath(paths.pylock), os.fspath(paths.meta)]
+    else:
+        targets = [os.fspath(ctx.stamp_path(step, layer.env_name))]
     return {
         "name": layer.env_name,
         "actions": [(action, [ctx, layer.env_name])],
         "uptodate": [(check, [ctx, layer.env_name])],
         "task_dep": deps,
-        "targets": [os.fspath(ctx.stamp_path(step, layer.env_name))],
+        "targets": targets,
         "doc": doc,
         "verbosity": 2,
     }
