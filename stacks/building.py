@@ -197,6 +197,83 @@ def subprocess_env(extra: dict[str, str] | None = None) -> dict[str, str]:
 
 
 def _uv_install(request: BuildRequest, python: Path) -> None:
+    """Install the layer's locked packages, then prove every installed file matches its wheel.
+
+    uv hard-links files from its cache; if anything ever edited such a file in place (a build
+    or export folder is easy to edit by mistake), the cache itself is corrupt. Checking RECORD
+    hashes catches that, and the packages are fetched again instead of re-linking bad bytes.
+    """
+    _run_uv_install(request, python)
+    site = python.parent.parent / request.site_dir
+    damaged = verify_installed(site)
+    if not damaged:
+        return
+    _run_uv(
+        request, ["cache", "clean", *sorted(damaged)], "cleaning damaged packages from uv's cache"
+    )
+    _run_uv_install(request, python, reinstall=sorted(damaged))
+    still = verify_installed(site)
+    if still:
+        details = "; ".join(
+            f"{dist}: {', '.join(files[:3])}" for dist, files in sorted(still.items())
+        )
+        raise BuildError(
+            f"layer '{request.layer.env_name}': installed files do not match their wheels even after a fresh install: {details}",
+            hint="run `uv cache clean` and build again",
+        )
+
+
+def verify_installed(site: Path) -> dict[str, list[str]]:
+    """Installed files whose sha256 differs from their RECORD entry, by distribution name."""
+    import base64
+    import hashlib
+    from concurrent.futures import ThreadPoolExecutor
+
+    checks: list[tuple[str, Path, str]] = []
+    for record in site.glob("*.dist-info/RECORD"):
+        dist = record.parent.name.split("-")[0]
+        for row in csv.reader(io.StringIO(record.read_text(encoding="utf-8"))):
+            if len(row) >= 2 and row[1].startswith("sha256="):
+                path = (site / row[0]).resolve() if ".." in row[0] else site / row[0]
+                checks.append((dist, path, row[1][len("sha256=") :]))
+
+    def bad(item: tuple[str, Path, str]) -> tuple[str, str] | None:
+        dist, path, expected = item
+        digest = hashlib.sha256()
+        try:
+            with open(path, "rb") as handle:
+                while chunk := handle.read(1 << 20):
+                    digest.update(chunk)
+        except OSError:
+            return dist, f"{path.name} (missing)"
+        actual = base64.urlsafe_b64encode(digest.digest()).rstrip(b"=").decode("ascii")
+        return None if actual == expected else (dist, path.name)
+
+    damaged: dict[str, list[str]] = {}
+    with ThreadPoolExecutor(max_workers=os.cpu_count() or 2) as pool:
+        for found in pool.map(bad, checks):
+            if found is not None:
+                damaged.setdefault(found[0], []).append(found[1])
+    return damaged
+
+
+def _run_uv(request: BuildRequest, arguments: list[str], what: str) -> None:
+    from uv import find_uv_bin
+
+    result = subprocess.run(
+        [find_uv_bin(), *arguments],
+        capture_output=True,
+        text=True,
+        env=subprocess_env(),
+        check=False,
+    )
+    if result.returncode != 0:
+        raise BuildError(
+            f"layer '{request.layer.env_name}': {what} failed:\n{_indent((result.stderr or result.stdout).strip())}"
+        )
+
+
+def _run_uv_install(request: BuildRequest, python: Path, *, reinstall: Sequence[str] = ()) -> None:
     from uv import find_uv_bin
 
     from .platforms import target_platform
@@ -219,6 +296,9 @@ def _uv_install(request: BuildRequest, python: Path) -> None:
         "--python-platform",
         platform.uv_python_platform(layer.linux_target, layer.macosx_target),
         "--break-system-packages",
+        "--preview-features",
+        "pylock",
+        *[arg for name in reinstall for arg in ("--reinstall-package", name)],
         "-r",
         os.fspath(request.pylock),
     ]

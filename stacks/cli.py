@@ -464,7 +464,15 @@ def _cmd_steps(args: argparse.Namespace) -> int:
     if skipped and not args.quiet:
         print(f"note: not built here ({ctx.platform_tag}): {', '.join(skipped)}", file=sys.stderr)
     if getattr(args, "clean", False):
-        ctx = ctx.with_options(forced=frozenset(wanted))
+        # Only the layers asked for are forced; the layers they need are rebuilt only if needed.
+        from fnmatch import fnmatchcase
+
+        asked = [
+            layer
+            for layer in layers
+            if not args.include or any(fnmatchcase(layer.env_name, p) for p in args.include)
+        ]
+        ctx = ctx.with_options(forced=frozenset(_wanted(ctx, args.step, asked)))
     if args.dry_run:
         planned = plan(ctx, wanted)
         if args.json:

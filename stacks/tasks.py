@@ -285,9 +285,26 @@ def build_inputs(ctx: RunContext, env_name: str) -> dict[str, Any] | None:
     }
 
 
+def manifest_path(ctx: RunContext, step: str, env_name: str) -> Path:
+    """Where a step's tree manifest (for drift checks and verify) is kept."""
+    return ctx.stamp_path(step, env_name).with_suffix(".manifest.json")
+
+
 def build_manifest_path(ctx: RunContext, env_name: str) -> Path:
-    """Where a build's tree manifest (for drift checks and verify) is kept."""
-    return ctx.stamp_path("build", env_name).with_suffix(".manifest.json")
+    """Where a build's tree manifest is kept."""
+    return manifest_path(ctx, "build", env_name)
+
+
+def tree_drift(tree: Path, manifest: Path) -> list[str]:
+    """How a folder differs from its recorded manifest by stat data (cheap), or why it can't be checked."""
+    if not tree.is_dir():
+        return [f"missing: {tree}"]
+    data = hashing.read_stamp(manifest)
+    if data is None:
+        return ["missing: its manifest"]
+    return hashing.TreeManifest.from_json(data).stat_drift(
+        tree, limit=5, skip=hashing.skip_bytecode
+    )
 
 
 def build_current(ctx: RunContext, env_name: str) -> bool:
