@@ -14,9 +14,25 @@ $(INSTALLED): pyproject.toml
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[test]'
 	@touch $@
 
-## demo: show the demo stack
+DEMO_DIR := specs
+DEMO_DEPLOY := $(DEMO_DIR)/_deploy
+
+## demo: lock, build, publish and export specs/demo.toml, run its app, deploy the archives and run it again
 demo: $(INSTALLED)
-	$(STACKS) show $(SPEC)
+	$(STACKS) show specs/demo.toml
+	$(STACKS) lock specs/demo.toml
+	$(STACKS) build specs/demo.toml
+	$(STACKS) run specs/demo.toml demo
+	$(STACKS) publish specs/demo.toml
+	$(STACKS) export specs/demo.toml
+	$(DEMO_DIR)/_export/app-demo/bin/python -m demo_app
+	rm -rf $(DEMO_DEPLOY)
+	$(STACKS) deploy $(DEMO_DIR)/_artifacts --target $(DEMO_DEPLOY)
+	$(DEMO_DEPLOY)/app-demo/bin/python -m demo_app
+
+## lock, build, publish, export: one step for SPEC (default specs/demo.toml), for CI use
+lock build publish export: $(INSTALLED)
+	$(STACKS) $@ $(SPEC)
 
 ## test: lint, then the whole test suite (slow end-to-end tests included)
 test: $(INSTALLED)
