@@ -87,6 +87,7 @@ def _build_parser() -> argparse.ArgumentParser:
     show = commands.add_parser("show", help="print the layers of a stack and what each depends on")
     _add_spec_arguments(show)
     show.add_argument("--json", action="store_true", help="print the stack as JSON")
+    _add_lock_arguments(show, reset=False)
     show.set_defaults(handler=_cmd_show)
 
     lock = commands.add_parser(
@@ -235,14 +236,15 @@ def _add_run_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def _add_lock_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "--reset-lock",
-        metavar="PATTERN",
-        action="append",
-        default=[],
-        help="re-resolve matching layers from scratch (fnmatch; repeatable)",
-    )
+def _add_lock_arguments(parser: argparse.ArgumentParser, *, reset: bool = True) -> None:
+    if reset:
+        parser.add_argument(
+            "--reset-lock",
+            metavar="PATTERN",
+            action="append",
+            default=[],
+            help="re-resolve matching layers from scratch (fnmatch; repeatable)",
+        )
     parser.add_argument(
         "--index-url", metavar="URL", help="use this package index instead of the default one"
     )
@@ -319,7 +321,7 @@ def _cmd_show(args: argparse.Namespace) -> int:
 
     spec = _load(args)
     layers = _selected(args, spec, with_dependents=True)
-    status = _lock_status(spec, layers)
+    status = _lock_status(spec, layers, _context(args, spec).lock_options)
     if args.json:
         document: dict[str, Any] = {"spec_name": spec.name}
         for kind in LayerKind:
@@ -332,7 +334,9 @@ def _cmd_show(args: argparse.Namespace) -> int:
     return 0
 
 
-def _lock_status(spec: Any, layers: Sequence[Any]) -> dict[str, tuple[bool, int | None]]:
+def _lock_status(
+    spec: Any, layers: Sequence[Any], options: Any
+) -> dict[str, tuple[bool, int | None]]:
     """For each layer and its dependencies: (has a valid lock, lock version)."""
     from .locking import lock_state
 
@@ -341,7 +345,7 @@ def _lock_status(spec: Any, layers: Sequence[Any]) -> dict[str, tuple[bool, int 
         names.update(layer.dependencies)
     status = {}
     for name in names:
-        state = lock_state(spec, spec.layer(name), None)
+        state = lock_state(spec, spec.layer(name), options)
         status[name] = (state.valid, state.meta.lock_version if state.meta else None)
     return status
 
