@@ -440,7 +440,8 @@ def run_doit_command(ctx: RunContext, args: Sequence[str], *, wait: bool = True)
         if needs_lock:
             stack.enter_context(project_lock(ctx.cache_dir, wait=wait))
         config = doit_config(ctx)
-        return int(_doit_main(_loader(ctx, config)).run(list(args)))
+        # Some doit commands (forget, ignore) return None on success.
+        return int(_doit_main(_loader(ctx, config)).run(list(args)) or 0)
 
 
 def require_tasks(ctx: RunContext, names: Sequence[str]) -> None:
