@@ -178,7 +178,7 @@ def _build_parser() -> argparse.ArgumentParser:
             "tasks",
             nargs="*",
             metavar="TASK",
-            help="task names (default: every task of the selected layers)",
+            help="task names (default: every task of the layers --include matches, or of all)",
         )
         sub.add_argument(
             "--cache-dir", metavar="DIR", help="cache folder (default: <spec dir>/cache)"
@@ -465,14 +465,7 @@ def _cmd_steps(args: argparse.Namespace) -> int:
         print(f"note: not built here ({ctx.platform_tag}): {', '.join(skipped)}", file=sys.stderr)
     if getattr(args, "clean", False):
         # Only the layers asked for are forced; the layers they need are rebuilt only if needed.
-        from fnmatch import fnmatchcase
-
-        asked = [
-            layer
-            for layer in layers
-            if not args.include or any(fnmatchcase(layer.env_name, p) for p in args.include)
-        ]
-        ctx = ctx.with_options(forced=frozenset(_wanted(ctx, args.step, asked)))
+        ctx = ctx.with_options(forced=frozenset(_wanted(ctx, args.step, _asked(args, layers))))
     if args.dry_run:
         planned = plan(ctx, wanted)
         if args.json:
@@ -495,6 +488,17 @@ def _cmd_steps(args: argparse.Namespace) -> int:
         if result.exit_code == 0:
             _print_next_steps(ctx, args.step, layers)
     return 1 if result.exit_code else 0
+
+
+def _asked(args: argparse.Namespace, layers: Sequence[Any]) -> list[Any]:
+    """The layers `--include` names itself (all when there is no pattern), not those they need."""
+    from fnmatch import fnmatchcase
+
+    return [
+        layer
+        for layer in layers
+        if not args.include or any(fnmatchcase(layer.env_name, p) for p in args.include)
+    ]
 
 
 def _print_next_steps(ctx: Any, step: str, layers: Sequence[Any]) -> None:
@@ -606,7 +610,10 @@ def _tasks_for(args: argparse.Namespace, ctx: Any) -> list[str]:
                 f"unknown task: {', '.join(unknown)}", hint="`stacks list SPEC` shows every task"
             )
         return list(args.tasks)
-    layers = {layer.env_name for layer in _selected(args, ctx.spec, with_dependents=False)}
+    # Only the layers the patterns match: forgetting or cleaning an app leaves its runtime alone.
+    layers = {
+        layer.env_name for layer in _asked(args, _selected(args, ctx.spec, with_dependents=False))
+    }
     return [name for name in graph if name.partition(":")[2] in layers]
 
 
