@@ -563,9 +563,9 @@ def _cmd_list(args: argparse.Namespace) -> int:
 
 
 def _cmd_info(args: argparse.Namespace) -> int:
-    from .engine import closure, run_doit_command, task_graph
+    from .engine import closure, plan, run_doit_command, task_graph
     from .hashing import read_stamp
-    from .tasks import explain, is_current
+    from .tasks import is_current
 
     spec = _load(args)
     ctx = _context(args, spec)
@@ -578,20 +578,24 @@ def _cmd_info(args: argparse.Namespace) -> int:
         ctx.stamp_path("manifest", step) if env.startswith("__") else ctx.stamp_path(step, env)
     )
     stamp = read_stamp(stamp_path) or {}
+    planned = plan(ctx, [args.task])[-1]  # the task itself comes last, after what it needs
     data = {
         "task": args.task,
         "depends_on": graph[args.task],
         "all_dependencies": closure(graph, [args.task])[:-1],
         "up_to_date": current,
-        "reasons": [] if current else explain(ctx, step, env),
+        "status": planned.status,
+        "reasons": planned.reasons,
         "last_finished": stamp.get("finished_at"),
         "outputs": stamp.get("outputs", {}),
     }
     if args.json:
         print(json.dumps(data, indent=2))
         return 0
-    code = run_doit_command(ctx, ["info", args.task])
-    print(f"status: {'up to date' if current else 'will run'}")
+    # doit's own status line would show our check functions' arguments; ours says why in words.
+    code = run_doit_command(ctx, ["info", "--no-status", args.task])
+    label = {"run": "will run", "maybe": "may run", "up-to-date": "up to date"}[planned.status]
+    print(f"status: {label}")
     for reason in data["reasons"]:
         print(f"  because: {reason}")
     if data["last_finished"]:
