@@ -26,7 +26,7 @@ STEPS = ("runtime", "lock", "build", "archive", "export")
 _STEP_FORMATS = {"runtime": 1, "build": 1, "archive": 1, "export": 1}
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, repr=False)
 class RunContext:
     """Everything the tasks of one run need: the spec, folders and step options."""
 
@@ -74,6 +74,10 @@ class RunContext:
     def lock_work_dir(self, env_name: str) -> Path:
         """The uv project folder used to lock a layer."""
         return self.cache_dir / "locking" / env_name
+
+    def __repr__(self) -> str:
+        # Short: `doit info` prints the arguments of a task's up-to-date check.
+        return f"RunContext({self.spec.path}, cache={self.cache_dir})"
 
     def with_options(self, **changes: Any) -> RunContext:
         """A copy with some fields changed."""
