@@ -311,6 +311,24 @@ def _selected(args: argparse.Namespace, spec: Any, *, with_dependents: bool) -> 
     return layers
 
 
+def _check_reset_patterns(args: argparse.Namespace, spec: Any) -> None:
+    """A --reset-lock pattern that matches no layer is a usage error (a typo would do nothing)."""
+    from fnmatch import fnmatchcase
+
+    unmatched = [
+        pattern
+        for pattern in args.reset_lock
+        if not any(fnmatchcase(layer.env_name, pattern) for layer in spec.layers)
+    ]
+    if not unmatched:
+        return
+    message = f"--reset-lock: no layers match: {', '.join(unmatched)}"
+    if not args.allow_missing:
+        names = ", ".join(layer.env_name for layer in spec.layers)
+        raise UsageError(message, hint=f"layers in {spec.name}: {names} (or pass --allow-missing)")
+    print(f"warning: {message}", file=sys.stderr)
+
+
 # ---------------------------------------------------------------- show
 
 
@@ -454,6 +472,7 @@ def _cmd_steps(args: argparse.Namespace) -> int:
 
     spec = _load(args)
     layers = _selected(args, spec, with_dependents=False)
+    _check_reset_patterns(args, spec)
     ctx = _context(args, spec)
     wanted = _wanted(ctx, args.step, layers)
     skipped = [
