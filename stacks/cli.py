@@ -437,16 +437,17 @@ def _context(args: argparse.Namespace, spec: Any) -> Any:
         local_wheels=wheels,
     )
     step = getattr(args, "step", None)
+    # Commands about tasks (list, info, forget, clean) see every task, as `doit list` does.
     return RunContext(
         spec=spec,
         cache_dir=folder(getattr(args, "cache_dir", None), "cache"),
         lock_options=options,
         reset_lock=tuple(getattr(args, "reset_lock", [])),
         output_dir=folder(getattr(args, "output_dir", None), "_artifacts")
-        if step == "archive"
+        if step in ("archive", None)
         else None,
         export_dir=folder(getattr(args, "output_dir", None), "_export")
-        if step == "export"
+        if step in ("export", None)
         else None,
         archive_format=getattr(args, "format", "tar.xz"),
         tag_outputs=getattr(args, "tag_outputs", False),
@@ -584,7 +585,7 @@ def _cmd_list(args: argparse.Namespace) -> int:
 def _cmd_info(args: argparse.Namespace) -> int:
     from .engine import closure, plan, run_doit_command, task_graph
     from .hashing import read_stamp
-    from .tasks import is_current
+    from .tasks import is_current, task_stamp
 
     spec = _load(args)
     ctx = _context(args, spec)
@@ -593,10 +594,7 @@ def _cmd_info(args: argparse.Namespace) -> int:
         raise UsageError(f"unknown task '{args.task}'", hint="`stacks list SPEC` shows every task")
     step, _, env = args.task.partition(":")
     current = is_current(ctx, step, env)
-    stamp_path = (
-        ctx.stamp_path("manifest", step) if env.startswith("__") else ctx.stamp_path(step, env)
-    )
-    stamp = read_stamp(stamp_path) or {}
+    stamp = read_stamp(task_stamp(ctx, args.task)) or {}
     planned = plan(ctx, [args.task])[-1]  # the task itself comes last, after what it needs
     data = {
         "task": args.task,
@@ -637,28 +635,38 @@ def _tasks_for(args: argparse.Namespace, ctx: Any) -> list[str]:
     layers = {
         layer.env_name for layer in _asked(args, _selected(args, ctx.spec, with_dependents=False))
     }
+    if not args.include:
+        return list(graph)  # the stack manifest tasks too
     return [name for name in graph if name.partition(":")[2] in layers]
 
 
 def _cmd_forget(args: argparse.Namespace) -> int:
     from .engine import project_lock, run_doit_command
+    from .tasks import task_stamp
 
     spec = _load(args)
     ctx = _context(args, spec)
     names = _tasks_for(args, ctx)
     with project_lock(ctx.cache_dir, wait=not args.no_wait):
         for name in names:
-            step, _, env = name.partition(":")
-            if step != "lock":
-                ctx.stamp_path(step, env).unlink(missing_ok=True)
+            if not name.startswith("lock:"):
+                task_stamp(ctx, name).unlink(missing_ok=True)
     code = run_doit_command(ctx, ["forget", *names], wait=not args.no_wait)
-    print(f"forgot {len(names)} task(s); they will run again", file=sys.stderr)
+    locks = sum(1 for name in names if name.startswith("lock:"))
+    print(f"forgot {len(names) - locks} task(s); they will run again", file=sys.stderr)
+    if locks:
+        print(
+            "note: lock tasks follow the committed lock files; "
+            "`stacks lock SPEC --reset-lock PATTERN` re-resolves them",
+            file=sys.stderr,
+        )
     return code
 
 
 def _cmd_clean(args: argparse.Namespace) -> int:
     from .atomic import remove_tree
     from .engine import project_lock
+    from .tasks import task_stamp
 
     spec = _load(args)
     ctx = _context(args, spec)
@@ -669,14 +677,12 @@ def _cmd_clean(args: argparse.Namespace) -> int:
             step, _, env = name.partition(":")
             if step == "lock":
                 continue  # lock files are sources: never removed by clean
-            paths = [ctx.stamp_path(step, env)]
+            stamp = task_stamp(ctx, name)
+            paths = [stamp, stamp.with_suffix(".manifest.json")]
             if step == "runtime":
                 paths.append(ctx.runtime_dir(env))
             elif step == "build":
-                paths += [
-                    ctx.build_dir(env),
-                    ctx.stamp_path(step, env).with_suffix(".manifest.json"),
-                ]
+                paths.append(ctx.build_dir(env))
             for path in paths:
                 if path.exists() or path.is_symlink():
                     remove_tree(path)

@@ -786,6 +786,16 @@ def step_inputs(ctx: RunContext, step: str, env_name: str) -> dict[str, Any] | N
     return None
 
 
+def task_stamp(ctx: RunContext, name: str) -> Path:
+    """The stamp file of a task (the stack manifest tasks keep theirs in `stamps/manifest/`)."""
+    step, _, env_name = name.partition(":")
+    return (
+        ctx.stamp_path("manifest", step)
+        if env_name == STACK_TASK
+        else ctx.stamp_path(step, env_name)
+    )
+
+
 def is_current(ctx: RunContext, step: str, env_name: str) -> bool:
     """The up-to-date check of any task."""
     if env_name == STACK_TASK:
