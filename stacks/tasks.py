@@ -490,13 +490,8 @@ def run_archive(ctx: RunContext, env_name: str) -> Any:
     layer = ctx.spec.layer(env_name)
     metadata = layer_metadata(ctx, env_name)
     name = archive_name(ctx, env_name)
-    previous = hashing.read_stamp(ctx.stamp_path("archive", env_name)) or {}
-    previous_out = previous.get("outputs", {})
-    build_number = 1
-    if previous_out.get("lock_version") == metadata["lock_version"] and previous_out.get(
-        "archive_build"
-    ):
-        build_number = int(previous_out["archive_build"]) + 1
+    meta_name = metadata_name(ctx, env_name, tagged=ctx.tag_outputs)
+    meta_path = ctx.output_dir / "__stacks__" / "env_metadata" / meta_name
     try:
         result = write_archive(
             ctx.build_dir(env_name),
@@ -508,6 +503,9 @@ def run_archive(ctx: RunContext, env_name: str) -> Any:
         )
     except StacksError as exc:
         return _fail(exc, env_name)
+    build_number = _archive_build(
+        hashing.read_stamp(meta_path) or {}, metadata["lock_version"], name, result.sha256
+    )
     metadata.update(
         {
             "archive_build": build_number,
@@ -517,8 +515,7 @@ def run_archive(ctx: RunContext, env_name: str) -> Any:
             "archive_hashes": {"sha256": result.sha256},
         }
     )
-    meta_name = metadata_name(ctx, env_name, tagged=ctx.tag_outputs)
-    atomic.write_json(ctx.output_dir / "__stacks__" / "env_metadata" / meta_name, metadata)
+    atomic.write_json(meta_path, metadata)
     outputs = {
         "archive_name": name,
         "archive_size": result.size,
@@ -529,6 +526,26 @@ def run_archive(ctx: RunContext, env_name: str) -> Any:
     }
     _write_stamp(ctx, "archive", env_name, key, outputs)
     return None
+
+
+def _archive_build(previous: dict[str, Any], lock_version: Any, name: str, sha256: str) -> int:
+    """The archive's build number, from the metadata already in the output folder.
+
+    1 for a new lock version; the same number when the archive came out byte-identical;
+    one more when the same lock gave other bytes. The output folder, not the cache, decides,
+    so two project copies publishing into fresh folders write identical metadata.
+    """
+    try:
+        before = int(previous["archive_build"])
+    except (KeyError, TypeError, ValueError):
+        return 1
+    if previous.get("lock_version") != lock_version or before < 1:
+        return 1
+    same = (
+        previous.get("archive_name") == name
+        and (previous.get("archive_hashes") or {}).get("sha256") == sha256
+    )
+    return before if same else before + 1
 
 
 def export_current(ctx: RunContext, env_name: str) -> bool:
