@@ -1,0 +1,96 @@
+"""Small real stack projects for the CLI end-to-end tests: specs, modules, copies, snapshots."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import subprocess
+import sys
+import textwrap
+from collections.abc import Mapping
+from pathlib import Path
+
+from stackrun import REPO, Outcome
+
+EXCLUDE_NEWER = "2025-06-01T00:00:00Z"
+LOCKED_AT = "2025-06-01T00:00:00+00:00"
+PYTHON_310 = Path("/root/.pyenv/versions/3.10.13/bin/python")
+
+# An application that reports where everything it imports comes from.
+REPORTING_APP = """
+import json, os, sys
+report = {"path": sys.path, "executable": sys.executable, "modules": {}}
+for name in os.environ.get("REPORT_MODULES", "").split(","):
+    if name:
+        module = __import__(name)
+        report["modules"][name] = module.__file__
+print(json.dumps(report))
+"""
+
+
+def write_project(folder: Path, spec: str, modules: Mapping[str, str]) -> Path:
+    """Write `stack.toml` (dedented) and the given module files into `folder`; return the spec."""
+    folder.mkdir(parents=True, exist_ok=True)
+    for name, text in modules.items():
+        (folder / name).write_text(textwrap.dedent(text), encoding="utf-8")
+    path = folder / "stack.toml"
+    path.write_text(textwrap.dedent(spec), encoding="utf-8")
+    return path
+
+
+def copy_project(spec: Path, folder: Path, *, with_locks: bool = True) -> Path:
+    """Copy a project's sources (spec, modules, wheels, optionally its lock files) without its cache."""
+    skip = {"cache", "_artifacts", "_export"} | (set() if with_locks else {"requirements"})
+    shutil.copytree(
+        spec.parent,
+        folder,
+        ignore=lambda d, names: [n for n in names if Path(d) == spec.parent and n in skip],
+    )
+    return folder / spec.name
+
+
+def snapshot(folder: Path) -> dict[str, bytes | str]:
+    """Every file (content) and symlink (target) under `folder`, by relative POSIX path."""
+    found: dict[str, bytes | str] = {}
+    for path in sorted(folder.rglob("*")):
+        rel = path.relative_to(folder).as_posix()
+        if path.is_symlink():
+            found[rel] = "-> " + os.readlink(path)
+        elif path.is_file():
+            found[rel] = path.read_bytes()
+    return found
+
+
+def sha256_of(path: Path) -> str:
+    """The sha256 hex digest of a file."""
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def doit(*args: str | os.PathLike[str], check: bool = True) -> Outcome:
+    """Run the repository's `doit` (root dodo.py) from the repository root."""
+    doit_bin = Path(sys.executable).parent / "doit"
+    command = [str(doit_bin)] if doit_bin.exists() else [sys.executable, "-m", "doit"]
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    done = subprocess.run(
+        [*command, *map(str, args)],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=600,
+        check=False,
+    )
+    outcome = Outcome(done.returncode, done.stdout, done.stderr)
+    if check and done.returncode != 0:
+        raise AssertionError(
+            f"doit {' '.join(map(str, args))} exited {done.returncode}\n{done.stdout}\n{done.stderr}"
+        )
+    return outcome
+
+
+def no_traceback(*outcomes: Outcome) -> None:
+    """Fail if any of the outcomes printed a Python traceback."""
+    for outcome in outcomes:
+        assert "Traceback" not in outcome.stderr, outcome.stderr
+        assert "Traceback" not in outcome.stdout, outcome.stdout
