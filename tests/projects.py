@@ -17,22 +17,12 @@ EXCLUDE_NEWER = "2025-06-01T00:00:00Z"
 LOCKED_AT = "2025-06-01T00:00:00+00:00"
 PYTHON_310 = Path("/root/.pyenv/versions/3.10.13/bin/python")
 
-# An application that reports where everything it imports comes from.
-REPORTING_APP = """
-import json, os, sys
-report = {"path": sys.path, "executable": sys.executable, "modules": {}}
-for name in os.environ.get("REPORT_MODULES", "").split(","):
-    if name:
-        module = __import__(name)
-        report["modules"][name] = module.__file__
-print(json.dumps(report))
-"""
-
 
 def write_project(folder: Path, spec: str, modules: Mapping[str, str]) -> Path:
     """Write `stack.toml` (dedented) and the given module files into `folder`; return the spec."""
     folder.mkdir(parents=True, exist_ok=True)
     for name, text in modules.items():
+        (folder / name).parent.mkdir(parents=True, exist_ok=True)
         (folder / name).write_text(textwrap.dedent(text), encoding="utf-8")
     path = folder / "stack.toml"
     path.write_text(textwrap.dedent(spec), encoding="utf-8")
