@@ -16,7 +16,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; return the exit code."""
     _tolerant_output()
     parser = _build_parser()
-    args = parser.parse_args(argv)
+    args, extra = parser.parse_known_args(argv)
+    if extra and getattr(args, "handler", None) is _cmd_deploy and not _options(extra):
+        # `deploy ARCHIVE_DIR --target DIR LAYER...`: layers may follow the option.
+        args.layers = [*args.layers, *extra]
+    elif extra:
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
     if getattr(args, "handler", None) is None:
         parser.print_help(sys.stderr)
         return EXIT_USAGE
@@ -34,6 +39,11 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 1
+
+
+def _options(words: Sequence[str]) -> list[str]:
+    """The words that look like options."""
+    return [word for word in words if word.startswith("-")]
 
 
 def _tolerant_output() -> None:
