@@ -302,9 +302,15 @@ def test_index_url_with_a_local_file_index(tmp_path: Path) -> None:
     fw = pylock(spec, "framework-fw")
     assert 'path = "../../index/files/tinypkg-2.0-py3-none-any.whl"' in fw
     assert "sha256 = " in fw
-    assert lock_meta(spec, "framework-fw")["inputs"]["other"]["index_url"] == url
+    # A file index inside the project is recorded like a wheel folder: relative to the spec.
+    assert lock_meta(spec, "framework-fw")["inputs"]["other"]["index_url"] == "file:index/simple"
     stacks("build", spec, "--index-url", url)
     assert stacks("run", spec, "app").stdout.strip() == "2.0"
+    # So the project cloned elsewhere, with its own index, keeps valid locks.
+    clone = copy_project(spec, tmp_path / "clone 🦎")
+    moved_url = (clone.parent / "index" / "simple").as_uri()
+    relock = stacks("lock", clone, "--index-url", moved_url, "--json")
+    assert relock.ran() == ["runtime:rt"]
 
 
 # ---------------------------------------------------------------- failures
