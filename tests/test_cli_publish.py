@@ -304,6 +304,22 @@ def test_stacks_deploy_into_an_odd_folder_then_move_it(published: Path, tmp_path
     assert_apps_run_from(moved)
 
 
+def test_deploy_named_layers_brings_what_they_need(pair: tuple[Path, Path], tmp_path: Path) -> None:
+    published = pair[0].parent / "out-tar.gz"
+    target = tmp_path / f"{ODD} two"
+    out = stacks("deploy", published, "--target", target, "app-two")  # layers after --target
+    assert sorted(os.listdir(target)) == ["app-two", RUNTIME]
+    assert "run app-two: " in out.stdout and "app-one" not in out.stdout
+    assert run_app(target, "app-two")["greeting"] == "hello"
+    for args, message in (
+        ((tmp_path / "nothing here", "--target", target), "no stack metadata"),
+        ((published, "--target", target, "app-three"), "no layer 'app-three'"),
+    ):
+        bad = stacks("deploy", *args, check=False)
+        assert bad.code == 2 and message in bad.stderr
+        no_traceback(bad)
+
+
 def test_python_m_stacks_deploy(pair: tuple[Path, Path], tmp_path: Path) -> None:
     target = tmp_path / f"{ODD} module"
     done = subprocess.run(
