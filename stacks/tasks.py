@@ -438,7 +438,8 @@ def layer_metadata(ctx: RunContext, env_name: str) -> dict[str, Any]:
         "install_target": deployed_name(ctx, env_name),
         "kind": layer.kind.value,
         "requirements_hash": meta.requirements_hash if meta else None,
-        "lock_version": meta.lock_version if meta else None,
+        # As venvstacks: an unversioned layer always publishes 1 (its archive_build counts on).
+        "lock_version": (meta.lock_version if layer.versioned else 1) if meta else None,
         "locked_at": meta.locked_at if meta else None,
         "runtime_layer": deployed_name(ctx, layer.runtime),
         "python_implementation": f"cpython@{version}",
