@@ -351,6 +351,11 @@ def test_conflict_inside_a_layer_fails_and_keeps_the_previous_lock(
     assert errors["lock:app-app"] == "not run because lock:framework-fw failed"
     assert lock_files(spec) == before
 
+    # A layer that was never locked gets no files at all.
+    fresh = copy_project(spec, tmp_path / "fresh", with_locks=False)
+    assert stacks("lock", fresh, check=False).code == 1
+    assert sorted(p.name for p in (fresh.parent / "requirements").iterdir()) == ["cpython-3.12"]
+
 
 @pytest.mark.slow
 def test_conflict_with_a_lower_layer_pin(locked: tuple[Path, Outcome], tmp_path: Path) -> None:

@@ -445,6 +445,25 @@ def test_incremental_publish_versioned_layers_and_tagged_outputs(
     assert entries["app-two"]["archive_build"] == 2  # same lock, new bytes
     assert entries["app-one"]["archive_build"] == 1
 
+    # An unversioned app's lock changes: its lock version goes up, but it publishes
+    # lock_version 1 (as venvstacks) and the next archive_build.
+    text = spec.read_text(encoding="utf-8")
+    two = 'launch_module = "two"\nruntime = "cpython-3.12"\nrequirements = []'
+    assert two in text
+    spec.write_text(text.replace(two, two.replace("[]", '["iniconfig"]')), encoding="utf-8")
+    assert statuses_ran(spec) == [
+        "archive:__stack__",
+        "archive:app-two",
+        "build:app-two",
+        "lock:app-two",
+    ]
+    lock_meta = spec.parent / "requirements" / "app-two" / "pylock.app-two.meta.json"
+    assert json.loads(lock_meta.read_text(encoding="utf-8"))["lock_version"] == 2
+    entries = stack_entries(out)
+    assert entries["app-two"]["lock_version"] == 1
+    assert entries["app-two"]["archive_build"] == 3
+    assert entries["app-two"]["install_target"] == "app-two"
+
     # 3. A versioned framework's lock changes: it deploys as framework-fw@2, and the app above follows.
     text = spec.read_text(encoding="utf-8")
     spec.write_text(text.replace('["attrs"]', '["attrs", "iniconfig"]'), encoding="utf-8")
