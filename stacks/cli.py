@@ -432,8 +432,15 @@ def _context(args: argparse.Namespace, spec: Any) -> Any:
     from .locking import LockOptions
     from .tasks import RunContext
 
-    def folder(value: str | None, default: str) -> Path:
-        return Path(os.path.abspath(value)) if value else spec.spec_dir / default
+    def folder(value: str | None, default: str, option: str) -> Path:
+        path = (
+            Path(os.path.abspath(os.path.expanduser(value))) if value else spec.spec_dir / default
+        )
+        if path.exists() and not path.is_dir():
+            raise UsageError(
+                f"{option} {path}: not a folder", hint="pass a folder (or a path to create)"
+            )
+        return path
 
     wheels = tuple(
         Path(os.path.abspath(os.path.expanduser(w))) for w in getattr(args, "local_wheels", [])
@@ -450,13 +457,13 @@ def _context(args: argparse.Namespace, spec: Any) -> Any:
     # Commands about tasks (list, info, forget, clean) see every task, as `doit list` does.
     return RunContext(
         spec=spec,
-        cache_dir=folder(getattr(args, "cache_dir", None), "cache"),
+        cache_dir=folder(getattr(args, "cache_dir", None), "cache", "--cache-dir"),
         lock_options=options,
         reset_lock=tuple(getattr(args, "reset_lock", [])),
-        output_dir=folder(getattr(args, "output_dir", None), "_artifacts")
+        output_dir=folder(getattr(args, "output_dir", None), "_artifacts", "--output-dir")
         if step in ("archive", None)
         else None,
-        export_dir=folder(getattr(args, "output_dir", None), "_export")
+        export_dir=folder(getattr(args, "output_dir", None), "_export", "--output-dir")
         if step in ("export", None)
         else None,
         archive_format=getattr(args, "format", "tar.xz"),
