@@ -420,6 +420,23 @@ def test_usage_errors_exit_2_without_running(spec_only: Path, args: tuple[str, .
     assert not (spec_only.parent / "cache").exists()
 
 
+@pytest.mark.parametrize(
+    "args",
+    [
+        ("lock", "--cache-dir"),
+        ("publish", "--output-dir"),
+        ("export", "--output-dir"),
+        ("local-export", "--cache-dir"),
+    ],
+)
+def test_folder_options_naming_a_file_exit_2(spec_only: Path, args: tuple[str, str]) -> None:
+    command, option = args
+    out = stacks(command, spec_only, option, spec_only, check=False)
+    assert out.code == 2
+    assert out.stderr.startswith(f"error: {option} {spec_only}: not a folder")
+    no_traceback(out)
+
+
 def test_unknown_task_for_info_exits_2(spec_only: Path) -> None:
     out = stacks("info", spec_only, "lock:nothing", check=False)
     assert out.code == 2 and "unknown task 'lock:nothing'" in out.stderr
