@@ -314,6 +314,7 @@ def test_deploy_named_layers_brings_what_they_need(pair: tuple[Path, Path], tmp_
     for args, message in (
         ((tmp_path / "nothing here", "--target", target), "no stack metadata"),
         ((published, "--target", target, "app-three"), "no layer 'app-three'"),
+        ((published, "--target", target / "app-two" / "postinstall.py"), "is not a folder"),
     ):
         bad = stacks("deploy", *args, check=False)
         assert bad.code == 2 and message in bad.stderr
