@@ -596,7 +596,17 @@ def _cmd_list(args: argparse.Namespace) -> int:
 
     spec = _load(args)
     ctx = _context(args, spec)
-    return run_doit_command(ctx, ["list", "--all", *(["--status"] if args.status else [])])
+    names: list[str] = []
+    if args.include:
+        from .engine import task_graph
+
+        # The tasks of the selected layers (those matched, and the layers they need).
+        layers = {layer.env_name for layer in _selected(args, spec, with_dependents=False)}
+        names = [name for name in task_graph(ctx) if name.partition(":")[2] in layers]
+    command = ["list", "--all", *(["--status"] if args.status else [])]
+    if args.include and not names:
+        return 0  # --allow-missing and nothing matched: doit would list everything
+    return run_doit_command(ctx, [*command, *names])
 
 
 def _cmd_info(args: argparse.Namespace) -> int:
