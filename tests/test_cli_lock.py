@@ -156,6 +156,15 @@ def test_stacks_list_and_doit_list_show_the_lock_tasks(locked: tuple[Path, Outco
     assert set(LOCK_TASKS) <= task_lines(status.stdout)
     for task in LOCK_TASKS:
         assert re.search(rf"^U\s+{re.escape(task)}\s", status.stdout, re.M), status.stdout
+    # --include lists the matching layers and what they need.
+    some = task_lines(stacks("list", spec, "--include", "framework-*").stdout)
+    assert {"lock:cpython-3.12", "lock:framework-fw", "build:framework-fw"} <= some
+    assert not [task for task in some if task.endswith("app-app")]
+    assert (
+        doit("list", "--all", f"spec={spec}", *sorted(some)).stdout
+        == stacks("list", spec, "--include", "framework-*").stdout
+    )
+    assert stacks("list", spec, "--include", "nothing", check=False).code == 2
 
 
 @pytest.mark.slow
