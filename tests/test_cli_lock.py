@@ -274,6 +274,17 @@ def test_local_wheels_lock_with_relative_paths_and_reset_lock_re_resolves(
     assert stacks("run", spec, "app").stdout.strip() == "1.1"
 
 
+@pytest.mark.slow
+def test_a_package_missing_from_the_wheel_folder(wheel_project: Path, tmp_path: Path) -> None:
+    empty = tmp_path / "no wheels here"
+    empty.mkdir()
+    out = stacks("lock", wheel_project, "--no-index", "--local-wheels", empty, check=False)
+    assert_lock_failure(out, "framework-fw", "tinypkg was not found")
+    assert "hint: check the package names, and the index or wheel folders" in out.stderr
+    assert "lock:app-app not run because lock:framework-fw failed" in out.stderr
+    assert not (wheel_project.parent / "requirements" / "framework-fw").exists()
+
+
 def write_simple_index(root: Path, wheels: list[Path]) -> str:
     """A PEP 503 simple index of `wheels` under `root`; return its file:// URL."""
     files = root / "files"
