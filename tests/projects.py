@@ -8,14 +8,27 @@ import shutil
 import subprocess
 import sys
 import textwrap
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 
+import pytest
 from stackrun import REPO, Outcome
 
 EXCLUDE_NEWER = "2025-06-01T00:00:00Z"
 LOCKED_AT = "2025-06-01T00:00:00+00:00"
 PYTHON_310 = Path("/root/.pyenv/versions/3.10.13/bin/python")
+
+
+def private_uv_cache(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """Point uv at a cache of the test module's own for every `stacks` run it makes.
+
+    Other test runs on the machine edit hard-linked files of the shared uv cache on
+    purpose (repair tests) and purge them again; a private cache keeps these tests apart.
+    """
+    cache = tmp_path_factory.mktemp("uv-cache")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("UV_CACHE_DIR", str(cache))
+        yield cache
 
 
 def write_project(folder: Path, spec: str, modules: Mapping[str, str]) -> Path:

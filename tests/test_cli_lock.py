@@ -14,6 +14,7 @@ from projects import (
     copy_project,
     doit,
     no_traceback,
+    private_uv_cache,
     snapshot,
     write_project,
 )
@@ -98,6 +99,9 @@ def lock_meta(spec: Path, env: str) -> dict:
 def task_lines(text: str) -> set[str]:
     """The `step:layer` task names at the start of the lines of a task listing."""
     return {m.group(1) for m in re.finditer(r"^(?:\S+\s+)??(\w+:[\w.@-]+)\s", text, re.M)}
+
+
+uv_cache = pytest.fixture(scope="module", autouse=True)(private_uv_cache)
 
 
 @pytest.fixture(scope="module")

@@ -22,6 +22,7 @@ from projects import (
     LOCKED_AT,
     PYTHON_310,
     no_traceback,
+    private_uv_cache,
     sha256_of,
     snapshot,
     write_project,
@@ -111,6 +112,9 @@ def publish_all(spec: Path, formats: tuple[str, ...], env: dict[str, str] | None
             "publish", spec, "--format", fmt, "--output-dir", spec.parent / f"out-{fmt}", env=env
         )
         no_traceback(out)
+
+
+uv_cache = pytest.fixture(scope="module", autouse=True)(private_uv_cache)
 
 
 @pytest.fixture(scope="module")
