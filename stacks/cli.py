@@ -16,7 +16,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; return the exit code."""
     _tolerant_output()
     parser = _build_parser()
-    args = parser.parse_args(argv)
+    args, extra = parser.parse_known_args(argv)
+    if extra and getattr(args, "handler", None) is _cmd_deploy and not _options(extra):
+        # `deploy ARCHIVE_DIR --target DIR LAYER...`: layers may follow the option.
+        args.layers = [*args.layers, *extra]
+    elif extra:
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
     if getattr(args, "handler", None) is None:
         parser.print_help(sys.stderr)
         return EXIT_USAGE
@@ -34,6 +39,11 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 1
+
+
+def _options(words: Sequence[str]) -> list[str]:
+    """The words that look like options."""
+    return [word for word in words if word.startswith("-")]
 
 
 def _tolerant_output() -> None:
@@ -179,7 +189,7 @@ def _build_parser() -> argparse.ArgumentParser:
             "tasks",
             nargs="*",
             metavar="TASK",
-            help="task names (default: every task of the selected layers)",
+            help="task names (default: every task of the layers --include matches, or of all)",
         )
         sub.add_argument(
             "--cache-dir", metavar="DIR", help="cache folder (default: <spec dir>/cache)"
@@ -313,6 +323,24 @@ def _selected(args: argparse.Namespace, spec: Any, *, with_dependents: bool) -> 
     return layers
 
 
+def _check_reset_patterns(args: argparse.Namespace, spec: Any) -> None:
+    """A --reset-lock pattern that matches no layer is a usage error (a typo would do nothing)."""
+    from fnmatch import fnmatchcase
+
+    unmatched = [
+        pattern
+        for pattern in args.reset_lock
+        if not any(fnmatchcase(layer.env_name, pattern) for layer in spec.layers)
+    ]
+    if not unmatched:
+        return
+    message = f"--reset-lock: no layers match: {', '.join(unmatched)}"
+    if not args.allow_missing:
+        names = ", ".join(layer.env_name for layer in spec.layers)
+        raise UsageError(message, hint=f"layers in {spec.name}: {names} (or pass --allow-missing)")
+    print(f"warning: {message}", file=sys.stderr)
+
+
 # ---------------------------------------------------------------- show
 
 
@@ -408,8 +436,15 @@ def _context(args: argparse.Namespace, spec: Any) -> Any:
     from .locking import LockOptions
     from .tasks import RunContext
 
-    def folder(value: str | None, default: str) -> Path:
-        return Path(os.path.abspath(value)) if value else spec.spec_dir / default
+    def folder(value: str | None, default: str, option: str) -> Path:
+        path = (
+            Path(os.path.abspath(os.path.expanduser(value))) if value else spec.spec_dir / default
+        )
+        if path.exists() and not path.is_dir():
+            raise UsageError(
+                f"{option} {path}: not a folder", hint="pass a folder (or a path to create)"
+            )
+        return path
 
     wheels = tuple(
         Path(os.path.abspath(os.path.expanduser(w))) for w in getattr(args, "local_wheels", [])
@@ -423,16 +458,17 @@ def _context(args: argparse.Namespace, spec: Any) -> Any:
         local_wheels=wheels,
     )
     step = getattr(args, "step", None)
+    # Commands about tasks (list, info, forget, clean) see every task, as `doit list` does.
     return RunContext(
         spec=spec,
-        cache_dir=folder(getattr(args, "cache_dir", None), "cache"),
+        cache_dir=folder(getattr(args, "cache_dir", None), "cache", "--cache-dir"),
         lock_options=options,
         reset_lock=tuple(getattr(args, "reset_lock", [])),
-        output_dir=folder(getattr(args, "output_dir", None), "_artifacts")
-        if step == "archive"
+        output_dir=folder(getattr(args, "output_dir", None), "_artifacts", "--output-dir")
+        if step in ("archive", None)
         else None,
-        export_dir=folder(getattr(args, "output_dir", None), "_export")
-        if step == "export"
+        export_dir=folder(getattr(args, "output_dir", None), "_export", "--output-dir")
+        if step in ("export", None)
         else None,
         archive_format=getattr(args, "format", "tar.xz"),
         tag_outputs=getattr(args, "tag_outputs", False),
@@ -458,6 +494,7 @@ def _cmd_steps(args: argparse.Namespace) -> int:
 
     spec = _load(args)
     layers = _selected(args, spec, with_dependents=False)
+    _check_reset_patterns(args, spec)
     ctx = _context(args, spec)
     wanted = _wanted(ctx, args.step, layers)
     skipped = [
@@ -469,14 +506,7 @@ def _cmd_steps(args: argparse.Namespace) -> int:
         print(f"note: not built here ({ctx.platform_tag}): {', '.join(skipped)}", file=sys.stderr)
     if getattr(args, "clean", False):
         # Only the layers asked for are forced; the layers they need are rebuilt only if needed.
-        from fnmatch import fnmatchcase
-
-        asked = [
-            layer
-            for layer in layers
-            if not args.include or any(fnmatchcase(layer.env_name, p) for p in args.include)
-        ]
-        ctx = ctx.with_options(forced=frozenset(_wanted(ctx, args.step, asked)))
+        ctx = ctx.with_options(forced=frozenset(_wanted(ctx, args.step, _asked(args, layers))))
     if args.dry_run:
         planned = plan(ctx, wanted)
         if args.json:
@@ -499,6 +529,17 @@ def _cmd_steps(args: argparse.Namespace) -> int:
         if result.exit_code == 0:
             _print_next_steps(ctx, args.step, layers)
     return 1 if result.exit_code else 0
+
+
+def _asked(args: argparse.Namespace, layers: Sequence[Any]) -> list[Any]:
+    """The layers `--include` names itself (all when there is no pattern), not those they need."""
+    from fnmatch import fnmatchcase
+
+    return [
+        layer
+        for layer in layers
+        if not args.include or any(fnmatchcase(layer.env_name, p) for p in args.include)
+    ]
 
 
 def _print_next_steps(ctx: Any, step: str, layers: Sequence[Any]) -> None:
@@ -559,13 +600,23 @@ def _cmd_list(args: argparse.Namespace) -> int:
 
     spec = _load(args)
     ctx = _context(args, spec)
-    return run_doit_command(ctx, ["list", "--all", *(["--status"] if args.status else [])])
+    names: list[str] = []
+    if args.include:
+        from .engine import task_graph
+
+        # The tasks of the selected layers (those matched, and the layers they need).
+        layers = {layer.env_name for layer in _selected(args, spec, with_dependents=False)}
+        names = [name for name in task_graph(ctx) if name.partition(":")[2] in layers]
+    command = ["list", "--all", *(["--status"] if args.status else [])]
+    if args.include and not names:
+        return 0  # --allow-missing and nothing matched: doit would list everything
+    return run_doit_command(ctx, [*command, *names])
 
 
 def _cmd_info(args: argparse.Namespace) -> int:
-    from .engine import closure, run_doit_command, task_graph
+    from .engine import closure, plan, run_doit_command, task_graph
     from .hashing import read_stamp
-    from .tasks import explain, is_current
+    from .tasks import is_current, task_stamp
 
     spec = _load(args)
     ctx = _context(args, spec)
@@ -574,24 +625,25 @@ def _cmd_info(args: argparse.Namespace) -> int:
         raise UsageError(f"unknown task '{args.task}'", hint="`stacks list SPEC` shows every task")
     step, _, env = args.task.partition(":")
     current = is_current(ctx, step, env)
-    stamp_path = (
-        ctx.stamp_path("manifest", step) if env.startswith("__") else ctx.stamp_path(step, env)
-    )
-    stamp = read_stamp(stamp_path) or {}
+    stamp = read_stamp(task_stamp(ctx, args.task)) or {}
+    planned = plan(ctx, [args.task])[-1]  # the task itself comes last, after what it needs
     data = {
         "task": args.task,
         "depends_on": graph[args.task],
         "all_dependencies": closure(graph, [args.task])[:-1],
         "up_to_date": current,
-        "reasons": [] if current else explain(ctx, step, env),
+        "status": planned.status,
+        "reasons": planned.reasons,
         "last_finished": stamp.get("finished_at"),
         "outputs": stamp.get("outputs", {}),
     }
     if args.json:
         print(json.dumps(data, indent=2))
         return 0
-    code = run_doit_command(ctx, ["info", args.task])
-    print(f"status: {'up to date' if current else 'will run'}")
+    # doit's own status line would show our check functions' arguments; ours says why in words.
+    code = run_doit_command(ctx, ["info", "--no-status", args.task])
+    label = {"run": "will run", "maybe": "may run", "up-to-date": "up to date"}[planned.status]
+    print(f"status: {label}")
     for reason in data["reasons"]:
         print(f"  because: {reason}")
     if data["last_finished"]:
@@ -610,29 +662,42 @@ def _tasks_for(args: argparse.Namespace, ctx: Any) -> list[str]:
                 f"unknown task: {', '.join(unknown)}", hint="`stacks list SPEC` shows every task"
             )
         return list(args.tasks)
-    layers = {layer.env_name for layer in _selected(args, ctx.spec, with_dependents=False)}
+    # Only the layers the patterns match: forgetting or cleaning an app leaves its runtime alone.
+    layers = {
+        layer.env_name for layer in _asked(args, _selected(args, ctx.spec, with_dependents=False))
+    }
+    if not args.include:
+        return list(graph)  # the stack manifest tasks too
     return [name for name in graph if name.partition(":")[2] in layers]
 
 
 def _cmd_forget(args: argparse.Namespace) -> int:
     from .engine import project_lock, run_doit_command
+    from .tasks import task_stamp
 
     spec = _load(args)
     ctx = _context(args, spec)
     names = _tasks_for(args, ctx)
     with project_lock(ctx.cache_dir, wait=not args.no_wait):
         for name in names:
-            step, _, env = name.partition(":")
-            if step != "lock":
-                ctx.stamp_path(step, env).unlink(missing_ok=True)
+            if not name.startswith("lock:"):
+                task_stamp(ctx, name).unlink(missing_ok=True)
     code = run_doit_command(ctx, ["forget", *names], wait=not args.no_wait)
-    print(f"forgot {len(names)} task(s); they will run again", file=sys.stderr)
+    locks = sum(1 for name in names if name.startswith("lock:"))
+    print(f"forgot {len(names) - locks} task(s); they will run again", file=sys.stderr)
+    if locks:
+        print(
+            "note: lock tasks follow the committed lock files; "
+            "`stacks lock SPEC --reset-lock PATTERN` re-resolves them",
+            file=sys.stderr,
+        )
     return code
 
 
 def _cmd_clean(args: argparse.Namespace) -> int:
     from .atomic import remove_tree
     from .engine import project_lock
+    from .tasks import task_stamp
 
     spec = _load(args)
     ctx = _context(args, spec)
@@ -643,14 +708,12 @@ def _cmd_clean(args: argparse.Namespace) -> int:
             step, _, env = name.partition(":")
             if step == "lock":
                 continue  # lock files are sources: never removed by clean
-            paths = [ctx.stamp_path(step, env)]
+            stamp = task_stamp(ctx, name)
+            paths = [stamp, stamp.with_suffix(".manifest.json")]
             if step == "runtime":
                 paths.append(ctx.runtime_dir(env))
             elif step == "build":
-                paths += [
-                    ctx.build_dir(env),
-                    ctx.stamp_path(step, env).with_suffix(".manifest.json"),
-                ]
+                paths.append(ctx.build_dir(env))
             for path in paths:
                 if path.exists() or path.is_symlink():
                     remove_tree(path)

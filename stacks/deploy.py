@@ -208,6 +208,8 @@ def deploy(
     archive_dir = Path(os.path.abspath(archive_dir))
     target = Path(os.path.abspath(target))
     selected = select_layers(read_manifest(archive_dir, platform_name=platform_name), layers)
+    if target.exists() and not target.is_dir():
+        raise DeployError(f"--target {target} is not a folder", exit_code=2)
     target.mkdir(parents=True, exist_ok=True)
     return [_deploy_layer(archive_dir, target, record) for record in selected]
 

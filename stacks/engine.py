@@ -123,9 +123,9 @@ class StacksReporter:
             return
         seconds = time.perf_counter() - self.started.get(task.name, time.perf_counter())
         if task.name not in self.started:
-            message = _dependency_failure(fail)
+            message = self._not_run_reason(fail)
             self.results[task.name] = TaskResult(task.name, "not-run", 0.0, message)
-            self._say(f"{'-' if self.tty else '--'} {task.name} not run: {message}")
+            self._say(f"{'-' if self.tty else '--'} {task.name} {message}")
             return
         message = _failure_message(fail)
         self.results[task.name] = TaskResult(task.name, "failed", seconds, message)
@@ -134,6 +134,15 @@ class StacksReporter:
             f"{'✗' if self.tty else 'FAILED'} {task.name} ({seconds:.1f} s)\n{indented}\n"
         )
         self.stream.flush()
+
+    def _not_run_reason(self, fail: Any) -> str:
+        """Why a task never started: the tasks it needs that failed (or did not run themselves)."""
+        from doit.exceptions import UnmetDependency
+
+        if not isinstance(fail, UnmetDependency):
+            return _dependency_failure(fail)
+        names = str(getattr(fail, "message", "")).split()
+        return unmet_reason({n: self.results[n].status for n in names if n in self.results}, names)
 
     def skip_uptodate(self, task: Any) -> None:
         if ":" not in task.name:
@@ -166,6 +175,15 @@ def _failure_message(fail: Any) -> str:
     if exception is None and message:
         return message.strip()
     return message.strip() or repr(fail)
+
+
+def unmet_reason(statuses: dict[str, str], names: Sequence[str]) -> str:
+    """`not run because lock:x failed` for tasks that needed `names` (with their run statuses)."""
+    parts = [
+        f"{name} failed" if statuses.get(name) == "failed" else f"{name} did not run"
+        for name in names
+    ]
+    return "not run because " + ", ".join(parts or ["a task it needs failed"])
 
 
 def _dependency_failure(fail: Any) -> str:
@@ -217,6 +235,9 @@ def doit_config(ctx: RunContext, *, reporter: Any = None, jobs: int = 1) -> dict
         "dep_file": os.fspath(ctx.cache_dir / "doit.sqlite3"),
         "backend": "sqlite3",
         "check_file_uptodate": _xxh3_checker(),
+        # Keep going after a failure: independent layers still finish, and the tasks above a
+        # failed one are reported as not run (with the reason) instead of silently skipped.
+        "continue": True,
         "num_process": jobs if jobs > 1 else 0,
         "par_type": "process",
         "verbosity": 2,
@@ -421,16 +442,33 @@ def run_tasks(
             config = doit_config(ctx, reporter=reporter, jobs=jobs)
             main = _doit_main(_loader(ctx, config))
             code = main.run(["run", *wanted])
-            names = [p.task for p in planned]
-            tasks = [
-                reporter.results.get(n, TaskResult(n, "not-run", error="not reached"))
-                for n in names
-            ]
-            result = RunResult(tasks, code)
+            result = RunResult(_results(planned, reporter.results, task_graph(ctx)), code)
     result.seconds = time.perf_counter() - start
-    if result.count("failed") or result.count("not-run"):
-        result.exit_code = result.exit_code or 1
+    # The process's exit code: doit's own codes (2 for a skipped dependent) mean nothing to users.
+    failed = result.count("failed") or result.count("not-run") or result.exit_code
+    result.exit_code = 1 if failed else 0
     return result
+
+
+def _results(
+    planned: Sequence[PlannedTask], reported: dict[str, TaskResult], graph: dict[str, list[str]]
+) -> list[TaskResult]:
+    """One result per planned task; a task doit never reached says which task it needed failed."""
+    results: dict[str, TaskResult] = {}
+    for item in planned:
+        name = item.task
+        if name in reported:
+            results[name] = reported[name]
+            continue
+        # `planned` lists dependencies first, so their results are already known here.
+        bad = {
+            d: results[d].status
+            for d in graph.get(name, [])
+            if d in results and results[d].status in ("failed", "not-run")
+        }
+        error = unmet_reason(bad, list(bad)) if bad else "not reached"
+        results[name] = TaskResult(name, "not-run", error=error)
+    return list(results.values())
 
 
 def run_doit_command(ctx: RunContext, args: Sequence[str], *, wait: bool = True) -> int:
@@ -440,7 +478,8 @@ def run_doit_command(ctx: RunContext, args: Sequence[str], *, wait: bool = True)
         if needs_lock:
             stack.enter_context(project_lock(ctx.cache_dir, wait=wait))
         config = doit_config(ctx)
-        return int(_doit_main(_loader(ctx, config)).run(list(args)))
+        # Some doit commands (forget, ignore) return None on success.
+        return int(_doit_main(_loader(ctx, config)).run(list(args)) or 0)
 
 
 def require_tasks(ctx: RunContext, names: Sequence[str]) -> None:

@@ -196,7 +196,7 @@ def lock_inputs(spec: StackSpec, layer: LayerSpec, options: LockOptions) -> Lock
         "priority_indexes": list(layer.priority_indexes),
         "uv": json.loads(json.dumps(uv_settings, sort_keys=True, default=str)),
         "exclude_newer": effective_exclude_newer(spec, options),
-        "index_url": _redact(options.index_url),
+        "index_url": _shown_index(spec, options.index_url),
         "no_index": options.no_index,
         "local_wheels": [_shown_path(spec, p) for p in options.local_wheels],
     }
@@ -223,6 +223,18 @@ def _redact(url: str | None) -> str | None:
     host = parts.hostname or ""
     netloc = f"{host}:{parts.port}" if parts.port else host
     return urlunsplit(parts._replace(netloc=netloc))
+
+
+def _shown_index(spec: StackSpec, url: str | None) -> str | None:
+    """An index URL as recorded: a local `file://` index like a wheel folder (spec-relative).
+
+    So a project with its own file index keeps valid locks when it is cloned elsewhere.
+    """
+    if url is None or not url.startswith("file:"):
+        return _redact(url)
+    from urllib.request import url2pathname
+
+    return "file:" + _shown_path(spec, Path(url2pathname(urlsplit(url).path)))
 
 
 def _shown_path(spec: StackSpec, path: Path) -> str:

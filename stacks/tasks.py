@@ -26,7 +26,7 @@ STEPS = ("runtime", "lock", "build", "archive", "export")
 _STEP_FORMATS = {"runtime": 1, "build": 1, "archive": 1, "export": 1}
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, repr=False)
 class RunContext:
     """Everything the tasks of one run need: the spec, folders and step options."""
 
@@ -74,6 +74,10 @@ class RunContext:
     def lock_work_dir(self, env_name: str) -> Path:
         """The uv project folder used to lock a layer."""
         return self.cache_dir / "locking" / env_name
+
+    def __repr__(self) -> str:
+        # Short: `doit info` prints the arguments of a task's up-to-date check.
+        return f"RunContext({self.spec.path}, cache={self.cache_dir})"
 
     def with_options(self, **changes: Any) -> RunContext:
         """A copy with some fields changed."""
@@ -434,7 +438,8 @@ def layer_metadata(ctx: RunContext, env_name: str) -> dict[str, Any]:
         "install_target": deployed_name(ctx, env_name),
         "kind": layer.kind.value,
         "requirements_hash": meta.requirements_hash if meta else None,
-        "lock_version": meta.lock_version if meta else None,
+        # As venvstacks: an unversioned layer always publishes 1 (its archive_build counts on).
+        "lock_version": (meta.lock_version if layer.versioned else 1) if meta else None,
         "locked_at": meta.locked_at if meta else None,
         "runtime_layer": deployed_name(ctx, layer.runtime),
         "python_implementation": f"cpython@{version}",
@@ -486,13 +491,8 @@ def run_archive(ctx: RunContext, env_name: str) -> Any:
     layer = ctx.spec.layer(env_name)
     metadata = layer_metadata(ctx, env_name)
     name = archive_name(ctx, env_name)
-    previous = hashing.read_stamp(ctx.stamp_path("archive", env_name)) or {}
-    previous_out = previous.get("outputs", {})
-    build_number = 1
-    if previous_out.get("lock_version") == metadata["lock_version"] and previous_out.get(
-        "archive_build"
-    ):
-        build_number = int(previous_out["archive_build"]) + 1
+    meta_name = metadata_name(ctx, env_name, tagged=ctx.tag_outputs)
+    meta_path = ctx.output_dir / "__stacks__" / "env_metadata" / meta_name
     try:
         result = write_archive(
             ctx.build_dir(env_name),
@@ -504,6 +504,9 @@ def run_archive(ctx: RunContext, env_name: str) -> Any:
         )
     except StacksError as exc:
         return _fail(exc, env_name)
+    build_number = _archive_build(
+        hashing.read_stamp(meta_path) or {}, metadata["lock_version"], name, result.sha256
+    )
     metadata.update(
         {
             "archive_build": build_number,
@@ -513,8 +516,7 @@ def run_archive(ctx: RunContext, env_name: str) -> Any:
             "archive_hashes": {"sha256": result.sha256},
         }
     )
-    meta_name = metadata_name(ctx, env_name, tagged=ctx.tag_outputs)
-    atomic.write_json(ctx.output_dir / "__stacks__" / "env_metadata" / meta_name, metadata)
+    atomic.write_json(meta_path, metadata)
     outputs = {
         "archive_name": name,
         "archive_size": result.size,
@@ -525,6 +527,26 @@ def run_archive(ctx: RunContext, env_name: str) -> Any:
     }
     _write_stamp(ctx, "archive", env_name, key, outputs)
     return None
+
+
+def _archive_build(previous: dict[str, Any], lock_version: Any, name: str, sha256: str) -> int:
+    """The archive's build number, from the metadata already in the output folder.
+
+    1 for a new lock version; the same number when the archive came out byte-identical;
+    one more when the same lock gave other bytes. The output folder, not the cache, decides,
+    so two project copies publishing into fresh folders write identical metadata.
+    """
+    try:
+        before = int(previous["archive_build"])
+    except (KeyError, TypeError, ValueError):
+        return 1
+    if previous.get("lock_version") != lock_version or before < 1:
+        return 1
+    same = (
+        previous.get("archive_name") == name
+        and (previous.get("archive_hashes") or {}).get("sha256") == sha256
+    )
+    return before if same else before + 1
 
 
 def export_current(ctx: RunContext, env_name: str) -> bool:
@@ -780,6 +802,16 @@ def step_inputs(ctx: RunContext, step: str, env_name: str) -> dict[str, Any] | N
     if step in ("archive", "export"):
         return publish_inputs(ctx, env_name, step)
     return None
+
+
+def task_stamp(ctx: RunContext, name: str) -> Path:
+    """The stamp file of a task (the stack manifest tasks keep theirs in `stamps/manifest/`)."""
+    step, _, env_name = name.partition(":")
+    return (
+        ctx.stamp_path("manifest", step)
+        if env_name == STACK_TASK
+        else ctx.stamp_path(step, env_name)
+    )
 
 
 def is_current(ctx: RunContext, step: str, env_name: str) -> bool:

@@ -323,6 +323,13 @@ def _conflict_hint(stderr: str, project: UvProject) -> str:
             + ", ".join(named)
             + "; relax this layer's requirements or change the lower layers"
         )
+    if (
+        "was not found in the package registry" in stderr
+        or "not found in the provided package locations" in stderr
+    ):
+        return (
+            "check the package names, and the index or wheel folders (--index-url, --local-wheels)"
+        )
     return "relax the conflicting requirements of this layer"
 
 
