@@ -120,15 +120,17 @@ def test_dry_run_reports_without_running(built: Path) -> None:
 
 
 def test_incremental_rules(tmp_path: Path) -> None:
+    # Step 5 edits a file hard-linked from uv's cache on purpose: keep that to a private cache.
+    env = {"UV_CACHE_DIR": str(tmp_path / "uv-cache")}
     spec = make_project(tmp_path / "inc")
-    first = stacks("build", spec, "--json")
+    first = stacks("build", spec, "--json", env=env)
     assert first.ran("build") == ["build:app-app", "build:cpython-3.12", "build:framework-fw"]
 
     # 1. One application's requirements change: only that app is relocked and rebuilt.
     spec.write_text(
         spec.read_text().replace('requirements = ["idna"]', 'requirements = ["idna", "iniconfig"]')
     )
-    out = stacks("build", spec, "--json")
+    out = stacks("build", spec, "--json", env=env)
     assert out.ran() == ["build:app-app", "lock:app-app"]
 
     # 2. A framework change that leaves the app's lock identical rebuilds the framework only.
@@ -137,18 +139,18 @@ def test_incremental_rules(tmp_path: Path) -> None:
             'requirements = ["attrs"]', 'requirements = ["attrs", "packaging"]'
         )
     )
-    out = stacks("build", spec, "--json")
+    out = stacks("build", spec, "--json", env=env)
     assert out.ran("build") == ["build:framework-fw"]
     assert "lock:framework-fw" in out.ran("lock")
 
     # 3. A launch module change rebuilds that app only (an unversioned lock is unaffected).
     (spec.parent / "app.py").write_text(APP + "\n# edited\n", encoding="utf-8")
-    out = stacks("build", spec, "--json")
+    out = stacks("build", spec, "--json", env=env)
     assert out.ran() == ["build:app-app"]
 
     # 4. A deleted build folder is rebuilt; nothing above it is.
     shutil.rmtree(spec.parent / "cache" / "build" / "framework-fw")
-    out = stacks("build", spec, "--json")
+    out = stacks("build", spec, "--json", env=env)
     assert out.ran() == ["build:framework-fw"]
 
     # 5. A file edited inside a build environment is noticed (stat check) and repaired.
@@ -165,16 +167,16 @@ def test_incremental_rules(tmp_path: Path) -> None:
         ).glob("core.py")
     )
     victim.write_text("broken = True\n", encoding="utf-8")
-    out = stacks("build", spec, "--json")
+    out = stacks("build", spec, "--json", env=env)
     assert out.ran() == ["build:app-app"]
     assert "broken" not in victim.read_text(encoding="utf-8")
 
     # 6. --clean forces the selected builds.
-    out = stacks("build", spec, "--json", "--clean", "--include", "app-*")
+    out = stacks("build", spec, "--json", "--clean", "--include", "app-*", env=env)
     assert out.ran() == ["build:app-app"]
 
     # 7. Nothing changed: nothing runs.
-    assert stacks("build", spec, "--json").ran() == []
+    assert stacks("build", spec, "--json", env=env).ran() == []
 
 
 DIAMOND = f"""
