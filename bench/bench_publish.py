@@ -84,6 +84,46 @@ def bench_tree(
     return rows
 
 
+@dataclass(frozen=True)
+class FormatSamples:
+    """Repeated timings of one format: ours and the reference pipeline's (seconds), and sizes."""
+
+    fmt: str
+    seconds: tuple[float, ...]
+    size: int
+    reference: str | None = None
+    ref_seconds: tuple[float, ...] = ()
+    ref_size: int | None = None
+
+
+def bench_formats(
+    tree: Path, *, layered: bool, runs: int, formats: tuple[str, ...] = ARCHIVE_FORMATS
+) -> list[FormatSamples]:
+    """Like `bench_tree`, `runs` times per format, ours and the reference interleaved."""
+    results = []
+    with tempfile.TemporaryDirectory(prefix="stacks-bench-") as scratch:
+        for fmt in formats:
+            ours: list[float] = []
+            refs: list[float] = []
+            size = 0
+            ref_name: str | None = None
+            ref_size: int | None = None
+            for _ in range(runs):
+                archive = Path(scratch) / f"ours.{fmt}"
+                start = time.perf_counter()
+                size = write_archive(
+                    tree, archive, root_name=tree.name, fmt=fmt, mtime=MTIME, layered=layered
+                ).size
+                ours.append(time.perf_counter() - start)
+                archive.unlink()
+                ref = _reference(tree, fmt, Path(scratch) / f"reference.{fmt}")
+                if ref is not None:
+                    ref_name, seconds, ref_size = ref
+                    refs.append(seconds)
+            results.append(FormatSamples(fmt, tuple(ours), size, ref_name, tuple(refs), ref_size))
+    return results
+
+
 def print_rows(rows: list[BenchRow]) -> None:
     """Print a result table (time and size ratios are ours / reference)."""
     print(

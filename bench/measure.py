@@ -1,0 +1,140 @@
+"""Timing helpers for the benchmark suite: repeated measurements, medians, spreads, rows."""
+
+from __future__ import annotations
+
+import os
+import statistics
+import subprocess
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+
+@dataclass(frozen=True)
+class Sample:
+    """Repeated measurements of one quantity (seconds, bytes or a count)."""
+
+    values: tuple[float, ...]
+
+    @property
+    def median(self) -> float:
+        """The median value."""
+        return statistics.median(self.values)
+
+    @property
+    def low(self) -> float:
+        """The smallest value."""
+        return min(self.values)
+
+    @property
+    def high(self) -> float:
+        """The largest value."""
+        return max(self.values)
+
+    def to_json(self) -> dict[str, Any]:
+        """A JSON-able form."""
+        return {
+            "median": round(self.median, 6),
+            "min": round(self.low, 6),
+            "max": round(self.high, 6),
+            "runs": len(self.values),
+            "values": [round(v, 6) for v in self.values],
+        }
+
+
+@dataclass
+class Row:
+    """One line of the result table: a measurement, its baseline and its target."""
+
+    scenario: str
+    name: str
+    sample: Sample
+    unit: str = "s"
+    baseline: str | None = None
+    baseline_sample: Sample | None = None
+    target: str | None = None
+    met: bool | None = None
+    note: str = ""
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def ratio(self) -> float | None:
+        """Median over the baseline's median, if there is a baseline."""
+        if self.baseline_sample is None or self.baseline_sample.median == 0:
+            return None
+        return self.sample.median / self.baseline_sample.median
+
+    def to_json(self) -> dict[str, Any]:
+        """A JSON-able form."""
+        return {
+            "scenario": self.scenario,
+            "name": self.name,
+            "unit": self.unit,
+            **self.sample.to_json(),
+            "baseline": None
+            if self.baseline_sample is None
+            else {"name": self.baseline, **self.baseline_sample.to_json()},
+            "ratio": None if self.ratio is None else round(self.ratio, 4),
+            "target": self.target,
+            "met": self.met,
+            "note": self.note,
+            **({"extra": self.extra} if self.extra else {}),
+        }
+
+
+def repeat(measure: Callable[[], float], runs: int, *, warmup: int = 0) -> Sample:
+    """Call `measure` (which returns one measured value) `warmup` times unrecorded, then `runs` times."""
+    for _ in range(warmup):
+        measure()
+    return Sample(tuple(measure() for _ in range(runs)))
+
+
+@dataclass(frozen=True)
+class Finished:
+    """A finished command: exit code, output and wall time."""
+
+    code: int
+    stdout: str
+    stderr: str
+    seconds: float
+
+
+def run(
+    command: Sequence[str | os.PathLike[str]],
+    *,
+    env: dict[str, str] | None = None,
+    cwd: Path | None = None,
+    check: bool = True,
+    stdin: Any = None,
+) -> Finished:
+    """Run a command, capturing its output and timing it (wall clock)."""
+    start = time.perf_counter()
+    done = subprocess.run(
+        [os.fspath(part) for part in command],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=cwd,
+        stdin=stdin,
+        check=False,
+    )
+    seconds = time.perf_counter() - start
+    if check and done.returncode != 0:
+        raise RuntimeError(
+            f"{' '.join(map(str, command))} exited {done.returncode}\n"
+            f"--- stdout\n{done.stdout[-4000:]}\n--- stderr\n{done.stderr[-4000:]}"
+        )
+    return Finished(done.returncode, done.stdout, done.stderr, seconds)
+
+
+def human(value: float, unit: str) -> str:
+    """A short human form of a value in `unit` (s, MB, x, count)."""
+    if unit == "s":
+        return f"{value * 1000:.0f} ms" if value < 1 else f"{value:.2f} s"
+    if unit == "B":
+        return f"{value / 1e6:.2f} MB"
+    if unit == "count":
+        return f"{value:g}"
+    return f"{value:.3g} {unit}"

@@ -1,0 +1,386 @@
+"""The benchmark scenarios: each measures one thing repeatedly against a baseline from the same run."""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+from bench.bench_publish import bench_formats
+from bench.measure import Finished, Row, Sample, repeat, run
+from bench.projects import Bench, ran_counts
+
+# Modules a no-op run must not import (they load lazily, only for a step that needs them).
+HEAVY_MODULES = ("doit", "requests", "urllib3", "yaml", "uv", "zstandard", "pbs_installer")
+
+
+def paired(
+    first: Callable[[], float], second: Callable[[], float], runs: int, *, warmup: int = 1
+) -> tuple[Sample, Sample]:
+    """Measure two things alternately (so drift on a shared machine hits both alike)."""
+    for _ in range(warmup):
+        first()
+        second()
+    a: list[float] = []
+    b: list[float] = []
+    for _ in range(runs):
+        a.append(first())
+        b.append(second())
+    return Sample(tuple(a)), Sample(tuple(b))
+
+
+def imported_modules(importtime_stderr: str) -> dict[str, float]:
+    """Top-level module -> cumulative import seconds, from `python -X importtime` output."""
+    found: dict[str, float] = {}
+    for line in importtime_stderr.splitlines():
+        match = re.match(r"import time:\s+\d+ \|\s+(\d+) \|( *)(\S+)", line)
+        if match:
+            name = match.group(3)
+            found[name] = max(found.get(name, 0.0), int(match.group(1)) / 1e6)
+    return found
+
+
+def heavy_imports(bench: Bench, *args: str) -> list[str]:
+    """Which heavy modules a stacks command imports."""
+    done = run(
+        [sys.executable, "-X", "importtime", "-m", "stacks", *args], env=bench.env, check=True
+    )
+    modules = imported_modules(done.stderr)
+    return sorted(name for name in modules if name.split(".")[0] in HEAVY_MODULES)
+
+
+def _assert_noop(outcome: Finished, what: str) -> None:
+    data = json.loads(outcome.stdout)
+    if data["ran"] != 0:
+        raise RuntimeError(f"{what} is not a no-op: {data['ran']} task(s) ran")
+
+
+# ---------------------------------------------------------------- no-op runs and import time
+
+
+def noop(bench: Bench) -> list[Row]:
+    """A fully exported stack exported again with nothing changed; the CLI's import time."""
+    demo = bench.demo()
+    big = bench.generated(30, steps=("export",))
+    rows = []
+    python_pass = repeat(lambda: bench.python("-c", "pass").seconds, bench.runs, warmup=1)
+    for spec, label in ((demo, "demo, 3 layers"), (big, "generated, 30 layers")):
+        _assert_noop(bench.stacks("export", spec, "--json"), f"export of {label}")
+        sample = repeat(lambda spec=spec: bench.stacks("export", spec).seconds, bench.runs)
+        is_demo = spec == demo
+        rows.append(
+            Row(
+                "no-op",
+                f"stacks export ({label})",
+                sample,
+                baseline="python -c pass",
+                baseline_sample=python_pass,
+                target="< 300 ms" if is_demo else None,
+                met=sample.median < 0.3 if is_demo else None,
+            )
+        )
+    heavy = heavy_imports(bench, "export", str(demo))
+    rows.append(
+        Row(
+            "no-op",
+            "heavy modules imported by a no-op export",
+            Sample((float(len(heavy)),)),
+            unit="count",
+            target="0 (" + ", ".join(HEAVY_MODULES) + ")",
+            met=not heavy,
+            note=", ".join(heavy) or "none",
+        )
+    )
+    importtime = repeat(
+        lambda: imported_modules(
+            bench.python("-X", "importtime", "-c", "import stacks.cli").stderr
+        )["stacks.cli"],
+        bench.runs,
+        warmup=1,
+    )
+    rows.append(
+        Row(
+            "no-op",
+            "import stacks.cli (-X importtime, cumulative)",
+            importtime,
+            target="< 100 ms",
+            met=importtime.median < 0.1,
+        )
+    )
+    wall, base = paired(
+        lambda: bench.python("-c", "import stacks.cli").seconds,
+        lambda: bench.python("-c", "pass").seconds,
+        bench.runs,
+    )
+    rows.append(
+        Row(
+            "no-op",
+            'python -c "import stacks.cli" (wall)',
+            wall,
+            baseline="python -c pass",
+            baseline_sample=base,
+            target="< 100 ms",
+            met=wall.median < 0.1,
+        )
+    )
+    return rows
+
+
+# ---------------------------------------------------------------- incremental changes
+
+
+def _edit(path: Path, old: str, new: str) -> None:
+    text = path.read_text(encoding="utf-8")
+    if old not in text:
+        raise RuntimeError(f"{path}: {old!r} not found")
+    path.write_text(text.replace(old, new, 1), encoding="utf-8")
+
+
+def incremental(bench: Bench) -> list[Row]:
+    """Change one input at a time; count the tasks that ran and time publish + export."""
+    spec = bench.demo()
+    launch = spec.parent / "launch" / "demo_app.py"
+    original_spec = spec.read_text(encoding="utf-8")
+    original_launch = launch.read_text(encoding="utf-8")
+    app_line = 'requirements = ["idna>=3.4"]'
+    framework_line = 'requirements = ["attrs>=23.1"]'
+
+    def app_change(i: int) -> None:
+        # Toggle a package in and out: every run is a real change to the app's lock.
+        if i % 2 == 0:
+            _edit(spec, app_line, 'requirements = ["idna>=3.4", "six"]')
+        else:
+            _edit(spec, 'requirements = ["idna>=3.4", "six"]', app_line)
+
+    def framework_change(i: int) -> None:
+        # A package the app does not use: the framework's lock changes, the app's stays identical.
+        if i % 2 == 0:
+            _edit(spec, framework_line, 'requirements = ["attrs>=23.1", "iniconfig"]')
+        else:
+            _edit(spec, 'requirements = ["attrs>=23.1", "iniconfig"]', framework_line)
+
+    def launch_change(i: int) -> None:
+        launch.write_text(original_launch + f"\n# benchmark edit {i}\n", encoding="utf-8")
+
+    cases = [
+        ("an app's requirements", app_change, {"lock": 1, "build": 1, "archive": 1, "export": 1}),
+        (
+            "a framework's requirements (apps' locks identical)",
+            framework_change,
+            {"lock": 1, "build": 1, "archive": 1, "export": 1},
+        ),
+        (
+            "an app's launch module",
+            launch_change,
+            {"lock": 0, "build": 1, "archive": 1, "export": 1},
+        ),
+    ]
+    rows = []
+    try:
+        for label, change, expected in cases:
+            seconds: list[float] = []
+            seen: list[dict[str, int]] = []
+            names: set[str] = set()
+            for i in range(bench.runs):
+                change(i)
+                publish = bench.stacks("publish", spec, "--json")
+                export = bench.stacks("export", spec, "--json")
+                seconds.append(publish.seconds + export.seconds)
+                counts = ran_counts(publish, export)
+                seen.append(counts)
+                names.update(
+                    t["task"]
+                    for out in (publish, export)
+                    for t in json.loads(out.stdout)["tasks"]
+                    if t["status"] == "ran" and t["layer"] != "__stack__"
+                )
+            distinct = {tuple(c.values()) for c in seen}
+            note = " | ".join(
+                "/".join(str(v) for v in counts) + " (lock/build/archive/export)"
+                for counts in sorted(distinct)
+            )
+            rows.append(
+                Row(
+                    "incremental",
+                    f"change {label}: publish + export",
+                    Sample(tuple(seconds)),
+                    target="ran " + "/".join(str(v) for v in expected.values()),
+                    met=all(c == expected for c in seen),
+                    note=f"ran {note}: {', '.join(sorted(names))}",
+                )
+            )
+    finally:
+        spec.write_text(original_spec, encoding="utf-8")
+        launch.write_text(original_launch, encoding="utf-8")
+        bench.stacks("publish", spec)
+        bench.stacks("export", spec)
+    return rows
+
+
+# ---------------------------------------------------------------- cold build vs raw uv
+
+
+def _raw_uv(bench: Bench, spec: Path) -> float:
+    """Make the demo's three environments by hand with uv: runtime copy, then venv + install each."""
+    from uv import find_uv_bin
+
+    from stacks.spec import LayerKind, load_spec
+
+    uv = find_uv_bin()
+    stack = load_spec(spec)
+    out = bench.root / "raw-uv"
+    if out.exists():
+        shutil.rmtree(out)
+    out.mkdir()
+    runtime = spec.parent / "cache" / "runtimes" / "cpython-3.12"
+    total = run(["cp", "-al", runtime, out / "cpython-3.12"]).seconds
+    base = out / "cpython-3.12" / "bin" / "python3"
+    for layer in stack.layers:
+        if layer.kind is LayerKind.RUNTIME:
+            continue
+        folder = out / layer.env_name
+        lock_name = layer.env_name.replace(".", "_")
+        pylock = spec.parent / "requirements" / layer.env_name / f"pylock.{lock_name}.toml"
+        total += run(
+            [uv, "venv", "-q", "--no-config", "--python", base, folder], env=bench.env
+        ).seconds
+        install = [uv, "pip", "install", "-q", "--no-config", "--link-mode", "hardlink"]
+        install += ["--python", folder / "bin" / "python"]
+        install += ["--preview-features", "pylock", "-r", pylock]
+        total += run(install, env=bench.env).seconds
+    return total
+
+
+def cold_build(bench: Bench) -> list[Row]:
+    """`stacks build --clean` of the demo against making the same environments with raw uv."""
+    spec = bench.demo()
+    ours, raw = paired(
+        lambda: bench.stacks("build", spec, "--clean").seconds,
+        lambda: _raw_uv(bench, spec),
+        bench.runs,
+    )
+    bench.stacks("export", spec)  # the exports hard-link the rebuilt trees: refresh them
+    ratio = ours.median / raw.median
+    return [
+        Row(
+            "cold build",
+            "stacks build --clean (demo, 3 layers)",
+            ours,
+            baseline="cp -al runtime + uv venv + uv pip install -r pylock, per layer",
+            baseline_sample=raw,
+            target="<= 1.25x raw uv",
+            met=ratio <= 1.25,
+        )
+    ]
+
+
+# ---------------------------------------------------------------- parallel
+
+
+def parallel(bench: Bench) -> list[Row]:
+    """Four independent frameworks: lock and build with -n 1 against -n 2."""
+    spec = bench.parallel()
+    rows = []
+    steps = {
+        "lock": ["lock", str(spec), "--reset-lock", "framework-*"],
+        "build": ["build", str(spec), "--clean", "--include", "framework-*"],
+    }
+    for step, args in steps.items():
+        one, two = paired(
+            lambda args=args: bench.stacks(*args, "-n", "1").seconds,
+            lambda args=args: bench.stacks(*args, "-n", "2").seconds,
+            bench.runs,
+        )
+        rows.append(
+            Row(
+                "parallel",
+                f"stacks {step}, 4 independent frameworks, -n 2",
+                two,
+                baseline="-n 1",
+                baseline_sample=one,
+                target="<= 0.65x -n 1",
+                met=two.median / one.median <= 0.65,
+            )
+        )
+    return rows
+
+
+# ---------------------------------------------------------------- publish formats
+
+
+def publish(bench: Bench) -> list[Row]:
+    """Each archive format on the demo's runtime layer, against tar piped into xz/zstd/gzip."""
+    spec = bench.demo()
+    tree = spec.parent / "cache" / "build" / "cpython-3.12"
+    results = {r.fmt: r for r in bench_formats(tree, layered=False, runs=bench.runs)}
+    rows = []
+    xz = results["tar.xz"]
+    for fmt, result in results.items():
+        ours = Sample(result.seconds)
+        row = Row(
+            "publish",
+            f"{fmt} of the runtime layer ({result.size / 1e6:.1f} MB)",
+            ours,
+            baseline=result.reference,
+            baseline_sample=Sample(result.ref_seconds) if result.ref_seconds else None,
+            extra={"size": result.size, "reference_size": result.ref_size},
+        )
+        if result.ref_size:
+            row.note = f"size {result.size / result.ref_size:.3f}x the reference's"
+        if fmt == "tar.xz":
+            row.target = "time <= xz -T0"
+            row.met = bool(result.ref_seconds) and ours.median <= Sample(result.ref_seconds).median
+        if fmt == "tar.zst":
+            speedup = Sample(xz.seconds).median / ours.median
+            size_ratio = result.size / xz.size
+            row.target = ">= 15x faster than our tar.xz, <= 1.2x its size"
+            row.met = speedup >= 15 and size_ratio <= 1.2
+            row.note += f"; {speedup:.1f}x faster than our tar.xz at {size_ratio:.3f}x its size"
+        rows.append(row)
+    return rows
+
+
+# ---------------------------------------------------------------- scale
+
+
+def scale(bench: Bench) -> list[Row]:
+    """A generated 200-layer stack, all locked: `show` and a no-op `lock`, against the demo."""
+    demo = bench.demo()
+    spec = bench.generated(200, steps=("lock",))
+    _assert_noop(bench.stacks("lock", spec, "--json"), "lock of the 200-layer stack")
+    rows = []
+    for args, label, limit in (
+        (["show"], "stacks show", 0.5),
+        (["lock"], "stacks lock, all locked (no-op)", 2.0),
+        (["build", "--dry-run"], "stacks build --dry-run (plans 200 builds)", None),
+    ):
+        big, small = paired(
+            lambda args=args: bench.stacks(*args, spec).seconds,
+            lambda args=args: bench.stacks(*args, demo).seconds,
+            bench.runs,
+        )
+        rows.append(
+            Row(
+                "scale",
+                f"{label}, 200 layers",
+                big,
+                baseline="the same on the demo (3 layers)",
+                baseline_sample=small,
+                target=None if limit is None else f"< {limit * 1000:.0f} ms",
+                met=None if limit is None else big.median < limit,
+            )
+        )
+    return rows
+
+
+SCENARIOS: dict[str, Callable[[Bench], list[Row]]] = {
+    "no-op": noop,
+    "incremental": incremental,
+    "cold-build": cold_build,
+    "parallel": parallel,
+    "publish": publish,
+    "scale": scale,
+}
