@@ -23,7 +23,7 @@ from .spec import LayerKind, LayerSpec, StackSpec
 
 STEPS = ("runtime", "lock", "build", "archive", "export")
 # Bump when the layout a step produces changes, so old outputs are redone.
-_STEP_FORMATS = {"runtime": 1, "build": 1, "archive": 1, "export": 1}
+_STEP_FORMATS = {"runtime": 2, "build": 1, "archive": 1, "export": 1}
 
 
 @dataclass(frozen=True)
