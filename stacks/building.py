@@ -500,8 +500,10 @@ def expected_packages(
     return sorted(set(found))
 
 
+# Reads dist-info folder names instead of importing importlib.metadata (~35 ms per start);
+# like importlib.metadata.version, the first distribution of a name on sys.path wins.
 _SMOKE = r"""
-import importlib.metadata, importlib.util, json, os, sys
+import json, os, sys
 expected_paths, packages, launch = json.loads(sys.argv[1])
 norm = [os.path.normcase(os.path.realpath(p)) for p in sys.path]
 positions = []
@@ -513,16 +515,45 @@ if -1 in positions:
     problems.append("missing from sys.path: " + ", ".join(p for p, i in zip(expected_paths, positions) if i < 0))
 elif positions != sorted(positions):
     problems.append("sys.path order is wrong: " + " | ".join(sys.path))
-for name, version in packages:
+
+def canonical(name):
+    name = name.lower().replace("_", "-").replace(".", "-")
+    while "--" in name:
+        name = name.replace("--", "-")
+    return name
+
+def metadata_version(folder):
     try:
-        found = importlib.metadata.version(name)
-    except importlib.metadata.PackageNotFoundError:
-        problems.append(f"package {name} {version} is not importable (no metadata found)")
+        with open(os.path.join(folder, "METADATA"), encoding="utf-8", errors="replace") as handle:
+            for line in handle:
+                if line.startswith("Version:"):
+                    return line.partition(":")[2].strip()
+                if not line.strip():
+                    break
+    except OSError:
+        pass
+    return None
+
+installed = {}
+for entry in sys.path if packages else ():
+    try:
+        names = sorted(os.listdir(entry or "."))
+    except OSError:
         continue
-    if version and found != version:
-        problems.append(f"package {name}: expected {version}, found {found}")
-if launch and importlib.util.find_spec(launch) is None:
-    problems.append(f"launch module {launch} cannot be imported")
+    for name in names:
+        if name.endswith(".dist-info") and "-" in name:
+            dist, _, version = name[: -len(".dist-info")].rpartition("-")
+            installed.setdefault(canonical(dist), (os.path.join(entry or ".", name), version))
+for name, version in packages:
+    found = installed.get(canonical(name))
+    if found is None:
+        problems.append(f"package {name} {version} is not importable (no metadata found)")
+    elif version and found[1] != version and metadata_version(found[0]) != version:
+        problems.append(f"package {name}: expected {version}, found {metadata_version(found[0]) or found[1]}")
+if launch:
+    import importlib.util
+    if importlib.util.find_spec(launch) is None:
+        problems.append(f"launch module {launch} cannot be imported")
 print(json.dumps({"problems": problems, "executable": sys.executable, "prefix": sys.prefix}))
 """
 
