@@ -24,8 +24,9 @@ PINNED = f'[tool.uv]\nexclude-newer = "{EXCLUDE_NEWER}"\n\n'
 LOCAL_RUNTIME = '[tool.stacks]\nruntime_source = "local"\n\n'
 STEPS = ("lock", "build", "archive", "export")
 
-# Four frameworks that share nothing but the runtime, each a handful of pure-Python wheels
-# of similar size, so `-n 2` can overlap them evenly.
+# Four frameworks that share nothing but the runtime and are alike in size (each has numpy,
+# the typical base of a framework layer, plus a few pure-Python wheels), so `-n 2` can
+# overlap them evenly.
 PARALLEL_SPEC = (
     PINNED
     + LOCAL_RUNTIME
@@ -38,22 +39,22 @@ requirements = []
 [[frameworks]]
 name = "web"
 runtime = "cpython-3.12"
-requirements = ["requests", "httpx"]
+requirements = ["numpy", "requests", "httpx"]
 
 [[frameworks]]
 name = "text"
 runtime = "cpython-3.12"
-requirements = ["rich", "markdown", "tabulate"]
+requirements = ["numpy", "rich", "markdown", "tabulate"]
 
 [[frameworks]]
 name = "tools"
 runtime = "cpython-3.12"
-requirements = ["click", "packaging", "attrs", "pluggy", "tomli"]
+requirements = ["numpy", "click", "packaging", "attrs", "pluggy"]
 
 [[frameworks]]
 name = "data"
 runtime = "cpython-3.12"
-requirements = ["python-dateutil", "pytz", "tzdata", "six"]
+requirements = ["numpy", "python-dateutil", "pytz", "six"]
 """
 )
 
