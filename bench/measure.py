@@ -59,12 +59,19 @@ class Row:
     note: str = ""
     extra: dict[str, Any] = field(default_factory=dict)
 
+    paired: bool = False  # sample and baseline were measured alternately, run by run
+
     @property
     def ratio(self) -> float | None:
-        """Median over the baseline's median, if there is a baseline."""
-        if self.baseline_sample is None or self.baseline_sample.median == 0:
+        """Over the baseline: median of run-by-run ratios if paired (robust to drift), else of medians."""
+        base = self.baseline_sample
+        if base is None or base.median == 0:
             return None
-        return self.sample.median / self.baseline_sample.median
+        if self.paired and len(base.values) == len(self.sample.values) and min(base.values) > 0:
+            return statistics.median(
+                a / b for a, b in zip(self.sample.values, base.values, strict=True)
+            )
+        return self.sample.median / base.median
 
     def to_json(self) -> dict[str, Any]:
         """A JSON-able form."""
@@ -77,6 +84,7 @@ class Row:
             if self.baseline_sample is None
             else {"name": self.baseline, **self.baseline_sample.to_json()},
             "ratio": None if self.ratio is None else round(self.ratio, 4),
+            "paired": self.paired,
             "target": self.target,
             "met": self.met,
             "note": self.note,

@@ -143,16 +143,6 @@ class Bench:
         return self.setup("parallel", make)
 
 
-def ran_counts(*outcomes: Finished) -> dict[str, int]:
-    """How many per-layer tasks of each step ran, summed over `--json` outputs."""
-    counts = dict.fromkeys(STEPS, 0)
-    for outcome in outcomes:
-        for task in json.loads(outcome.stdout)["tasks"]:
-            if task["status"] == "ran" and task["step"] in counts and task["layer"] != "__stack__":
-                counts[task["step"]] += 1
-    return counts
-
-
 def ran_names(*outcomes: Finished) -> list[str]:
     """The per-layer tasks that ran, from `--json` outputs."""
     return sorted(

@@ -95,10 +95,12 @@ def main(argv: list[str] | None = None) -> int:
     bench = Bench(scratch, max(1, args.runs), _log)
     rows: list[Row] = []
     failed: dict[str, str] = {}
+    loads: dict[str, float] = {}
     start = time.perf_counter()
     try:
         for name in args.only or list(SCENARIOS):
-            _log(f"scenario {name} ...")
+            loads[name] = os.getloadavg()[0] if hasattr(os, "getloadavg") else -1.0
+            _log(f"scenario {name} (load average {loads[name]:.1f}) ...")
             began = time.perf_counter()
             try:
                 rows += SCENARIOS[name](bench)
@@ -118,12 +120,17 @@ def main(argv: list[str] | None = None) -> int:
     missed = [f"{row.scenario}: {row.name}" for row in rows if row.met is False]
     for name, error in failed.items():
         print(f"scenario {name} failed: {error}")
-    print(f"{len(rows)} measurements, {len(missed)} target(s) missed, in {total:.0f} s")
+    print(
+        f"{len(rows)} measurements, {len(missed)} target(s) missed, in {total:.0f} s "
+        f"on {os.cpu_count()} CPUs; load average at each scenario's start: "
+        + ", ".join(f"{name} {load:.1f}" for name, load in loads.items())
+    )
     args.output.parent.mkdir(parents=True, exist_ok=True)
     document = {
         "machine": _machine(),
         "runs": bench.runs,
         "seconds": round(total, 1),
+        "load_average_at_start": loads,
         "rows": [row.to_json() for row in rows],
         "missed": missed,
         "failed": failed,
