@@ -45,6 +45,7 @@ class BuildRequest:
     lower: tuple[LowerLayer, ...]  # sys.path order, runtime last (empty for a runtime)
     runtime_source: Path | None = None  # runtime layers: the provisioned runtime to copy
     platform: str = "linux_x86_64"
+    verified_files: Path | None = None  # the project's record of files already checked
 
     @property
     def python_xy(self) -> str:
@@ -205,14 +206,17 @@ def _uv_install(request: BuildRequest, python: Path) -> None:
     """
     _run_uv_install(request, python)
     site = python.parent.parent / request.site_dir
-    damaged = verify_installed(site)
+    verified = VerifiedFiles.load(request.verified_files)
+    damaged = verify_installed(site, verified)
     if not damaged:
+        verified.save()
         return
     _run_uv(
         request, ["cache", "clean", *sorted(damaged)], "cleaning damaged packages from uv's cache"
     )
     _run_uv_install(request, python, reinstall=sorted(damaged))
-    still = verify_installed(site)
+    still = verify_installed(site, verified)
+    verified.save()
     if still:
         details = "; ".join(
             f"{dist}: {', '.join(files[:3])}" for dist, files in sorted(still.items())
@@ -223,11 +227,57 @@ def _uv_install(request: BuildRequest, python: Path) -> None:
         )
 
 
-def verify_installed(site: Path) -> dict[str, list[str]]:
+class VerifiedFiles:
+    """Files already found to match their RECORD sha256, by inode, size and mtime.
+
+    Installed files are hard links into uv's cache, so every layer (and every rebuild) with
+    the same package holds the same inodes: each is hashed once, not once per build. Editing
+    a file in place changes its mtime, so it is hashed again, like the stat drift checks.
+    """
+
+    def __init__(self, path: Path | None, known: dict[str, list[Any]] | None = None) -> None:
+        self.path = path
+        self.known = known or {}
+        self.changed = False
+
+    @classmethod
+    def load(cls, path: Path | None) -> VerifiedFiles:
+        """The record at `path` (empty if missing or unreadable; None: remember nothing)."""
+        if path is None:
+            return cls(None)
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            data = {}
+        return cls(path, data if isinstance(data, dict) else {})
+
+    @staticmethod
+    def _key(info: os.stat_result) -> str:
+        return f"{info.st_dev}:{info.st_ino}"
+
+    def matches(self, info: os.stat_result, sha256: str) -> bool:
+        """Whether this file (by stat) was verified before with this RECORD hash."""
+        return self.known.get(self._key(info)) == [info.st_size, info.st_mtime_ns, sha256]
+
+    def add(self, info: os.stat_result, sha256: str) -> None:
+        """Remember that this file (by stat) matched this RECORD hash."""
+        self.known[self._key(info)] = [info.st_size, info.st_mtime_ns, sha256]
+        self.changed = True
+
+    def save(self) -> None:
+        """Write the record (atomically; concurrent builds may drop each other's additions)."""
+        if self.path is not None and self.changed:
+            atomic.write_bytes(self.path, json.dumps(self.known).encode("utf-8"))
+            self.changed = False
+
+
+def verify_installed(site: Path, verified: VerifiedFiles | None = None) -> dict[str, list[str]]:
     """Installed files whose sha256 differs from their RECORD entry, by distribution name."""
     import base64
     import hashlib
     from concurrent.futures import ThreadPoolExecutor
+
+    verified = verified or VerifiedFiles(None)
 
     checks: list[tuple[str, Path, str]] = []
     for record in site.glob("*.dist-info/RECORD"):
@@ -241,13 +291,19 @@ def verify_installed(site: Path) -> dict[str, list[str]]:
         dist, path, expected = item
         digest = hashlib.sha256()
         try:
+            if verified.matches(os.stat(path), expected):
+                return None
             with open(path, "rb") as handle:
+                info = os.fstat(handle.fileno())
                 while chunk := handle.read(1 << 20):
                     digest.update(chunk)
         except OSError:
             return dist, f"{path.name} (missing)"
         actual = base64.urlsafe_b64encode(digest.digest()).rstrip(b"=").decode("ascii")
-        return None if actual == expected else (dist, path.name)
+        if actual != expected:
+            return dist, path.name
+        verified.add(info, expected)
+        return None
 
     damaged: dict[str, list[str]] = {}
     with ThreadPoolExecutor(max_workers=os.cpu_count() or 2) as pool:

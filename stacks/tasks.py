@@ -359,6 +359,7 @@ def build_request(ctx: RunContext, env_name: str) -> Any:
         lower=lower,
         runtime_source=ctx.runtime_dir(env_name) if layer.kind is LayerKind.RUNTIME else None,
         platform=ctx.platform_tag,
+        verified_files=ctx.cache_dir / "verified-files.json",
     )
 
 
