@@ -69,13 +69,19 @@ def build_layer(request: BuildRequest) -> TreeManifest:
         _remove_scripts(stage, request)
         _link_dynlibs(request, stage)
         _write_layer_metadata(request, stage)
-    # The smoke check runs on the final folder: the venv's paths must be the real ones.
-    try:
-        smoke_check(request)
-    except BuildError:
-        atomic.remove_tree(target)
-        raise
-    return scan_tree(target, skip=skip_bytecode)
+    # The smoke check runs on the final folder: the venv's paths must be the real ones. Its
+    # interpreter (which writes nothing: -B) runs while this process hashes the tree.
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="stacks-scan") as pool:
+        scanning = pool.submit(scan_tree, target, skip=skip_bytecode)
+        try:
+            smoke_check(request)
+        except BuildError:
+            scanning.exception()  # wait for the scan before removing what it reads
+            atomic.remove_tree(target)
+            raise
+        return scanning.result()
 
 
 # ---------------------------------------------------------------- runtime layers
