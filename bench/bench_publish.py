@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import resource
 import shutil
 import subprocess
 import sys
@@ -94,6 +95,13 @@ class FormatSamples:
     reference: str | None = None
     ref_seconds: tuple[float, ...] = ()
     ref_size: int | None = None
+    cpu: tuple[float, ...] = ()
+    ref_cpu: tuple[float, ...] = ()
+
+
+def _cpu(who: int) -> float:
+    usage = resource.getrusage(who)
+    return usage.ru_utime + usage.ru_stime
 
 
 def bench_formats(
@@ -105,22 +113,38 @@ def bench_formats(
         for fmt in formats:
             ours: list[float] = []
             refs: list[float] = []
+            cpu: list[float] = []
+            ref_cpu: list[float] = []
             size = 0
             ref_name: str | None = None
             ref_size: int | None = None
             for _ in range(runs):
                 archive = Path(scratch) / f"ours.{fmt}"
-                start = time.perf_counter()
+                start, start_cpu = time.perf_counter(), _cpu(resource.RUSAGE_SELF)
                 size = write_archive(
                     tree, archive, root_name=tree.name, fmt=fmt, mtime=MTIME, layered=layered
                 ).size
                 ours.append(time.perf_counter() - start)
+                cpu.append(_cpu(resource.RUSAGE_SELF) - start_cpu)
                 archive.unlink()
+                start_cpu = _cpu(resource.RUSAGE_CHILDREN)
                 ref = _reference(tree, fmt, Path(scratch) / f"reference.{fmt}")
                 if ref is not None:
                     ref_name, seconds, ref_size = ref
                     refs.append(seconds)
-            results.append(FormatSamples(fmt, tuple(ours), size, ref_name, tuple(refs), ref_size))
+                    ref_cpu.append(_cpu(resource.RUSAGE_CHILDREN) - start_cpu)
+            results.append(
+                FormatSamples(
+                    fmt,
+                    tuple(ours),
+                    size,
+                    ref_name,
+                    tuple(refs),
+                    ref_size,
+                    tuple(cpu),
+                    tuple(ref_cpu),
+                )
+            )
     return results
 
 

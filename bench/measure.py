@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import resource
 import statistics
 import subprocess
 import time
@@ -14,9 +15,15 @@ from typing import Any
 
 @dataclass(frozen=True)
 class Sample:
-    """Repeated measurements of one quantity (seconds, bytes or a count)."""
+    """Repeated measurements of one quantity (seconds, bytes or a count), with CPU seconds."""
 
     values: tuple[float, ...]
+    cpu: tuple[float, ...] = ()  # CPU seconds (user + system, all processes) of each run
+
+    @property
+    def cpu_median(self) -> float | None:
+        """The median CPU time, if measured."""
+        return statistics.median(self.cpu) if self.cpu else None
 
     @property
     def median(self) -> float:
@@ -41,6 +48,8 @@ class Sample:
             "max": round(self.high, 6),
             "runs": len(self.values),
             "values": [round(v, 6) for v in self.values],
+            "cpu_median": None if self.cpu_median is None else round(self.cpu_median, 6),
+            "cpu": [round(v, 6) for v in self.cpu],
         }
 
 
@@ -92,21 +101,50 @@ class Row:
         }
 
 
-def repeat(measure: Callable[[], float], runs: int, *, warmup: int = 0) -> Sample:
-    """Call `measure` (which returns one measured value) `warmup` times unrecorded, then `runs` times."""
+Measured = float | tuple[float, float]  # a value, or (wall seconds, CPU seconds)
+
+
+def sample_of(measured: list[Measured]) -> Sample:
+    """A Sample from measured values (with CPU times when every one has them)."""
+    if measured and all(isinstance(m, tuple) for m in measured):
+        pairs = [m for m in measured if isinstance(m, tuple)]
+        return Sample(tuple(w for w, _ in pairs), tuple(c for _, c in pairs))
+    return Sample(tuple(m[0] if isinstance(m, tuple) else m for m in measured))
+
+
+def repeat(measure: Callable[[], Measured], runs: int, *, warmup: int = 0) -> Sample:
+    """Call `measure` (one measured value) `warmup` times unrecorded, then `runs` times."""
     for _ in range(warmup):
         measure()
-    return Sample(tuple(measure() for _ in range(runs)))
+    return sample_of([measure() for _ in range(runs)])
+
+
+def children_cpu() -> float:
+    """CPU seconds used so far by waited-for child processes (and theirs)."""
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+def own_cpu() -> float:
+    """CPU seconds used so far by this process (all threads)."""
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
 
 
 @dataclass(frozen=True)
 class Finished:
-    """A finished command: exit code, output and wall time."""
+    """A finished command: exit code, output, wall time and CPU time (with its children)."""
 
     code: int
     stdout: str
     stderr: str
     seconds: float
+    cpu: float = 0.0
+
+    @property
+    def timing(self) -> tuple[float, float]:
+        """(wall seconds, CPU seconds)."""
+        return self.seconds, self.cpu
 
 
 def run(
@@ -118,6 +156,7 @@ def run(
     stdin: Any = None,
 ) -> Finished:
     """Run a command, capturing its output and timing it (wall clock)."""
+    cpu = children_cpu()
     start = time.perf_counter()
     done = subprocess.run(
         [os.fspath(part) for part in command],
@@ -129,12 +168,13 @@ def run(
         check=False,
     )
     seconds = time.perf_counter() - start
+    cpu = children_cpu() - cpu
     if check and done.returncode != 0:
         raise RuntimeError(
             f"{' '.join(map(str, command))} exited {done.returncode}\n"
             f"--- stdout\n{done.stdout[-4000:]}\n--- stderr\n{done.stderr[-4000:]}"
         )
-    return Finished(done.returncode, done.stdout, done.stderr, seconds)
+    return Finished(done.returncode, done.stdout, done.stderr, seconds, cpu)
 
 
 def human(value: float, unit: str) -> str:

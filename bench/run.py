@@ -34,7 +34,17 @@ def _log(message: str) -> None:
 
 def format_table(rows: list[Row]) -> str:
     """The result table (Markdown, so docs/performance.md can hold it as it is)."""
-    header = ["scenario", "measurement", "median", "min-max", "baseline", "ratio", "target", "met"]
+    header = [
+        "scenario",
+        "measurement",
+        "median",
+        "min-max",
+        "baseline",
+        "ratio",
+        "CPU (baseline)",
+        "target",
+        "met",
+    ]
     lines = [header]
     for row in rows:
         base = "-"
@@ -48,6 +58,7 @@ def format_table(rows: list[Row]) -> str:
                 f"{human(row.sample.low, row.unit)}-{human(row.sample.high, row.unit)}",
                 base,
                 "-" if row.ratio is None else f"{row.ratio:.2f}x",
+                _cpu_cell(row),
                 row.target or "-",
                 {True: "yes", False: "MISSED", None: "-"}[row.met],
             ]
@@ -55,6 +66,14 @@ def format_table(rows: list[Row]) -> str:
     out = ["| " + " | ".join(lines[0]) + " |", "|" + "---|" * len(header)]
     out += ["| " + " | ".join(cell.replace("|", "/") for cell in line) + " |" for line in lines[1:]]
     return "\n".join(out)
+
+
+def _cpu_cell(row: Row) -> str:
+    own = row.sample.cpu_median
+    if own is None:
+        return "-"
+    base = None if row.baseline_sample is None else row.baseline_sample.cpu_median
+    return human(own, "s") + ("" if base is None else f" ({human(base, 's')})")
 
 
 def _machine() -> dict[str, Any]:
