@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import io
 import json
@@ -272,9 +273,18 @@ class VerifiedFiles:
 
     def save(self) -> None:
         """Write the record (atomically; concurrent builds may drop each other's additions)."""
-        if self.path is not None and self.changed:
-            atomic.write_bytes(self.path, json.dumps(self.known).encode("utf-8"))
-            self.changed = False
+        if self.path is None or not self.changed:
+            return
+        # A cache: replaced atomically but not fsynced (losing it only means hashing again).
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}.tmp")
+        try:
+            tmp.write_text(json.dumps(self.known), encoding="utf-8")
+            os.replace(tmp, self.path)
+        except OSError:
+            with contextlib.suppress(OSError):
+                tmp.unlink()
+        self.changed = False
 
 
 def verify_installed(site: Path, verified: VerifiedFiles | None = None) -> dict[str, list[str]]:
@@ -297,8 +307,6 @@ def verify_installed(site: Path, verified: VerifiedFiles | None = None) -> dict[
         dist, path, expected = item
         digest = hashlib.sha256()
         try:
-            if verified.matches(os.stat(path), expected):
-                return None
             with open(path, "rb") as handle:
                 info = os.fstat(handle.fileno())
                 while chunk := handle.read(1 << 20):
@@ -311,6 +319,14 @@ def verify_installed(site: Path, verified: VerifiedFiles | None = None) -> dict[
         verified.add(info, expected)
         return None
 
+    def known(item: tuple[str, Path, str]) -> bool:
+        try:
+            return verified.matches(os.stat(item[1]), item[2])
+        except OSError:
+            return False
+
+    # Answering from the record takes a stat; only the rest is worth a thread each.
+    checks = [item for item in checks if not known(item)] if verified.known else checks
     damaged: dict[str, list[str]] = {}
     with ThreadPoolExecutor(max_workers=os.cpu_count() or 2) as pool:
         for found in pool.map(bad, checks):
