@@ -242,10 +242,13 @@ class VerifiedFiles:
     a file in place changes its mtime, so it is hashed again, like the stat drift checks.
     """
 
+    LIMIT = 100_000  # entries kept; past it, only the files of this build are kept
+
     def __init__(self, path: Path | None, known: dict[str, list[Any]] | None = None) -> None:
         self.path = path
         self.known = known or {}
         self.changed = False
+        self.used: set[str] = set()
 
     @classmethod
     def load(cls, path: Path | None) -> VerifiedFiles:
@@ -264,17 +267,25 @@ class VerifiedFiles:
 
     def matches(self, info: os.stat_result, sha256: str) -> bool:
         """Whether this file (by stat) was verified before with this RECORD hash."""
-        return self.known.get(self._key(info)) == [info.st_size, info.st_mtime_ns, sha256]
+        key = self._key(info)
+        if self.known.get(key) != [info.st_size, info.st_mtime_ns, sha256]:
+            return False
+        self.used.add(key)
+        return True
 
     def add(self, info: os.stat_result, sha256: str) -> None:
         """Remember that this file (by stat) matched this RECORD hash."""
-        self.known[self._key(info)] = [info.st_size, info.st_mtime_ns, sha256]
+        key = self._key(info)
+        self.known[key] = [info.st_size, info.st_mtime_ns, sha256]
+        self.used.add(key)
         self.changed = True
 
     def save(self) -> None:
         """Write the record (atomically; concurrent builds may drop each other's additions)."""
         if self.path is None or not self.changed:
             return
+        if len(self.known) > self.LIMIT:  # files of packages long gone: start over
+            self.known = {key: self.known[key] for key in self.used}
         # A cache: replaced atomically but not fsynced (losing it only means hashing again).
         self.path.parent.mkdir(parents=True, exist_ok=True)
         tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}.tmp")

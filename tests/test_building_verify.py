@@ -73,3 +73,16 @@ def test_missing_and_unreadable_records_start_empty(tmp_path: Path) -> None:
     broken.write_text("{not json")
     assert VerifiedFiles.load(broken).known == {}
     assert VerifiedFiles.load(None).path is None
+
+
+def test_a_record_past_its_limit_keeps_only_the_files_just_used(tmp_path: Path) -> None:
+    site = tmp_path / "site"
+    install(site, {"pkg/__init__.py": b"x = 1\n"})
+    record = tmp_path / "verified.json"
+    stale = {f"0:{n}": [1, 1, "x"] for n in range(VerifiedFiles.LIMIT + 1)}
+    verified = VerifiedFiles(record, dict(stale))
+    assert verify_installed(site, verified) == {}
+    verified.save()
+    kept = VerifiedFiles.load(record).known
+    info = os.stat(site / "pkg" / "__init__.py")
+    assert list(kept) == [f"{info.st_dev}:{info.st_ino}"]
