@@ -10,6 +10,7 @@ import json
 import os
 import shutil
 import sys
+import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -59,10 +60,21 @@ requirements = ["numpy", "python-dateutil", "pytz", "six"]
 )
 
 
+def bench_uv_cache() -> Path:
+    """The benchmarks' own uv cache: kept between runs (warm), next to the scratch folders.
+
+    Its own, because builds hard-link from uv's cache: a test elsewhere on the machine that
+    edits a linked file in place would change the benchmark's build trees mid-run. Next to
+    the scratch folders, because hard links need one filesystem.
+    """
+    return Path(tempfile.gettempdir()) / "stacks-bench-uv-cache"
+
+
 def bench_env() -> dict[str, str]:
     """The environment stacks runs in: like a user's shell, so bytecode caches are written and used."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("STACKS_")}
     env.pop("PYTHONDONTWRITEBYTECODE", None)
+    env["UV_CACHE_DIR"] = str(bench_uv_cache())
     return env
 
 
