@@ -121,8 +121,9 @@ class StacksReporter:
     def live_text(self, now: float | None = None) -> str:
         """The live line: steps running for a while, longest first, with elapsed seconds."""
         now = time.perf_counter() if now is None else now
+        running = dict(self.running)  # a copy: the main thread adds and removes steps
         shown = sorted(
-            (start, name) for name, start in self.running.items() if now - start >= self.LIVE_AFTER
+            (start, name) for name, start in running.items() if now - start >= self.LIVE_AFTER
         )
         if not shown:
             return ""
@@ -136,7 +137,7 @@ class StacksReporter:
 
     def _draw_live(self) -> None:
         # Runtime downloads draw their own progress line: never fight it for the last line.
-        if any(name.startswith("runtime:") for name in self.running):
+        if any(name.startswith("runtime:") for name in dict(self.running)):
             return
         text = self.live_text()
         columns = shutil.get_terminal_size((80, 24)).columns
