@@ -43,6 +43,10 @@ test: $(INSTALLED)
 test-fast: $(INSTALLED)
 	$(BIN)/python -m pytest -m "not slow" $(PYTEST_ARGS)
 
+## bench: the benchmark suite (table + bench/results/latest.json); BENCH_ARGS="--only publish"
+bench: $(INSTALLED)
+	$(BIN)/python -m bench $(BENCH_ARGS)
+
 lint: $(INSTALLED)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .

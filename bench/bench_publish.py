@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import resource
 import shutil
 import subprocess
 import sys
@@ -82,6 +83,69 @@ def bench_tree(
             else:
                 rows.append(BenchRow(fmt, seconds, result.size, *ref))
     return rows
+
+
+@dataclass(frozen=True)
+class FormatSamples:
+    """Repeated timings of one format: ours and the reference pipeline's (seconds), and sizes."""
+
+    fmt: str
+    seconds: tuple[float, ...]
+    size: int
+    reference: str | None = None
+    ref_seconds: tuple[float, ...] = ()
+    ref_size: int | None = None
+    cpu: tuple[float, ...] = ()
+    ref_cpu: tuple[float, ...] = ()
+
+
+def _cpu(who: int) -> float:
+    usage = resource.getrusage(who)
+    return usage.ru_utime + usage.ru_stime
+
+
+def bench_formats(
+    tree: Path, *, layered: bool, runs: int, formats: tuple[str, ...] = ARCHIVE_FORMATS
+) -> list[FormatSamples]:
+    """Like `bench_tree`, `runs` times per format, ours and the reference interleaved."""
+    results = []
+    with tempfile.TemporaryDirectory(prefix="stacks-bench-") as scratch:
+        for fmt in formats:
+            ours: list[float] = []
+            refs: list[float] = []
+            cpu: list[float] = []
+            ref_cpu: list[float] = []
+            size = 0
+            ref_name: str | None = None
+            ref_size: int | None = None
+            for _ in range(runs):
+                archive = Path(scratch) / f"ours.{fmt}"
+                start, start_cpu = time.perf_counter(), _cpu(resource.RUSAGE_SELF)
+                size = write_archive(
+                    tree, archive, root_name=tree.name, fmt=fmt, mtime=MTIME, layered=layered
+                ).size
+                ours.append(time.perf_counter() - start)
+                cpu.append(_cpu(resource.RUSAGE_SELF) - start_cpu)
+                archive.unlink()
+                start_cpu = _cpu(resource.RUSAGE_CHILDREN)
+                ref = _reference(tree, fmt, Path(scratch) / f"reference.{fmt}")
+                if ref is not None:
+                    ref_name, seconds, ref_size = ref
+                    refs.append(seconds)
+                    ref_cpu.append(_cpu(resource.RUSAGE_CHILDREN) - start_cpu)
+            results.append(
+                FormatSamples(
+                    fmt,
+                    tuple(ours),
+                    size,
+                    ref_name,
+                    tuple(refs),
+                    ref_size,
+                    tuple(cpu),
+                    tuple(ref_cpu),
+                )
+            )
+    return results
 
 
 def print_rows(rows: list[BenchRow]) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import io
 import json
@@ -45,6 +46,7 @@ class BuildRequest:
     lower: tuple[LowerLayer, ...]  # sys.path order, runtime last (empty for a runtime)
     runtime_source: Path | None = None  # runtime layers: the provisioned runtime to copy
     platform: str = "linux_x86_64"
+    verified_files: Path | None = None  # the project's record of files already checked
 
     @property
     def python_xy(self) -> str:
@@ -68,13 +70,19 @@ def build_layer(request: BuildRequest) -> TreeManifest:
         _remove_scripts(stage, request)
         _link_dynlibs(request, stage)
         _write_layer_metadata(request, stage)
-    # The smoke check runs on the final folder: the venv's paths must be the real ones.
-    try:
-        smoke_check(request)
-    except BuildError:
-        atomic.remove_tree(target)
-        raise
-    return scan_tree(target, skip=skip_bytecode)
+    # The smoke check runs on the final folder: the venv's paths must be the real ones. Its
+    # interpreter (which writes nothing: -B) runs while this process hashes the tree.
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="stacks-scan") as pool:
+        scanning = pool.submit(scan_tree, target, skip=skip_bytecode)
+        try:
+            smoke_check(request)
+        except BuildError:
+            scanning.exception()  # wait for the scan before removing what it reads
+            atomic.remove_tree(target)
+            raise
+        return scanning.result()
 
 
 # ---------------------------------------------------------------- runtime layers
@@ -205,14 +213,17 @@ def _uv_install(request: BuildRequest, python: Path) -> None:
     """
     _run_uv_install(request, python)
     site = python.parent.parent / request.site_dir
-    damaged = verify_installed(site)
+    verified = VerifiedFiles.load(request.verified_files)
+    damaged = verify_installed(site, verified)
     if not damaged:
+        verified.save()
         return
     _run_uv(
         request, ["cache", "clean", *sorted(damaged)], "cleaning damaged packages from uv's cache"
     )
     _run_uv_install(request, python, reinstall=sorted(damaged))
-    still = verify_installed(site)
+    still = verify_installed(site, verified)
+    verified.save()
     if still:
         details = "; ".join(
             f"{dist}: {', '.join(files[:3])}" for dist, files in sorted(still.items())
@@ -223,11 +234,77 @@ def _uv_install(request: BuildRequest, python: Path) -> None:
         )
 
 
-def verify_installed(site: Path) -> dict[str, list[str]]:
+class VerifiedFiles:
+    """Files already found to match their RECORD sha256, by inode, size and mtime.
+
+    Installed files are hard links into uv's cache, so every layer (and every rebuild) with
+    the same package holds the same inodes: each is hashed once, not once per build. Editing
+    a file in place changes its mtime, so it is hashed again, like the stat drift checks.
+    """
+
+    LIMIT = 100_000  # entries kept; past it, only the files of this build are kept
+
+    def __init__(self, path: Path | None, known: dict[str, list[Any]] | None = None) -> None:
+        self.path = path
+        self.known = known or {}
+        self.changed = False
+        self.used: set[str] = set()
+
+    @classmethod
+    def load(cls, path: Path | None) -> VerifiedFiles:
+        """The record at `path` (empty if missing or unreadable; None: remember nothing)."""
+        if path is None:
+            return cls(None)
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            data = {}
+        return cls(path, data if isinstance(data, dict) else {})
+
+    @staticmethod
+    def _key(info: os.stat_result) -> str:
+        return f"{info.st_dev}:{info.st_ino}"
+
+    def matches(self, info: os.stat_result, sha256: str) -> bool:
+        """Whether this file (by stat) was verified before with this RECORD hash."""
+        key = self._key(info)
+        if self.known.get(key) != [info.st_size, info.st_mtime_ns, sha256]:
+            return False
+        self.used.add(key)
+        return True
+
+    def add(self, info: os.stat_result, sha256: str) -> None:
+        """Remember that this file (by stat) matched this RECORD hash."""
+        key = self._key(info)
+        self.known[key] = [info.st_size, info.st_mtime_ns, sha256]
+        self.used.add(key)
+        self.changed = True
+
+    def save(self) -> None:
+        """Write the record (atomically; concurrent builds may drop each other's additions)."""
+        if self.path is None or not self.changed:
+            return
+        if len(self.known) > self.LIMIT:  # files of packages long gone: start over
+            self.known = {key: self.known[key] for key in self.used}
+        # A cache: replaced atomically but not fsynced (losing it only means hashing again).
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}.tmp")
+        try:
+            tmp.write_text(json.dumps(self.known), encoding="utf-8")
+            os.replace(tmp, self.path)
+        except OSError:
+            with contextlib.suppress(OSError):
+                tmp.unlink()
+        self.changed = False
+
+
+def verify_installed(site: Path, verified: VerifiedFiles | None = None) -> dict[str, list[str]]:
     """Installed files whose sha256 differs from their RECORD entry, by distribution name."""
     import base64
     import hashlib
     from concurrent.futures import ThreadPoolExecutor
+
+    verified = verified or VerifiedFiles(None)
 
     checks: list[tuple[str, Path, str]] = []
     for record in site.glob("*.dist-info/RECORD"):
@@ -242,13 +319,25 @@ def verify_installed(site: Path) -> dict[str, list[str]]:
         digest = hashlib.sha256()
         try:
             with open(path, "rb") as handle:
+                info = os.fstat(handle.fileno())
                 while chunk := handle.read(1 << 20):
                     digest.update(chunk)
         except OSError:
             return dist, f"{path.name} (missing)"
         actual = base64.urlsafe_b64encode(digest.digest()).rstrip(b"=").decode("ascii")
-        return None if actual == expected else (dist, path.name)
+        if actual != expected:
+            return dist, path.name
+        verified.add(info, expected)
+        return None
 
+    def known(item: tuple[str, Path, str]) -> bool:
+        try:
+            return verified.matches(os.stat(item[1]), item[2])
+        except OSError:
+            return False
+
+    # Answering from the record takes a stat; only the rest is worth a thread each.
+    checks = [item for item in checks if not known(item)] if verified.known else checks
     damaged: dict[str, list[str]] = {}
     with ThreadPoolExecutor(max_workers=os.cpu_count() or 2) as pool:
         for found in pool.map(bad, checks):
@@ -500,8 +589,10 @@ def expected_packages(
     return sorted(set(found))
 
 
+# Reads dist-info folder names instead of importing importlib.metadata (~35 ms per start);
+# like importlib.metadata.version, the first distribution of a name on sys.path wins.
 _SMOKE = r"""
-import importlib.metadata, importlib.util, json, os, sys
+import json, os, sys
 expected_paths, packages, launch = json.loads(sys.argv[1])
 norm = [os.path.normcase(os.path.realpath(p)) for p in sys.path]
 positions = []
@@ -513,16 +604,45 @@ if -1 in positions:
     problems.append("missing from sys.path: " + ", ".join(p for p, i in zip(expected_paths, positions) if i < 0))
 elif positions != sorted(positions):
     problems.append("sys.path order is wrong: " + " | ".join(sys.path))
-for name, version in packages:
+
+def canonical(name):
+    name = name.lower().replace("_", "-").replace(".", "-")
+    while "--" in name:
+        name = name.replace("--", "-")
+    return name
+
+def metadata_version(folder):
     try:
-        found = importlib.metadata.version(name)
-    except importlib.metadata.PackageNotFoundError:
-        problems.append(f"package {name} {version} is not importable (no metadata found)")
+        with open(os.path.join(folder, "METADATA"), encoding="utf-8", errors="replace") as handle:
+            for line in handle:
+                if line.startswith("Version:"):
+                    return line.partition(":")[2].strip()
+                if not line.strip():
+                    break
+    except OSError:
+        pass
+    return None
+
+installed = {}
+for entry in sys.path if packages else ():
+    try:
+        names = sorted(os.listdir(entry or "."))
+    except OSError:
         continue
-    if version and found != version:
-        problems.append(f"package {name}: expected {version}, found {found}")
-if launch and importlib.util.find_spec(launch) is None:
-    problems.append(f"launch module {launch} cannot be imported")
+    for name in names:
+        if name.endswith(".dist-info") and "-" in name:
+            dist, _, version = name[: -len(".dist-info")].rpartition("-")
+            installed.setdefault(canonical(dist), (os.path.join(entry or ".", name), version))
+for name, version in packages:
+    found = installed.get(canonical(name))
+    if found is None:
+        problems.append(f"package {name} {version} is not importable (no metadata found)")
+    elif version and found[1] != version and metadata_version(found[0]) != version:
+        problems.append(f"package {name}: expected {version}, found {metadata_version(found[0]) or found[1]}")
+if launch:
+    import importlib.util
+    if importlib.util.find_spec(launch) is None:
+        problems.append(f"launch module {launch} cannot be imported")
 print(json.dumps({"problems": problems, "executable": sys.executable, "prefix": sys.prefix}))
 """
 

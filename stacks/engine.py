@@ -5,8 +5,10 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import shutil
 import signal
 import sys
+import threading
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
@@ -78,9 +80,16 @@ class RunResult:
 
 
 class StacksReporter:
-    """A doit reporter: a line per task step with its duration, plain when not on a terminal."""
+    """A doit reporter: a line per finished task step with its duration.
+
+    On a terminal it also says when a step starts and keeps a live `running: ...` line
+    (steps and their elapsed time) at the bottom while steps run; elsewhere (CI logs,
+    pipes) it prints plain lines only, with no glyphs, colours or carriage returns.
+    """
 
     desc = "stacks console output"
+    LIVE_AFTER = 1.0  # seconds a step runs before the live line shows it
+    LIVE_EVERY = 0.5  # seconds between live line updates
 
     def __init__(
         self, stream: TextIO | None = None, *, verbose: int = 0, quiet: bool = False
@@ -90,12 +99,71 @@ class StacksReporter:
         self.quiet = quiet
         self.results: dict[str, TaskResult] = {}
         self.started: dict[str, float] = {}
+        self.running: dict[str, float] = {}
         self.runtime_errors: list[str] = []
         self.tty = self.stream.isatty()
+        self._lock = threading.Lock()
+        self._live_shown = False
+        self._ticker: threading.Thread | None = None
+        self._stop = threading.Event()
+
+    def _write(self, text: str) -> None:
+        with self._lock:
+            self._clear_live()
+            self.stream.write(text)
+            self.stream.flush()
 
     def _say(self, text: str) -> None:
         if not self.quiet:
-            self.stream.write(text + "\n")
+            self._write(text + "\n")
+
+    # the live line (terminals only)
+    def live_text(self, now: float | None = None) -> str:
+        """The live line: steps running for a while, longest first, with elapsed seconds."""
+        now = time.perf_counter() if now is None else now
+        running = dict(self.running)  # a copy: the main thread adds and removes steps
+        shown = sorted(
+            (start, name) for name, start in running.items() if now - start >= self.LIVE_AFTER
+        )
+        if not shown:
+            return ""
+        parts = [f"{name} ({now - start:.0f} s)" for start, name in shown]
+        return "running: " + ", ".join(parts)
+
+    def _clear_live(self) -> None:
+        if self._live_shown:
+            self.stream.write("\r\x1b[K")
+            self._live_shown = False
+
+    def _draw_live(self) -> None:
+        # Runtime downloads draw their own progress line: never fight it for the last line.
+        if any(name.startswith("runtime:") for name in dict(self.running)):
+            return
+        text = self.live_text()
+        columns = shutil.get_terminal_size((80, 24)).columns
+        with self._lock:
+            self._clear_live()
+            if text:
+                self.stream.write(text[: max(10, columns - 1)])
+                self.stream.flush()
+                self._live_shown = True
+
+    def _tick(self) -> None:
+        while not self._stop.wait(self.LIVE_EVERY):
+            self._draw_live()
+
+    def _start_ticker(self) -> None:
+        if self.tty and not self.quiet and self._ticker is None:
+            self._ticker = threading.Thread(target=self._tick, name="stacks-live", daemon=True)
+            self._ticker.start()
+
+    def _stop_ticker(self) -> None:
+        if self._ticker is not None:
+            self._stop.set()
+            self._ticker.join()
+            self._ticker = None
+        with self._lock:
+            self._clear_live()
             self.stream.flush()
 
     # doit's reporter interface
@@ -108,20 +176,28 @@ class StacksReporter:
     def execute_task(self, task: Any) -> None:
         if not task.actions or ":" not in task.name:
             return
-        self.started[task.name] = time.perf_counter()
-        self._say(f"{'▶' if self.tty else '>'} {task.name} ...")
+        self.started[task.name] = self.running[task.name] = time.perf_counter()
+        # Started here, not in initialize(): with -n N doit forks its workers after
+        # initialize(), and forking a process that runs a thread can deadlock the child.
+        self._start_ticker()
+        if self.tty or self.verbose:
+            self._say(f"{'▶' if self.tty else '>'} {task.name} ...")
+
+    def _finished(self, task: Any) -> float:
+        self.running.pop(task.name, None)
+        return time.perf_counter() - self.started.get(task.name, time.perf_counter())
 
     def add_success(self, task: Any) -> None:
         if ":" not in task.name:
             return
-        seconds = time.perf_counter() - self.started.get(task.name, time.perf_counter())
+        seconds = self._finished(task)
         self.results[task.name] = TaskResult(task.name, "ran", seconds)
         self._say(f"{'✓' if self.tty else 'ok'} {task.name} ({seconds:.1f} s)")
 
     def add_failure(self, task: Any, fail: Any) -> None:
         if ":" not in task.name:
             return
-        seconds = time.perf_counter() - self.started.get(task.name, time.perf_counter())
+        seconds = self._finished(task)
         if task.name not in self.started:
             message = self._not_run_reason(fail)
             self.results[task.name] = TaskResult(task.name, "not-run", 0.0, message)
@@ -130,10 +206,7 @@ class StacksReporter:
         message = _failure_message(fail)
         self.results[task.name] = TaskResult(task.name, "failed", seconds, message)
         indented = "\n".join("    " + line for line in message.splitlines())
-        self.stream.write(
-            f"{'✗' if self.tty else 'FAILED'} {task.name} ({seconds:.1f} s)\n{indented}\n"
-        )
-        self.stream.flush()
+        self._write(f"{'✗' if self.tty else 'FAILED'} {task.name} ({seconds:.1f} s)\n{indented}\n")
 
     def _not_run_reason(self, fail: Any) -> str:
         """Why a task never started: the tasks it needs that failed (or did not run themselves)."""
@@ -156,7 +229,7 @@ class StacksReporter:
             self.results[task.name] = TaskResult(task.name, "not-run", error="ignored")
 
     def cleanup_error(self, exception: Any) -> None:
-        self.stream.write(str(exception) + "\n")
+        self._write(str(exception) + "\n")
 
     def runtime_error(self, msg: str) -> None:
         self.runtime_errors.append(msg)
@@ -165,6 +238,7 @@ class StacksReporter:
         pass
 
     def complete_run(self) -> None:
+        self._stop_ticker()
         for message in self.runtime_errors:
             self.stream.write(f"error: {message.strip()}\n")
 

@@ -44,8 +44,11 @@ INJECTED_POSTINSTALL = Path(__file__).parent / "_injected" / "postinstall.py"
 METADATA_DIR = "__stacks__"
 
 XZ_PRESET = 6
-XZ_CHUNK_SIZE = 8 << 20  # the preset-6 dictionary size: larger chunks gain little
-ZSTD_LEVEL = 10
+# 4 MiB: xz preset 6 compresses ~15% faster per byte than with 8 MiB chunks (less history
+# to search) for ~1% more size, and small layers still split across all cores.
+XZ_CHUNK_SIZE = 4 << 20
+# 6: within ~3% of level 10's size at about half its CPU time (measured on a runtime layer).
+ZSTD_LEVEL = 6
 GZIP_LEVEL = 6
 _COPY_CHUNK = 1 << 20
 _ZIP_EPOCH = 315532800  # 1980-01-01T00:00:00Z, the earliest date a zip entry can hold
@@ -395,6 +398,7 @@ def export_layer(tree: Path, target: Path, *, layered: bool, symlinks: bool = Tr
                 _export_entry(
                     entry, staging / entry.name, same_device=same_device, symlinks=symlinks
                 )
+            _export_bytecode(Path(os.path.abspath(tree)), staging, same_device=same_device)
     except OSError as exc:
         raise PublishError(
             f"cannot export {tree} to {target}: {exc}",
@@ -430,6 +434,40 @@ def _export_entry(entry: LayerEntry, dest: Path, *, same_device: bool, symlinks:
             shutil.copy2(entry.source, dest)
     else:
         shutil.copy2(entry.source, dest)
+
+
+def _export_bytecode(tree: Path, staging: Path, *, same_device: bool) -> None:
+    """Link the build tree's bytecode next to the exported sources it was compiled from.
+
+    The runtime's stdlib is precompiled; without this, postinstall recompiles all of it for
+    every export. A .pyc records its source's mtime and size, and exported sources are hard
+    links (or mtime-preserving copies), so linked bytecode is valid and postinstall skips it;
+    bytecode of a source postinstall rewrites (sitecustomize.py) no longer matches and is
+    recompiled. Like sources, .pyc files are never modified in place (always replaced).
+    """
+    for dirpath, dirnames, _ in os.walk(tree):
+        if "__pycache__" not in dirnames:
+            continue
+        dirnames.remove("__pycache__")
+        exported = staging / os.path.relpath(dirpath, tree)
+        if not exported.is_dir() or exported.is_symlink():
+            continue  # not exported (bin/ of a layered env, hidden folders)
+        with os.scandir(os.path.join(dirpath, "__pycache__")) as scan:
+            compiled = [
+                e for e in scan if e.name.endswith(".pyc") and e.is_file(follow_symlinks=False)
+            ]
+        if not compiled:
+            continue
+        (exported / "__pycache__").mkdir(exist_ok=True)
+        for entry in compiled:
+            dest = exported / "__pycache__" / entry.name
+            if same_device:
+                try:
+                    os.link(entry.path, dest)
+                    continue
+                except OSError:
+                    pass
+            shutil.copy2(entry.path, dest)
 
 
 def _run_postinstall(layer: Path, *, symlinks: bool) -> None:

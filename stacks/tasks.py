@@ -23,7 +23,7 @@ from .spec import LayerKind, LayerSpec, StackSpec
 
 STEPS = ("runtime", "lock", "build", "archive", "export")
 # Bump when the layout a step produces changes, so old outputs are redone.
-_STEP_FORMATS = {"runtime": 1, "build": 1, "archive": 1, "export": 1}
+_STEP_FORMATS = {"runtime": 2, "build": 1, "archive": 1, "export": 1}
 
 
 @dataclass(frozen=True, repr=False)
@@ -363,6 +363,7 @@ def build_request(ctx: RunContext, env_name: str) -> Any:
         lower=lower,
         runtime_source=ctx.runtime_dir(env_name) if layer.kind is LayerKind.RUNTIME else None,
         platform=ctx.platform_tag,
+        verified_files=ctx.cache_dir / "verified-files.json",
     )
 
 

@@ -377,3 +377,32 @@ def test_write_stack_metadata(tmp_path: Path) -> None:
     assert manifest.read_text().endswith("}\n")
     single = tmp_path / "__stacks__" / "env_metadata" / "cpython-3.12-linux_x86_64.json"
     assert json.loads(single.read_text()) == layers[1]
+
+
+def test_export_links_valid_build_bytecode_and_recompiles_the_rest(
+    template: Path, tmp_path: Path
+) -> None:
+    build = tmp_path / "build"
+    shutil.copytree(template, build, symlinks=True)
+    stdlib = build / RUNTIME / "lib" / "python3.12"
+    python = build / RUNTIME / "bin" / "python3.12"
+    subprocess.run([python, "-I", "-m", "compileall", "-q", stdlib / "json"], check=True)
+    # sitecustomize.py is regenerated on export: its build bytecode no longer matches.
+    subprocess.run(
+        [python, "-I", "-m", "compileall", "-q", build / APP / SITE / "sitecustomize.py"],
+        check=True,
+    )
+    export = tmp_path / "export"
+    export_stack(build, export)
+    compiled = "__pycache__/__init__.cpython-312.pyc"
+    assert os.stat(export / RUNTIME / "lib/python3.12/json" / compiled).st_ino == (
+        os.stat(stdlib / "json" / compiled).st_ino
+    )
+    site_cache = "__pycache__/sitecustomize.cpython-312.pyc"
+    assert (export / APP / SITE / site_cache).read_bytes() != (
+        build / APP / SITE / site_cache
+    ).read_bytes()
+    fake = f"{SITE}/fwpkg/__pycache__/__init__.cpython-312.pyc"  # not valid bytecode
+    assert (export / FRAMEWORK / fake).read_bytes() != (build / FRAMEWORK / fake).read_bytes()
+    assert not (export / FRAMEWORK / SITE / "stray.pyc").exists()
+    assert_runs_from(run_app(export / APP / "bin" / "python"), export)

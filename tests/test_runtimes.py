@@ -557,9 +557,16 @@ def check_runtime_shape(root: Path, xy: str) -> None:
     assert list((root / "lib" / f"python{xy}" / "site-packages").iterdir()) == []
     assert (root / "lib" / f"python{xy}" / "os.py").is_file()
     assert not (root / "share").exists()
+    # The stdlib's own bytecode is precompiled (for the runtime's version); nothing else.
+    tag = f"cpython-{xy.replace('.', '')}"
+    assert (root / "lib" / f"python{xy}" / "__pycache__" / f"os.{tag}.pyc").is_file()
     for path in root.rglob("*"):
         rel = path.relative_to(root).parts
-        assert "__pycache__" not in rel and not path.name.endswith((".pyc", ".a", ".o")), rel
+        if "__pycache__" in rel:
+            assert rel[:2] == ("lib", f"python{xy}") and "site-packages" not in rel, rel
+            assert path.is_dir() or path.name.endswith(f".{tag}.pyc"), rel
+            continue
+        assert not path.name.endswith((".pyc", ".a", ".o")), rel
         assert not {"test", "tests", "idle_test"} & set(rel), rel
 
 

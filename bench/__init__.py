@@ -1,0 +1,1 @@
+"""stacks' benchmark suite (`python -m bench`, `make bench`) and its helpers."""

@@ -1,0 +1,81 @@
+"""The build smoke check's script, run by a real interpreter against its own sys.path."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from stacks.building import _SMOKE
+
+
+def smoke(
+    packages: list[list[str]],
+    *,
+    paths: list[str] | None = None,
+    launch: str | None = None,
+    first: Path | None = None,
+) -> Any:
+    """Run the smoke script with this Python (`first` put at the front of sys.path); return its report."""
+    code = _SMOKE if first is None else f"import sys; sys.path.insert(0, {str(first)!r})\n{_SMOKE}"
+    argument = json.dumps([paths or [], packages, launch])
+    done = subprocess.run(
+        [sys.executable, "-c", code, argument], capture_output=True, text=True, check=True
+    )
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def dist_info(folder: Path, name: str, version: str) -> None:
+    """A minimal installed distribution's metadata folder."""
+    meta = folder / f"{name}-{version}.dist-info"
+    meta.mkdir(parents=True)
+    (meta / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {name}\nVersion: {version}\n\n")
+
+
+def test_installed_packages_pass() -> None:
+    assert smoke([["pytest", pytest.__version__]])["problems"] == []
+
+
+def test_names_match_in_any_spelling(tmp_path: Path) -> None:
+    dist_info(tmp_path, "my_dotted.pkg", "1.0")
+    report = smoke([["My-Dotted_Pkg", "1.0"], ["my.dotted.pkg", "1.0"]], first=tmp_path)
+    assert report["problems"] == []
+
+
+def test_a_missing_package_is_reported() -> None:
+    report = smoke([["no-such-distribution", "1.0"]])
+    assert report["problems"] == [
+        "package no-such-distribution 1.0 is not importable (no metadata found)"
+    ]
+
+
+def test_a_wrong_version_is_reported_with_the_installed_one() -> None:
+    report = smoke([["pytest", "0.0.1"]])
+    assert report["problems"] == [f"package pytest: expected 0.0.1, found {pytest.__version__}"]
+
+
+def test_the_first_distribution_on_sys_path_wins(tmp_path: Path) -> None:
+    dist_info(tmp_path, "pytest", "0.0.2")
+    assert smoke([["pytest", "0.0.2"]], first=tmp_path)["problems"] == []
+
+
+def test_a_version_spelled_differently_is_read_from_metadata(tmp_path: Path) -> None:
+    dist_info(tmp_path, "oddpkg", "1.0")
+    meta = tmp_path / "oddpkg-1.0.dist-info"
+    meta.rename(tmp_path / "oddpkg-1.0.0.dist-info")
+    assert smoke([["oddpkg", "1.0"]], first=tmp_path)["problems"] == []
+
+
+def test_sys_path_order_and_launch_module_are_checked(tmp_path: Path) -> None:
+    report = smoke([], paths=[str(tmp_path)], launch="no_such_module_here")
+    assert report["problems"] == [
+        f"missing from sys.path: {tmp_path}",
+        "launch module no_such_module_here cannot be imported",
+    ]
+    assert smoke([], paths=[sys.path[-1], sys.path[1]])["problems"][0].startswith(
+        "sys.path order is wrong"
+    )

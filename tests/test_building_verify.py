@@ -1,0 +1,88 @@
+"""verify_installed: installed files against their RECORD, each unchanged file hashed once."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import os
+from pathlib import Path
+
+from stacks.building import VerifiedFiles, verify_installed
+
+
+def record_hash(data: bytes) -> str:
+    """The RECORD form of a sha256."""
+    return base64.urlsafe_b64encode(hashlib.sha256(data).digest()).rstrip(b"=").decode("ascii")
+
+
+def install(site: Path, files: dict[str, bytes]) -> None:
+    """A fake installed distribution `pkg` with a RECORD listing `files`."""
+    rows = []
+    for name, data in files.items():
+        (site / name).parent.mkdir(parents=True, exist_ok=True)
+        (site / name).write_bytes(data)
+        rows.append(f"{name},sha256={record_hash(data)},{len(data)}")
+    meta = site / "pkg-1.0.dist-info"
+    meta.mkdir(parents=True, exist_ok=True)
+    (meta / "RECORD").write_text("\n".join([*rows, "pkg-1.0.dist-info/RECORD,,"]) + "\n")
+
+
+def test_matching_files_are_remembered_and_survive_a_reload(tmp_path: Path) -> None:
+    site = tmp_path / "site"
+    install(site, {"pkg/__init__.py": b"x = 1\n", "pkg/data.bin": b"\0" * 100})
+    record = tmp_path / "verified.json"
+    verified = VerifiedFiles.load(record)
+    assert verify_installed(site, verified) == {}
+    verified.save()
+    again = VerifiedFiles.load(record)
+    info = os.stat(site / "pkg" / "__init__.py")
+    assert again.matches(info, record_hash(b"x = 1\n"))
+    assert not again.matches(info, record_hash(b"something else"))
+
+
+def test_a_file_edited_in_place_after_verification_is_caught(tmp_path: Path) -> None:
+    site = tmp_path / "site"
+    install(site, {"pkg/__init__.py": b"x = 1\n"})
+    verified = VerifiedFiles.load(tmp_path / "verified.json")
+    assert verify_installed(site, verified) == {}
+    victim = site / "pkg" / "__init__.py"
+    before = victim.stat().st_mtime_ns
+    with open(victim, "r+b") as handle:  # same inode, new content
+        handle.write(b"y")
+    os.utime(victim, ns=(before + 1_000_000, before + 1_000_000))
+    assert verify_installed(site, verified) == {"pkg": ["__init__.py"]}
+
+
+def test_a_hard_link_to_a_verified_file_is_not_hashed_again(tmp_path: Path) -> None:
+    site = tmp_path / "site"
+    install(site, {"pkg/__init__.py": b"x = 1\n"})
+    verified = VerifiedFiles.load(tmp_path / "verified.json")
+    assert verify_installed(site, verified) == {}
+    other = tmp_path / "other"
+    install(other, {"pkg/__init__.py": b"x = 1\n"})
+    (other / "pkg" / "__init__.py").unlink()
+    os.link(site / "pkg" / "__init__.py", other / "pkg" / "__init__.py")
+    verified.changed = False
+    assert verify_installed(other, verified) == {}
+    assert not verified.changed  # answered from the record: nothing new to remember
+
+
+def test_missing_and_unreadable_records_start_empty(tmp_path: Path) -> None:
+    assert VerifiedFiles.load(tmp_path / "absent.json").known == {}
+    broken = tmp_path / "broken.json"
+    broken.write_text("{not json")
+    assert VerifiedFiles.load(broken).known == {}
+    assert VerifiedFiles.load(None).path is None
+
+
+def test_a_record_past_its_limit_keeps_only_the_files_just_used(tmp_path: Path) -> None:
+    site = tmp_path / "site"
+    install(site, {"pkg/__init__.py": b"x = 1\n"})
+    record = tmp_path / "verified.json"
+    stale = {f"0:{n}": [1, 1, "x"] for n in range(VerifiedFiles.LIMIT + 1)}
+    verified = VerifiedFiles(record, dict(stale))
+    assert verify_installed(site, verified) == {}
+    verified.save()
+    kept = VerifiedFiles.load(record).known
+    info = os.stat(site / "pkg" / "__init__.py")
+    assert list(kept) == [f"{info.st_dev}:{info.st_ino}"]

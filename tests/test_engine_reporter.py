@@ -1,0 +1,77 @@
+"""StacksReporter: plain lines off a terminal, start lines and a live line on one."""
+
+from __future__ import annotations
+
+import io
+from types import SimpleNamespace
+
+from stacks.engine import StacksReporter
+
+
+class Terminal(io.StringIO):
+    """A text stream that says it is a terminal."""
+
+    def isatty(self) -> bool:
+        return True
+
+
+def task(name: str) -> SimpleNamespace:
+    """The little of a doit task the reporter reads."""
+    return SimpleNamespace(name=name, actions=[object()])
+
+
+def test_off_a_terminal_only_finished_steps_are_printed_plainly() -> None:
+    stream = io.StringIO()
+    reporter = StacksReporter(stream)
+    reporter.execute_task(task("build:app"))
+    reporter.add_success(task("build:app"))
+    reporter.execute_task(task("lock:fw"))
+    reporter.add_failure(task("lock:fw"), SimpleNamespace(get_msg=lambda: "no wheels"))
+    reporter.complete_run()
+    lines = stream.getvalue().splitlines()
+    assert lines[0].startswith("ok build:app (")
+    assert lines[1].startswith("FAILED lock:fw (")
+    assert lines[2] == "    no wheels"
+    assert len(lines) == 3
+    assert "\r" not in stream.getvalue() and "\x1b" not in stream.getvalue()
+    assert reporter.results["build:app"].status == "ran"
+    assert reporter.results["lock:fw"].status == "failed"
+
+
+def test_verbose_off_a_terminal_also_says_when_steps_start() -> None:
+    stream = io.StringIO()
+    reporter = StacksReporter(stream, verbose=1)
+    reporter.execute_task(task("build:app"))
+    reporter.complete_run()
+    assert stream.getvalue() == "> build:app ...\n"
+
+
+def test_the_live_line_lists_steps_running_for_a_while_longest_first() -> None:
+    reporter = StacksReporter(Terminal())
+    reporter.running = {"build:a": 100.0, "build:b": 95.0, "lock:c": 104.5}
+    assert reporter.live_text(now=105.0) == "running: build:b (10 s), build:a (5 s)"
+    reporter.running = {"lock:c": 104.5}
+    assert reporter.live_text(now=105.0) == ""
+
+
+def test_on_a_terminal_the_live_line_is_cleared_before_other_output() -> None:
+    stream = Terminal()
+    reporter = StacksReporter(stream)
+    reporter.execute_task(task("build:app"))
+    reporter.running["build:app"] -= 5  # as if it had been running for five seconds
+    reporter._draw_live()
+    assert stream.getvalue().endswith("running: build:app (5 s)")
+    reporter.add_success(task("build:app"))
+    reporter.complete_run()
+    last = stream.getvalue().rsplit("running: build:app (5 s)", 1)[1]
+    assert last.startswith("\r\x1b[K✓ build:app (")
+    assert reporter._ticker is None
+
+
+def test_quiet_prints_failures_only() -> None:
+    stream = Terminal()
+    reporter = StacksReporter(stream, quiet=True)
+    reporter.execute_task(task("build:app"))
+    reporter.add_success(task("build:app"))
+    reporter.complete_run()
+    assert stream.getvalue() == ""
