@@ -12,10 +12,10 @@ import sys
 from pathlib import Path
 
 from doit import get_var
-from stacks.locking import LockOptions
 
 from stacks.engine import doit_config, project_lock
 from stacks.errors import StacksError
+from stacks.locking import LockOptions
 from stacks.spec import load_spec
 from stacks.tasks import (
     RunContext,
