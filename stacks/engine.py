@@ -334,6 +334,46 @@ def sigterm_as_interrupt() -> Iterator[None]:
         signal.signal(signal.SIGTERM, previous)
 
 
+_WORKERS_PREPARED: list[int] = []
+
+
+def prepare_workers() -> None:
+    """Make processes forked from here (doit's workers) stop once, quietly, and with their parent.
+
+    A worker ignores Ctrl-C (the terminal sends it to the whole group; the main process then
+    stops its workers with SIGTERM), turns the first SIGTERM into KeyboardInterrupt (so the
+    step removes its temporary folder) and ignores any later one (a second signal during
+    that clean-up would only print a traceback). On Linux it also gets SIGTERM when the main
+    process dies: without that, a `kill -9` of stacks leaves workers that finish their task
+    next to the rerun and then wait forever for work from a parent that is gone.
+    """
+    if os.name != "posix" or _WORKERS_PREPARED:
+        return
+    parent = os.getpid()
+    _WORKERS_PREPARED.append(parent)
+
+    def _stop_once(signum: int, frame: Any) -> None:
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        raise KeyboardInterrupt
+
+    def _in_child() -> None:
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        signal.signal(signal.SIGTERM, _stop_once)
+        if not sys.platform.startswith("linux"):
+            return
+        import ctypes
+
+        try:
+            libc = ctypes.CDLL(None, use_errno=True)
+            libc.prctl(1, signal.SIGTERM, 0, 0, 0)  # 1 = PR_SET_PDEATHSIG
+        except (OSError, AttributeError):
+            return
+        if os.getppid() != parent:  # the parent died before prctl took effect
+            os.kill(os.getpid(), signal.SIGTERM)
+
+    os.register_at_fork(after_in_child=_in_child)
+
+
 # ---------------------------------------------------------------- planning (no doit needed)
 
 
@@ -419,6 +459,8 @@ def run_tasks(
             result = RunResult([TaskResult(p.task, "up-to-date") for p in planned], 0)
         else:
             config = doit_config(ctx, reporter=reporter, jobs=jobs)
+            if jobs > 1:
+                prepare_workers()
             main = _doit_main(_loader(ctx, config))
             code = main.run(["run", *wanted])
             names = [p.task for p in planned]
