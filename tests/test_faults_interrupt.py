@@ -1,0 +1,240 @@
+"""Kill `stacks` for real (SIGKILL, SIGTERM, SIGINT) at random moments of lock, build, publish
+and export; the rerun must always complete, and the final outputs must be byte-identical to an
+uninterrupted run. After every kill, every task the planner calls up to date must have exactly
+the reference output: an interrupted output is never treated as finished.
+
+The seed is random unless STACKS_FAULT_SEED is set; it is printed (run with -s to see the kill
+log as it happens) and repeated in any failure message, so a failing run can be replayed.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import shutil
+import signal
+import subprocess
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+from faults import diff, end_group, make_small_project, run_timed, snapshot, start_stacks
+from stackrun import REPO
+
+pytestmark = pytest.mark.slow
+
+# (CLI command, kills) per step; every round of 1-3 kills ends with a completing rerun.
+STEPS = (("lock", 6), ("build", 6), ("publish", 4), ("export", 5))
+SIGNALS = (signal.SIGKILL, signal.SIGTERM, signal.SIGINT)
+
+
+@dataclass
+class Kill:
+    """One interruption: which step, which signal, how long after the start."""
+
+    step: str
+    signal: str
+    delay: float
+    exit_code: int
+    finished_first: bool  # the run ended on its own before the signal arrived
+
+    def __str__(self) -> str:
+        ended = "finished before the signal" if self.finished_first else f"exit {self.exit_code}"
+        return f"{self.step:8} {self.signal:8} after {self.delay:6.3f} s: {ended}"
+
+
+class Project:
+    """The small stack in one folder, with the outputs of each step located."""
+
+    def __init__(self, spec: Path) -> None:
+        self.spec = spec
+        self.root = spec.parent
+        self.cache = self.root / "cache"
+
+    def outputs(self) -> dict[str, dict[str, str]]:
+        """Snapshots of every output folder."""
+        return {
+            "requirements": snapshot(self.root / "requirements"),
+            "build": snapshot(self.cache / "build"),
+            "artifacts": snapshot(self.root / "_artifacts"),
+            "export": snapshot(self.root / "_export"),
+        }
+
+    def reset(self, step: str) -> None:
+        """Remove a step's outputs and stamps so the next run has all of it to do again."""
+        stamps = self.cache / "stamps"
+        doomed = {
+            "lock": [self.root / "requirements"],
+            "build": [self.cache / "build", stamps / "build"],
+            "publish": [
+                self.root / "_artifacts",
+                stamps / "archive",
+                stamps / "manifest" / "archive.json",
+            ],
+            "export": [
+                self.root / "_export",
+                stamps / "export",
+                stamps / "manifest" / "export.json",
+            ],
+        }[step]
+        for path in doomed:
+            if path.is_dir():
+                shutil.rmtree(path)
+            else:
+                path.unlink(missing_ok=True)
+
+
+def _task_output(project: Project, snap: dict[str, dict[str, str]], task: str) -> dict[str, str]:
+    """The part of a snapshot a task produced."""
+    step, _, layer = task.partition(":")
+
+    def under(group: str, prefix: str) -> dict[str, str]:
+        return {k: v for k, v in snap[group].items() if k == prefix or k.startswith(prefix + "/")}
+
+    def named(group: str, *names: str) -> dict[str, str]:
+        return {k: v for k, v in snap[group].items() if k in names}
+
+    if step == "lock":
+        return under("requirements", layer)
+    if step == "build":
+        return under("build", layer)
+    if step == "archive" and layer == "__stack__":
+        return named("artifacts", "__stacks__/stack.json")
+    if step == "archive":
+        return {
+            k: v
+            for k, v in snap["artifacts"].items()
+            if k.startswith(f"{layer}.") or k == f"__stacks__/env_metadata/{layer}.json"
+        }
+    if step == "export" and layer == "__stack__":
+        return named("export", "__stacks__/stack.json")
+    if step == "export":
+        return {
+            **under("export", layer),
+            **named("export", f"__stacks__/env_metadata/{layer}.json"),
+        }
+    return {}
+
+
+def _up_to_date_tasks(project: Project, command: str) -> list[str]:
+    out = run_timed(command, project.spec, "--dry-run", "--json")
+    assert out.code == 0, out.stderr
+    return [t["task"] for t in json.loads(out.stdout)["plan"] if t["status"] == "up-to-date"]
+
+
+def _interrupt(project: Project, command: str, rng: random.Random, longest: float) -> Kill:
+    sig = rng.choice(SIGNALS)
+    delay = rng.uniform(0.0, longest)
+    process = start_stacks(command, project.spec)
+    try:
+        try:
+            process.wait(timeout=delay)
+            finished = True
+        except subprocess.TimeoutExpired:
+            finished = False
+            if sig == signal.SIGINT:
+                os.killpg(process.pid, sig)  # Ctrl-C in a terminal reaches the whole group
+            else:
+                os.kill(process.pid, sig)  # `kill [-9] PID` reaches the main process only
+        _, stderr = process.communicate(timeout=120)
+    finally:
+        end_group(process)
+    kill = Kill(command, sig.name, delay, process.returncode, finished)
+    if not finished and sig != signal.SIGKILL and not _during_startup(stderr):
+        # A graceful interruption: a short message and exit 130, never a traceback.
+        assert "Traceback" not in stderr, f"{kill}\n{stderr}"
+        assert process.returncode in (130, 0, 1, -sig), f"{kill}\n{stderr}"
+    return kill
+
+
+def _during_startup(stderr: str) -> bool:
+    """Whether a traceback is Python's own, from a signal before stacks' code was running.
+
+    A Ctrl-C in the first tenth of a second lands in the interpreter's start-up or in import
+    statements, before any stacks code can handle it: no frame is a stacks line that is not
+    an import.
+    """
+    if "Traceback (most recent call last):" not in stderr:
+        return False
+    package = str(REPO / "stacks") + os.sep
+    lines = stderr.splitlines()
+    for index, line in enumerate(lines):
+        if line.strip().startswith(f'File "{package}'):
+            code = lines[index + 1].strip() if index + 1 < len(lines) else ""
+            if not code.startswith(("import ", "from ")):
+                return False
+    return True
+
+
+def _check_up_to_date_tasks(
+    project: Project, command: str, reference: dict[str, dict[str, str]], context: str
+) -> None:
+    """Every task the planner now calls up to date has exactly the reference output."""
+    now = project.outputs()
+    for task in _up_to_date_tasks(project, command):
+        got, want = _task_output(project, now, task), _task_output(project, reference, task)
+        assert got == want, (
+            f"{context}: {task} is called up to date but differs from the uninterrupted run: "
+            f"{diff(want, got)}"
+        )
+
+
+def test_interrupted_runs_recover_byte_identical(tmp_path: Path) -> None:
+    seed = int(os.environ.get("STACKS_FAULT_SEED") or random.randrange(2**32))
+    rng = random.Random(seed)
+    print(f"\ninterruption harness: seed {seed} (replay with STACKS_FAULT_SEED={seed})")
+    project = Project(make_small_project(tmp_path / "stack"))
+
+    # The reference: an uninterrupted run of each step, timed (this also warms uv's cache).
+    durations: dict[str, float] = {}
+    for command, _ in STEPS:
+        done = run_timed(command, project.spec)
+        assert done.code == 0, done.stderr
+        durations[command] = done.seconds
+    reference = project.outputs()
+    assert all(reference.values()), "the reference run produced nothing"
+    # Calibrate on what each kill interrupts: the step redone after a reset (the same outputs).
+    for command, _ in STEPS:
+        project.reset(command)
+        done = run_timed(command, project.spec)
+        assert done.code == 0, done.stderr
+        durations[command] = done.seconds
+        assert project.outputs() == reference, f"{command} redone differs from the first run"
+    print("calibration:", ", ".join(f"{c} {s:.2f} s" for c, s in durations.items()))
+
+    kills: list[Kill] = []
+    for command, wanted in STEPS:
+        landed = tries = 0
+        while landed < wanted and tries < 3 * wanted:
+            project.reset(command)
+            for _ in range(min(rng.randint(1, 3), wanted - landed)):
+                kill = _interrupt(project, command, rng, durations[command] * 0.9)
+                kills.append(kill)
+                tries += 1
+                landed += not kill.finished_first
+                print(f"kill {len(kills):2}: {kill}")
+                _check_up_to_date_tasks(project, command, reference, f"seed {seed}, {kill}")
+                if kill.finished_first:
+                    project.reset(command)  # give the next signal something to interrupt
+            rerun = run_timed(command, project.spec)
+            assert rerun.code == 0, f"seed {seed}: rerun of {command} failed:\n{rerun.stderr}"
+            final = project.outputs()
+            for group, files in reference.items():
+                assert final[group] == files, (
+                    f"seed {seed}, after {kills[-1]}: {group} differs from the uninterrupted "
+                    f"run: {diff(files, final[group])}"
+                )
+    interrupted = [k for k in kills if not k.finished_first]
+    print(
+        f"{len(interrupted)} kills landed mid-run ("
+        + ", ".join(f"{s.name} {sum(k.signal == s.name for k in interrupted)}" for s in SIGNALS)
+        + f"; {len(kills) - len(interrupted)} more runs finished first); every rerun completed "
+        "with byte-identical outputs"
+    )
+    assert len(interrupted) >= 20, f"seed {seed}: only {len(interrupted)} kills landed"
+    # Nothing is left running and no rerun finds work left over.
+    time.sleep(0.2)
+    for command, _ in STEPS:
+        assert _up_to_date_tasks(project, command), command
