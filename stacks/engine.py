@@ -226,6 +226,54 @@ def doit_config(ctx: RunContext, *, reporter: Any = None, jobs: int = 1) -> dict
     return config
 
 
+def state_db_problem(path: Path) -> str | None:
+    """Why doit's sqlite3 state file cannot be used (None if it is fine or absent)."""
+    import sqlite3
+
+    if not path.exists():
+        return None
+    try:
+        connection = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=30)
+        try:
+            verdict = connection.execute("PRAGMA quick_check").fetchone()
+            tables = {row[0] for row in connection.execute("SELECT name FROM sqlite_master")}
+            if "doit" in tables:  # one small JSON row per task: read them all, as doit will
+                for task_id, data in connection.execute("SELECT task_id, task_data FROM doit"):
+                    if not isinstance(json.loads(data), dict):
+                        return f"the state of {task_id} is not a JSON object"
+        finally:
+            connection.close()
+    except sqlite3.Error as exc:
+        return str(exc)
+    except (ValueError, TypeError) as exc:
+        return f"a task's state is not valid JSON ({exc})"
+    if verdict is None or verdict[0] != "ok":
+        return f"integrity check failed: {verdict[0] if verdict else 'no answer'}"
+    return None
+
+
+def set_aside_bad_state_db(cache_dir: Path, stream: TextIO | None = None) -> Path | None:
+    """Move an unreadable doit state database aside (with a note) so doit starts a new one.
+
+    Our stamps decide what is up to date, so the database holds nothing that matters; a
+    corrupt one must never stop a run. Call it under the project lock.
+    """
+    path = cache_dir / "doit.sqlite3"
+    problem = state_db_problem(path)
+    if problem is None:
+        return None
+    aside = path.with_name(f"{path.name}.corrupt-{time.strftime('%Y%m%dT%H%M%S')}")
+    os.replace(path, aside)
+    for suffix in ("-journal", "-wal", "-shm"):
+        with contextlib.suppress(OSError):
+            os.replace(f"{path}{suffix}", f"{aside}{suffix}")
+    (stream or sys.stderr).write(
+        f"note: doit's state database was unreadable ({problem}); moved it to {aside.name} "
+        "and started a new one (stacks' own stamps decide what is up to date)\n"
+    )
+    return aside
+
+
 def _loader(ctx: RunContext, config: dict[str, Any]) -> Any:
     from doit.cmd_base import TaskLoader2
 
@@ -458,6 +506,7 @@ def run_tasks(
             # Nothing to do: skip loading doit at all (the same answer, much faster).
             result = RunResult([TaskResult(p.task, "up-to-date") for p in planned], 0)
         else:
+            set_aside_bad_state_db(ctx.cache_dir, reporter.stream)
             config = doit_config(ctx, reporter=reporter, jobs=jobs)
             if jobs > 1:
                 prepare_workers()
@@ -479,8 +528,9 @@ def run_doit_command(ctx: RunContext, args: Sequence[str], *, wait: bool = True)
     """Run a doit command (`list`, `info`, `forget`, `clean`, ...) on the stack's tasks."""
     needs_lock = args and args[0] in ("forget", "clean", "ignore")
     with contextlib.ExitStack() as stack:
-        if needs_lock:
+        if needs_lock or state_db_problem(ctx.cache_dir / "doit.sqlite3"):
             stack.enter_context(project_lock(ctx.cache_dir, wait=wait))
+            set_aside_bad_state_db(ctx.cache_dir)
         config = doit_config(ctx)
         return int(_doit_main(_loader(ctx, config)).run(list(args)))
 
