@@ -520,6 +520,7 @@ def run_archive(ctx: RunContext, env_name: str) -> Any:
         "archive_size": result.size,
         "sha256": result.sha256,
         "metadata_name": meta_name,
+        "output_dir": str(ctx.output_dir),
         "lock_version": metadata["lock_version"],
         "archive_build": build_number,
     }
@@ -536,9 +537,10 @@ def export_current(ctx: RunContext, env_name: str) -> bool:
     metadata = (
         ctx.export_dir / "__stacks__" / "env_metadata" / metadata_name(ctx, env_name, tagged=False)
     )
-    return (
-        target.is_dir() and (target / "share" / "venv" / "metadata").is_dir() and metadata.is_file()
-    )
+    if not (target.is_dir() and metadata.is_file()):
+        return False
+    # An export is edited easily (it is meant to be run): any stat drift redoes it.
+    return not tree_drift(target, manifest_path(ctx, "export", env_name))
 
 
 def run_export(ctx: RunContext, env_name: str) -> Any:
@@ -564,6 +566,8 @@ def run_export(ctx: RunContext, env_name: str) -> Any:
         )
     except StacksError as exc:
         return _fail(exc, env_name)
+    exported = hashing.scan_tree(target, skip=hashing.skip_bytecode)
+    atomic.write_json(manifest_path(ctx, "export", env_name), exported.to_json())
     atomic.write_json(
         ctx.export_dir / "__stacks__" / "env_metadata" / metadata_name(ctx, env_name, tagged=False),
         metadata,
