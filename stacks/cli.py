@@ -34,6 +34,12 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 1
+    except OSError as exc:
+        # A full disk or an unwritable folder outside any step (e.g. the cache's lock file).
+        from .errors import DiskError
+
+        _print_error(DiskError.from_os_error(exc))
+        return 1
 
 
 def _tolerant_output() -> None:

@@ -153,6 +153,16 @@ def _write_stamp(
     )
 
 
+def run_step(action: Any, ctx: RunContext, env_name: str) -> Any:
+    """Run a step's action; an OSError (full disk, read-only folder) fails it with a message."""
+    try:
+        return action(ctx, env_name)
+    except OSError as exc:
+        from .errors import DiskError
+
+        return _fail(DiskError.from_os_error(exc), env_name)
+
+
 def _fail(exc: StacksError, layer: str) -> Any:
     """A doit failure carrying our message (no traceback) for a user-caused error."""
     from doit.exceptions import TaskFailed
@@ -646,7 +656,7 @@ def _task(
         targets = [os.fspath(ctx.stamp_path(step, layer.env_name))]
     return {
         "name": layer.env_name,
-        "actions": [(action, [ctx, layer.env_name])],
+        "actions": [(run_step, [action, ctx, layer.env_name])],
         "uptodate": [(check, [ctx, layer.env_name])],
         "task_dep": deps,
         "targets": targets,
@@ -737,7 +747,7 @@ def export_tasks(ctx: RunContext) -> Iterator[dict[str, Any]]:
 def _manifest_task(ctx: RunContext, step: str, names: list[str]) -> dict[str, Any]:
     return {
         "name": STACK_TASK,
-        "actions": [(run_manifest, [ctx, step])],
+        "actions": [(run_step, [run_manifest, ctx, step])],
         "uptodate": [(manifest_current, [ctx, step])],
         "task_dep": names,
         "targets": [os.fspath(ctx.stamp_path("manifest", step))],
