@@ -16,6 +16,7 @@ regular files, so the bytes do not depend on how the build tree shares inodes.
 from __future__ import annotations
 
 import contextlib
+import errno
 import gzip
 import hashlib
 import lzma
@@ -297,7 +298,9 @@ def write_archive(
         with contextlib.suppress(OSError):
             os.unlink(tmp_name)
         if isinstance(exc, OSError):
-            raise PublishError(f"cannot archive {tree} to {archive}: {exc}") from exc
+            raise PublishError(
+                f"cannot archive {tree} to {archive}: {exc}", hint=_os_error_hint(exc)
+            ) from exc
         raise
     return ArchiveResult(archive, out.size, out.sha256.hexdigest())
 
@@ -398,7 +401,9 @@ def export_layer(tree: Path, target: Path, *, layered: bool, symlinks: bool = Tr
     except OSError as exc:
         raise PublishError(
             f"cannot export {tree} to {target}: {exc}",
-            hint="if the target cannot hold symlinks, export with symlinks=False "
+            hint=_os_error_hint(exc)
+            if exc.errno in _DISK_ERRNOS
+            else "if the target cannot hold symlinks, export with symlinks=False "
             "(supports_symlinks() probes a folder)",
         ) from exc
     try:
@@ -406,6 +411,15 @@ def export_layer(tree: Path, target: Path, *, layered: bool, symlinks: bool = Tr
     except BaseException:
         atomic.remove_tree(target)
         raise
+
+
+_DISK_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES})
+
+
+def _os_error_hint(exc: OSError) -> str | None:
+    from stacks.errors import DiskError
+
+    return DiskError.from_os_error(exc).hint
 
 
 def _export_entry(entry: LayerEntry, dest: Path, *, same_device: bool, symlinks: bool) -> None:
