@@ -135,3 +135,30 @@ def run_timed(*args: str | os.PathLike[str], env: dict[str, str] | None = None) 
         check=False,
     )
     return Timed(done.returncode, done.stdout, done.stderr, time.perf_counter() - start)
+
+
+def runtime_archive(runtime: Path) -> bytes:
+    """A python-build-standalone-shaped tar.gz (top folder `python/`) of a runtime folder."""
+    import gzip
+    import io
+    import tarfile
+
+    raw = io.BytesIO()
+    with gzip.GzipFile(fileobj=raw, mode="wb", compresslevel=1, mtime=0) as gz:  # noqa: SIM117
+        with tarfile.open(fileobj=gz, mode="w", format=tarfile.PAX_FORMAT) as tar:
+            tar.add(runtime, arcname="python")
+    return raw.getvalue()
+
+
+def archive_runtime_spec(url: str, sha256: str, *, packages: str = "[]") -> str:
+    """A one-layer stack whose runtime is downloaded from `url`."""
+    return f"""
+[tool.uv]
+exclude-newer = "{EXCLUDE_NEWER}"
+
+[[runtimes]]
+name = "cpython-3.12"
+python_implementation = "cpython@3.12"
+source = {{ url = "{url}", sha256 = "{sha256}" }}
+requirements = {packages}
+"""
