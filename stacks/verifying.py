@@ -111,7 +111,7 @@ def _verify_export(ctx: Any, env_name: str, spec_arg: str) -> Finding:
     detail = stamp.get("input_detail", {}).get("export") or [None]
     folder = ctx.export_dir or Path(detail[0] or ctx.spec.spec_dir / "_export")
     tree = Path(folder) / str(stamp.get("outputs", {}).get("install_target", env_name))
-    fix = f"stacks forget {spec_arg} export:{env_name} && stacks export {spec_arg} --output-dir {folder}"
+    fix = f"rm -r {tree} && stacks export {spec_arg} --output-dir {folder}"
     return _verify_tree(env_name, "export", tree, manifest_path(ctx, "export", env_name), fix)
 
 
@@ -164,10 +164,7 @@ def _verify_archive(ctx: Any, env_name: str, spec_arg: str) -> Finding:
         problems.append(f"missing or unreadable: __stacks__/env_metadata/{metadata.name}")
     if problems:
         found.status, found.differences = "differs", problems
-        found.fix = (
-            f"stacks forget {spec_arg} archive:{env_name} && stacks publish {spec_arg} "
-            f"--output-dir {folder}"
-        )
+        found.fix = f"rm -f {archive} && stacks publish {spec_arg} --output-dir {folder}"
     return found
 
 
@@ -205,8 +202,8 @@ def verify_deployed(target: Path) -> list[Finding]:
 
 def _verify_deployed_layer(target: Path, layer: Path, content_name: str) -> Finding:
     fix = (
-        f"rm {layer / '.stacks-deployed.json'} && stacks deploy ARCHIVE_DIR --target {target} "
-        f"{layer.name}"
+        f"rm {layer / '.stacks-deployed.json'} && stacks deploy ARCHIVE_DIR {layer.name} "
+        f"--target {target}"
     )
     found = Finding(layer.name, "deployed", str(layer), "ok")
     try:
