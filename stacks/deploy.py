@@ -118,13 +118,19 @@ def read_manifest(archive_dir: Path, *, platform_name: str | None = None) -> lis
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
         groups = data["layers"]
-        return [
+        unknown = sorted(set(groups) - set(KIND_ORDER))
+        if unknown:
+            raise ValueError(f"unknown layer group {unknown[0]!r}")
+        records = [
             _layer_record(entry, kind)
             for key, kind in KIND_ORDER.items()
             for entry in groups.get(key, [])
         ]
     except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
         raise DeployError(f"{path}: not valid stack metadata ({exc})", exit_code=2) from None
+    if not records:
+        raise DeployError(f"{path}: the stack metadata lists no layers", exit_code=2)
+    return records
 
 
 def _layer_record(entry: dict[str, Any], kind: str) -> LayerRecord:
