@@ -36,13 +36,14 @@ class Kill:
 
     step: str
     signal: str
+    jobs: str  # -n: "1" runs steps in the main process, "2" in doit's worker processes
     delay: float
     exit_code: int
     finished_first: bool  # the run ended on its own before the signal arrived
 
     def __str__(self) -> str:
         ended = "finished before the signal" if self.finished_first else f"exit {self.exit_code}"
-        return f"{self.step:8} {self.signal:8} after {self.delay:6.3f} s: {ended}"
+        return f"{self.step:8} -n {self.jobs} {self.signal:8} after {self.delay:6.3f} s: {ended}"
 
 
 class Project:
@@ -126,8 +127,9 @@ def _up_to_date_tasks(project: Project, command: str) -> list[str]:
 
 def _interrupt(project: Project, command: str, rng: random.Random, longest: float) -> Kill:
     sig = rng.choice(SIGNALS)
+    jobs = rng.choice(("1", "2"))
     delay = rng.uniform(0.0, longest)
-    process = start_stacks(command, project.spec)
+    process = start_stacks(command, project.spec, "-n", jobs)
     try:
         try:
             process.wait(timeout=delay)
@@ -141,7 +143,7 @@ def _interrupt(project: Project, command: str, rng: random.Random, longest: floa
         _, stderr = process.communicate(timeout=120)
     finally:
         end_group(process)
-    kill = Kill(command, sig.name, delay, process.returncode, finished)
+    kill = Kill(command, sig.name, jobs, delay, process.returncode, finished)
     if not finished and sig != signal.SIGKILL and not _during_startup(stderr):
         # A graceful interruption: a short message and exit 130, never a traceback.
         assert "Traceback" not in stderr, f"{kill}\n{stderr}"
