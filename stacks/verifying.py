@@ -202,8 +202,8 @@ def verify_deployed(target: Path) -> list[Finding]:
 
 def _verify_deployed_layer(target: Path, layer: Path, content_name: str) -> Finding:
     fix = (
-        f"rm {layer / '.stacks-deployed.json'} && stacks deploy ARCHIVE_DIR {layer.name} "
-        f"--target {target}"
+        f"rm {layer / '.stacks-deployed.json'} && stacks deploy ARCHIVE_DIR --target {target} "
+        f"{layer.name}"
     )
     found = Finding(layer.name, "deployed", str(layer), "ok")
     try:
