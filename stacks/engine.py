@@ -389,24 +389,31 @@ def prepare_workers() -> None:
     """Make processes forked from here (doit's workers) stop once, quietly, and with their parent.
 
     A worker ignores Ctrl-C (the terminal sends it to the whole group; the main process then
-    stops its workers with SIGTERM), turns the first SIGTERM into KeyboardInterrupt (so the
-    step removes its temporary folder) and ignores any later one (a second signal during
-    that clean-up would only print a traceback). On Linux it also gets SIGTERM when the main
-    process dies: without that, a `kill -9` of stacks leaves workers that finish their task
-    next to the rerun and then wait forever for work from a parent that is gone.
+    stops its workers with SIGTERM). The first SIGTERM that reaches a worker inside doit's
+    worker loop becomes KeyboardInterrupt, so the step removes its temporary folder; any
+    other SIGTERM ends the worker at once (a second one during that clean-up would only
+    print a traceback, and one that lands while the worker is still starting, inside
+    Python's at-fork hooks, would be swallowed there and leave the worker waiting forever).
+    On Linux a worker also gets SIGTERM when the main process dies: without that, a
+    `kill -9` of stacks leaves workers that finish their task next to the rerun and then
+    wait forever for work from a parent that is gone.
     """
     if os.name != "posix" or _WORKERS_PREPARED:
         return
     parent = os.getpid()
     _WORKERS_PREPARED.append(parent)
 
-    def _stop_once(signum: int, frame: Any) -> None:
-        signal.signal(signal.SIGTERM, signal.SIG_IGN)
-        raise KeyboardInterrupt
-
     def _in_child() -> None:
+        stopping: list[bool] = []
+
+        def _on_sigterm(signum: int, frame: Any) -> None:
+            if stopping or not _inside_worker_loop(frame):
+                os._exit(128 + signum)
+            stopping.append(True)
+            raise KeyboardInterrupt
+
         signal.signal(signal.SIGINT, signal.SIG_IGN)
-        signal.signal(signal.SIGTERM, _stop_once)
+        signal.signal(signal.SIGTERM, _on_sigterm)
         if not sys.platform.startswith("linux"):
             return
         import ctypes
@@ -417,9 +424,37 @@ def prepare_workers() -> None:
         except (OSError, AttributeError):
             return
         if os.getppid() != parent:  # the parent died before prctl took effect
-            os.kill(os.getpid(), signal.SIGTERM)
+            os._exit(128 + signal.SIGTERM)
 
     os.register_at_fork(after_in_child=_in_child)
+
+
+def stop_workers(timeout: float = 10.0) -> None:
+    """Stop worker processes still running after doit returned or raised.
+
+    doit terminates its workers when interrupted while it waits for results, but not when
+    the interrupt lands while it is still starting them; the workers then wait for jobs
+    forever, and so does this process, joining them at exit.
+    """
+    import multiprocessing
+
+    children = multiprocessing.active_children()
+    for child in children:
+        child.terminate()
+    for child in children:
+        child.join(timeout)
+        if child.is_alive():
+            child.kill()
+            child.join(timeout)
+
+
+def _inside_worker_loop(frame: Any) -> bool:
+    """Whether a signal arrived while doit's worker loop (not start-up code) was running."""
+    while frame is not None:
+        if frame.f_code.co_name == "execute_task_subprocess":
+            return True
+        frame = frame.f_back
+    return False
 
 
 # ---------------------------------------------------------------- planning (no doit needed)
@@ -511,7 +546,11 @@ def run_tasks(
             if jobs > 1:
                 prepare_workers()
             main = _doit_main(_loader(ctx, config))
-            code = main.run(["run", *wanted])
+            try:
+                code = main.run(["run", *wanted])
+            finally:
+                if jobs > 1:
+                    stop_workers()
             names = [p.task for p in planned]
             tasks = [
                 reporter.results.get(n, TaskResult(n, "not-run", error="not reached"))
