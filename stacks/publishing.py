@@ -22,6 +22,7 @@ import hashlib
 import lzma
 import os
 import shutil
+import signal
 import stat
 import subprocess
 import tarfile
@@ -462,11 +463,29 @@ def _run_postinstall(layer: Path, *, symlinks: bool) -> None:
     command = [str(base), "-X", "utf8", "-I", str(layer / "postinstall.py"), str(layer)]
     if not symlinks:
         command.append("--copies")
-    done = subprocess.run(command, capture_output=True, text=True, check=False)
-    if done.returncode != 0:
+    # Its own process group: if this step is interrupted, the whole group (compileall's
+    # worker pool included) is killed, leaving no orphan holding the output pipes.
+    process = subprocess.Popen(
+        command,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=os.name == "posix",
+    )
+    try:
+        stdout, stderr = process.communicate()
+    except BaseException:
+        with contextlib.suppress(OSError):
+            if os.name == "posix":
+                os.killpg(process.pid, signal.SIGKILL)
+            else:
+                process.kill()
+        process.wait()
+        raise
+    if process.returncode != 0:
         raise PublishError(
-            f"postinstall.py of {layer.name} failed (exit {done.returncode}):\n"
-            f"{(done.stderr or done.stdout).strip()}"
+            f"postinstall.py of {layer.name} failed (exit {process.returncode}):\n"
+            f"{(stderr or stdout).strip()}"
         )
 
 
