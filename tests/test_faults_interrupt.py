@@ -183,10 +183,19 @@ def _check_up_to_date_tasks(
         )
 
 
-def test_interrupted_runs_recover_byte_identical(tmp_path: Path) -> None:
+def test_interrupted_runs_recover_byte_identical(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     seed = int(os.environ.get("STACKS_FAULT_SEED") or random.randrange(2**32))
     rng = random.Random(seed)
-    print(f"\ninterruption harness: seed {seed} (replay with STACKS_FAULT_SEED={seed})")
+    log: list[str] = []
+
+    def report(line: str) -> None:
+        log.append(line)
+        with capsys.disabled():  # shown in CI's output even when the test passes
+            print(line, flush=True)
+
+    report(f"\ninterruption harness: seed {seed} (replay with STACKS_FAULT_SEED={seed})")
     project = Project(make_small_project(tmp_path / "stack"))
 
     # The reference: an uninterrupted run of each step, timed (this also warms uv's cache).
@@ -204,7 +213,7 @@ def test_interrupted_runs_recover_byte_identical(tmp_path: Path) -> None:
         assert done.code == 0, done.stderr
         durations[command] = done.seconds
         assert project.outputs() == reference, f"{command} redone differs from the first run"
-    print("calibration:", ", ".join(f"{c} {s:.2f} s" for c, s in durations.items()))
+    report("calibration: " + ", ".join(f"{c} {s:.2f} s" for c, s in durations.items()))
 
     kills: list[Kill] = []
     for command, wanted in STEPS:
@@ -216,7 +225,7 @@ def test_interrupted_runs_recover_byte_identical(tmp_path: Path) -> None:
                 kills.append(kill)
                 tries += 1
                 landed += not kill.finished_first
-                print(f"kill {len(kills):2}: {kill}")
+                report(f"kill {len(kills):2}: {kill}")
                 _check_up_to_date_tasks(project, command, reference, f"seed {seed}, {kill}")
                 if kill.finished_first:
                     project.reset(command)  # give the next signal something to interrupt
@@ -229,7 +238,7 @@ def test_interrupted_runs_recover_byte_identical(tmp_path: Path) -> None:
                     f"run: {diff(files, final[group])}"
                 )
     interrupted = [k for k in kills if not k.finished_first]
-    print(
+    report(
         f"{len(interrupted)} kills landed mid-run ("
         + ", ".join(f"{s.name} {sum(k.signal == s.name for k in interrupted)}" for s in SIGNALS)
         + f"; {len(kills) - len(interrupted)} more runs finished first); every rerun completed "
