@@ -249,3 +249,62 @@ def test_interrupted_runs_recover_byte_identical(
     time.sleep(0.2)
     for command, _ in STEPS:
         assert _up_to_date_tasks(project, command), command
+
+
+def _processes_mentioning(text: str) -> list[str]:
+    """Command lines of running processes that mention `text` (e.g. a project folder)."""
+    found = []
+    for pid in os.listdir("/proc"):
+        if not pid.isdigit():
+            continue
+        try:
+            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
+            state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+        except (OSError, IndexError):
+            continue
+        if text in cmdline and state != "Z":
+            found.append(f"{pid}: {cmdline[:120]}")
+    return found
+
+
+@pytest.mark.skipif(not Path("/proc/self/cmdline").exists(), reason="needs /proc")
+def test_parallel_runs_stop_promptly_and_leave_nothing_running(tmp_path: Path) -> None:
+    """Interrupts of parallel builds and exports (doit workers, uv, postinstall's compile
+    pool): stacks exits within seconds and no process outlives it.
+
+    The hangs this guards against were races (about one interrupt in 20 left a worker
+    waiting for jobs and stacks joining it forever), so one run of this test catches a
+    regression only with some probability; the harness above adds more chances.
+    """
+    seed = int(os.environ.get("STACKS_FAULT_SEED") or random.randrange(2**32))
+    rng = random.Random(seed)
+    project = Project(make_small_project(tmp_path / "stack"))
+    for command in ("build", "export"):
+        assert run_timed(command, project.spec).code == 0
+    for index in range(12):
+        command = rng.choice(("build", "export"))
+        project.reset(command)
+        sig = rng.choice((signal.SIGINT, signal.SIGTERM))
+        delay = rng.uniform(0.2, 3.0)
+        process = start_stacks(command, project.spec, "-n", "2")
+        context = f"seed {seed}, run {index}: {command} {sig.name} after {delay:.2f} s"
+        try:
+            try:
+                process.wait(timeout=delay)
+            except subprocess.TimeoutExpired:
+                if sig == signal.SIGINT:
+                    os.killpg(process.pid, sig)
+                else:
+                    os.kill(process.pid, sig)
+            try:
+                _, stderr = process.communicate(timeout=30)
+            except subprocess.TimeoutExpired:
+                raise AssertionError(f"{context}: stacks did not stop within 30 s") from None
+            # Checked before this test cleans up: nothing may outlive stacks.
+            deadline = time.monotonic() + 5
+            while _processes_mentioning(str(project.root)) and time.monotonic() < deadline:
+                time.sleep(0.1)
+            assert _processes_mentioning(str(project.root)) == [], context
+        finally:
+            end_group(process)
+        assert "Traceback" not in stderr or _during_startup(stderr), f"{context}\n{stderr}"
