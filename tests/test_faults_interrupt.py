@@ -30,6 +30,18 @@ STEPS = (("lock", 6), ("build", 6), ("publish", 4), ("export", 5))
 SIGNALS = (signal.SIGKILL, signal.SIGTERM, signal.SIGINT)
 
 
+@pytest.fixture(autouse=True)
+def own_uv_cache(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A uv cache of this module's own, warmed by the reference run.
+
+    Builds hard-link files from uv's cache, so a file edited in place in any build sharing
+    the cache (another test, another checkout's test run on this machine) would change this
+    module's builds underneath it; comparisons with the reference must not depend on that.
+    """
+    folder = tmp_path_factory.getbasetemp() / "interrupt-uv-cache"
+    monkeypatch.setenv("UV_CACHE_DIR", str(folder))
+
+
 @dataclass
 class Kill:
     """One interruption: which step, which signal, how long after the start."""
