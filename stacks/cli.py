@@ -17,8 +17,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     _tolerant_output()
     parser = _build_parser()
     args, extra = parser.parse_known_args(argv)
-    if extra and getattr(args, "handler", None) is _cmd_deploy and not _options(extra):
-        # `deploy ARCHIVE_DIR --target DIR LAYER...`: layers may follow the option.
+    if extra and getattr(args, "handler", None) is _cmd_deploy:
+        # `stacks deploy DIR --target T LAYER...`: layers may follow the options too.
+        if any(word.startswith("-") for word in extra):
+            parser.error(f"unrecognized arguments: {' '.join(extra)}")
         args.layers = [*args.layers, *extra]
     elif extra:
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
@@ -39,11 +41,12 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 1
+    except OSError as exc:
+        # A full disk or an unwritable folder outside any step (e.g. the cache's lock file).
+        from .errors import DiskError
 
-
-def _options(words: Sequence[str]) -> list[str]:
-    """The words that look like options."""
-    return [word for word in words if word.startswith("-")]
+        _print_error(DiskError.from_os_error(exc))
+        return 1
 
 
 def _tolerant_output() -> None:
@@ -198,6 +201,39 @@ def _build_parser() -> argparse.ArgumentParser:
             "--no-wait", action="store_true", help="fail at once if another run holds the project"
         )
         sub.set_defaults(handler=_cmd_forget if name == "forget" else _cmd_clean)
+
+    verify = commands.add_parser(
+        "verify",
+        help="compare locks, builds, archives and exports (or a deployed folder) with what "
+        "was recorded, by full content hash",
+    )
+    verify.add_argument("spec", metavar="SPEC", nargs="?", help="the stack spec file")
+    verify.add_argument(
+        "--deployed", metavar="DIR", help="check a deployment folder instead of a stack"
+    )
+    verify.add_argument(
+        "--include",
+        metavar="PATTERN",
+        action="append",
+        default=[],
+        help="only layers whose env name matches (fnmatch; repeatable)",
+    )
+    verify.add_argument(
+        "--cache-dir", metavar="DIR", help="cache folder (default: <spec dir>/cache)"
+    )
+    verify.add_argument(
+        "--output-dir", metavar="DIR", help="publish folder (default: where it was published)"
+    )
+    verify.add_argument(
+        "--export-dir", metavar="DIR", help="export folder (default: where it was exported)"
+    )
+    verify.add_argument("--json", action="store_true", help="print the findings as JSON")
+    verify.add_argument(
+        "--no-wait", action="store_true", help="fail at once if another run holds the project"
+    )
+    verify.set_defaults(
+        handler=_cmd_verify, allow_missing=False, runtime_source=None, python_mirror=None
+    )
 
     deploy = commands.add_parser(
         "deploy", help="verify, unpack and post-install published archives on a target"
@@ -720,6 +756,39 @@ def _cmd_clean(args: argparse.Namespace) -> int:
                     removed += 1
     print(f"removed {removed} item(s) for {len(names)} task(s)", file=sys.stderr)
     return 0
+
+
+def _cmd_verify(args: argparse.Namespace) -> int:
+    import os
+    from pathlib import Path
+
+    from .engine import project_lock
+    from .verifying import render, verify_deployed, verify_stack
+
+    if (args.spec is None) == (args.deployed is None):
+        raise UsageError(
+            "verify needs either SPEC or --deployed DIR (not both)",
+            hint="`stacks verify stack.toml` checks a stack; `stacks verify --deployed DIR` a deployment",
+        )
+    if args.deployed is not None:
+        findings = verify_deployed(Path(os.path.abspath(args.deployed)))
+    else:
+        spec = _load(args)
+        layers = _selected(args, spec, with_dependents=False)
+        ctx = _context(args, spec).with_options(
+            output_dir=Path(os.path.abspath(args.output_dir)) if args.output_dir else None,
+            export_dir=Path(os.path.abspath(args.export_dir)) if args.export_dir else None,
+        )
+        # Under the project lock: a run swapping folders in would look like a difference.
+        with project_lock(ctx.cache_dir, wait=not args.no_wait):
+            findings = verify_stack(ctx, list(layers), args.spec)
+    failed = any(f.failed for f in findings)
+    if args.json:
+        document = {"ok": not failed, "findings": [f.to_json() for f in findings]}
+        print(json.dumps(document, indent=2))
+    else:
+        print(render(findings))
+    return 1 if failed else 0
 
 
 def _cmd_deploy(args: argparse.Namespace) -> int:

@@ -41,6 +41,7 @@ from typing import IO, Any
 METADATA_DIR = "__stacks__"
 LAYER_CONFIG = "share/venv/metadata/venvstacks_layer.json"
 MARKER = ".stacks-deployed.json"
+CONTENT = ".stacks-content.json"  # what was unpacked: {path: [kind, sha256 or link target, exec]}
 KIND_ORDER = {"runtimes": "runtime", "frameworks": "framework", "applications": "application"}
 MAX_UNPACK_RATIO = 200  # unpacked bytes allowed per archive byte
 MIN_UNPACK_LIMIT = 64 << 20  # ... but small archives may always unpack this much
@@ -117,13 +118,19 @@ def read_manifest(archive_dir: Path, *, platform_name: str | None = None) -> lis
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
         groups = data["layers"]
-        return [
+        unknown = sorted(set(groups) - set(KIND_ORDER))
+        if unknown:
+            raise ValueError(f"unknown layer group {unknown[0]!r}")
+        records = [
             _layer_record(entry, kind)
             for key, kind in KIND_ORDER.items()
             for entry in groups.get(key, [])
         ]
     except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
         raise DeployError(f"{path}: not valid stack metadata ({exc})", exit_code=2) from None
+    if not records:
+        raise DeployError(f"{path}: the stack metadata lists no layers", exit_code=2)
+    return records
 
 
 def _layer_record(entry: dict[str, Any], kind: str) -> LayerRecord:
@@ -230,9 +237,10 @@ def _deploy_layer(archive_dir: Path, target: Path, record: LayerRecord) -> Deplo
         )
         try:
             os.chmod(staging, 0o755)
-            unpack_layer(
+            content = unpack_layer(
                 archive, staging, record.install_target, max_bytes=_unpack_limit(record.size)
             )
+            _write_json(staging / CONTENT, {"sha256": record.sha256, "entries": content})
             _swap_in(staging, layer)
         except BaseException:
             _remove_tree(staging)
@@ -280,6 +288,9 @@ class _Unpacker:
         self.written = 0
         self.links: list[str] = []
         self.files: set[str] = set()
+        self.content: dict[
+            str, list[Any]
+        ] = {}  # rel -> ["d"] / ["f", sha256, exec] / ["l", target]
 
     def fail(self, name: str, why: str) -> DeployError:
         return DeployError(f"{self.archive.name}: refusing entry {name!r}: {why}")
@@ -324,17 +335,21 @@ class _Unpacker:
             raise self.fail(name, "duplicate entry")
         if not os.path.isdir(path):
             os.mkdir(path, 0o755)
+        self.content[rel] = ["d"]
 
     def add_file(self, name: str, rel: str, source: IO[bytes], mode: int) -> None:
         path = self.path_for(name, rel)
         flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0)
         fd = os.open(path, flags, 0o600)
+        digest = hashlib.sha256()
         with os.fdopen(fd, "wb") as out:
             for block in iter(lambda: source.read(_CHUNK), b""):
                 self.count(name, len(block))
                 out.write(block)
+                digest.update(block)
             os.fchmod(out.fileno(), 0o755 if mode & 0o111 else 0o644)
         self.files.add(rel)
+        self.content[rel] = ["f", digest.hexdigest(), bool(mode & 0o111)]
 
     def add_symlink(self, name: str, rel: str, link: str) -> None:
         if not link or link.startswith("/") or "\0" in link:
@@ -345,6 +360,7 @@ class _Unpacker:
         path = self.path_for(name, rel)
         os.symlink(link, path)
         self.links.append(path)
+        self.content[rel] = ["l", link]
 
     def add_hardlink(self, name: str, rel: str, link_name: str) -> None:
         source_rel = self.relative(link_name)
@@ -353,6 +369,7 @@ class _Unpacker:
         path = self.path_for(name, rel)
         os.link(os.path.join(self.dest, *source_rel.split("/")), path)
         self.files.add(rel)
+        self.content[rel] = list(self.content[source_rel])
 
     def expect(self, name: str, size: int) -> None:
         """Refuse an entry up front when its declared size alone would break the cap."""
@@ -390,8 +407,12 @@ class _CountingReader:
         return data
 
 
-def unpack_layer(archive: Path, dest: Path, root: str, *, max_bytes: int) -> None:
-    """Unpack `archive` (root folder `root/`) safely into the existing, empty folder `dest`."""
+def unpack_layer(archive: Path, dest: Path, root: str, *, max_bytes: int) -> dict[str, list[Any]]:
+    """Unpack `archive` (root folder `root/`) safely into the existing, empty folder `dest`.
+
+    Returns what was unpacked: relative path -> `["d"]`, `["f", sha256, executable]` or
+    `["l", link target]` (`stacks verify --deployed` compares a layer with it later).
+    """
     unpacker = _Unpacker(archive, dest, root, max_bytes)
     try:
         if archive.name.endswith(".zip"):
@@ -404,6 +425,7 @@ def unpack_layer(archive: Path, dest: Path, root: str, *, max_bytes: int) -> Non
         raise DeployError(f"{archive.name}: cannot unpack: {exc}") from None
     except (EOFError, OSError, ValueError) as exc:  # truncated data, bad names, ...
         raise DeployError(f"{archive.name}: cannot unpack: {exc}") from None
+    return unpacker.content
 
 
 @contextlib.contextmanager
@@ -569,12 +591,22 @@ def _read_marker(layer: Path) -> dict[str, Any]:
 
 def _write_marker(layer: Path, record: LayerRecord) -> None:
     data = {"archive_name": record.archive_name, "sha256": record.sha256, "path": str(layer)}
-    fd, tmp = tempfile.mkstemp(prefix=f"{MARKER}.", suffix=".tmp", dir=layer)
-    with os.fdopen(fd, "w", encoding="utf-8") as handle:
-        json.dump(data, handle, indent=2, sort_keys=True)
-        handle.write("\n")
-    os.chmod(tmp, 0o644)
-    os.replace(tmp, layer / MARKER)
+    _write_json(layer / MARKER, data)
+
+
+def _write_json(path: Path, data: Any) -> None:
+    """Write sorted JSON via a temporary sibling and a rename."""
+    fd, tmp = tempfile.mkstemp(prefix=f"{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            json.dump(data, handle, indent=1, sort_keys=True)
+            handle.write("\n")
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -321,6 +321,54 @@ def doit_config(ctx: RunContext, *, reporter: Any = None, jobs: int = 1) -> dict
     return config
 
 
+def state_db_problem(path: Path) -> str | None:
+    """Why doit's sqlite3 state file cannot be used (None if it is fine or absent)."""
+    import sqlite3
+
+    if not path.exists():
+        return None
+    try:
+        connection = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=30)
+        try:
+            verdict = connection.execute("PRAGMA quick_check").fetchone()
+            tables = {row[0] for row in connection.execute("SELECT name FROM sqlite_master")}
+            if "doit" in tables:  # one small JSON row per task: read them all, as doit will
+                for task_id, data in connection.execute("SELECT task_id, task_data FROM doit"):
+                    if not isinstance(json.loads(data), dict):
+                        return f"the state of {task_id} is not a JSON object"
+        finally:
+            connection.close()
+    except sqlite3.Error as exc:
+        return str(exc)
+    except (ValueError, TypeError) as exc:
+        return f"a task's state is not valid JSON ({exc})"
+    if verdict is None or verdict[0] != "ok":
+        return f"integrity check failed: {verdict[0] if verdict else 'no answer'}"
+    return None
+
+
+def set_aside_bad_state_db(cache_dir: Path, stream: TextIO | None = None) -> Path | None:
+    """Move an unreadable doit state database aside (with a note) so doit starts a new one.
+
+    Our stamps decide what is up to date, so the database holds nothing that matters; a
+    corrupt one must never stop a run. Call it under the project lock.
+    """
+    path = cache_dir / "doit.sqlite3"
+    problem = state_db_problem(path)
+    if problem is None:
+        return None
+    aside = path.with_name(f"{path.name}.corrupt-{time.strftime('%Y%m%dT%H%M%S')}")
+    os.replace(path, aside)
+    for suffix in ("-journal", "-wal", "-shm"):
+        with contextlib.suppress(OSError):
+            os.replace(f"{path}{suffix}", f"{aside}{suffix}")
+    (stream or sys.stderr).write(
+        f"note: doit's state database was unreadable ({problem}); moved it to {aside.name} "
+        "and started a new one (stacks' own stamps decide what is up to date)\n"
+    )
+    return aside
+
+
 def _loader(ctx: RunContext, config: dict[str, Any]) -> Any:
     from doit.cmd_base import TaskLoader2
 
@@ -429,6 +477,81 @@ def sigterm_as_interrupt() -> Iterator[None]:
         signal.signal(signal.SIGTERM, previous)
 
 
+_WORKERS_PREPARED: list[int] = []
+
+
+def prepare_workers() -> None:
+    """Make processes forked from here (doit's workers) stop once, quietly, and with their parent.
+
+    A worker ignores Ctrl-C (the terminal sends it to the whole group; the main process then
+    stops its workers with SIGTERM). The first SIGTERM that reaches a worker inside doit's
+    worker loop becomes KeyboardInterrupt, so the step removes its temporary folder; any
+    other SIGTERM ends the worker at once (a second one during that clean-up would only
+    print a traceback, and one that lands while the worker is still starting, inside
+    Python's at-fork hooks, would be swallowed there and leave the worker waiting forever).
+    On Linux a worker also gets SIGTERM when the main process dies: without that, a
+    `kill -9` of stacks leaves workers that finish their task next to the rerun and then
+    wait forever for work from a parent that is gone.
+    """
+    if os.name != "posix" or _WORKERS_PREPARED:
+        return
+    parent = os.getpid()
+    _WORKERS_PREPARED.append(parent)
+
+    def _in_child() -> None:
+        stopping: list[bool] = []
+
+        def _on_sigterm(signum: int, frame: Any) -> None:
+            if stopping or not _inside_worker_loop(frame):
+                os._exit(128 + signum)
+            stopping.append(True)
+            raise KeyboardInterrupt
+
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        signal.signal(signal.SIGTERM, _on_sigterm)
+        if not sys.platform.startswith("linux"):
+            return
+        import ctypes
+
+        try:
+            libc = ctypes.CDLL(None, use_errno=True)
+            libc.prctl(1, signal.SIGTERM, 0, 0, 0)  # 1 = PR_SET_PDEATHSIG
+        except (OSError, AttributeError):
+            return
+        if os.getppid() != parent:  # the parent died before prctl took effect
+            os._exit(128 + signal.SIGTERM)
+
+    os.register_at_fork(after_in_child=_in_child)
+
+
+def stop_workers(timeout: float = 10.0) -> None:
+    """Stop worker processes still running after doit returned or raised.
+
+    doit terminates its workers when interrupted while it waits for results, but not when
+    the interrupt lands while it is still starting them; the workers then wait for jobs
+    forever, and so does this process, joining them at exit.
+    """
+    import multiprocessing
+
+    children = multiprocessing.active_children()
+    for child in children:
+        child.terminate()
+    for child in children:
+        child.join(timeout)
+        if child.is_alive():
+            child.kill()
+            child.join(timeout)
+
+
+def _inside_worker_loop(frame: Any) -> bool:
+    """Whether a signal arrived while doit's worker loop (not start-up code) was running."""
+    while frame is not None:
+        if frame.f_code.co_name == "execute_task_subprocess":
+            return True
+        frame = frame.f_back
+    return False
+
+
 # ---------------------------------------------------------------- planning (no doit needed)
 
 
@@ -513,9 +636,16 @@ def run_tasks(
             # Nothing to do: skip loading doit at all (the same answer, much faster).
             result = RunResult([TaskResult(p.task, "up-to-date") for p in planned], 0)
         else:
+            set_aside_bad_state_db(ctx.cache_dir, reporter.stream)
             config = doit_config(ctx, reporter=reporter, jobs=jobs)
+            if jobs > 1:
+                prepare_workers()
             main = _doit_main(_loader(ctx, config))
-            code = main.run(["run", *wanted])
+            try:
+                code = main.run(["run", *wanted])
+            finally:
+                if jobs > 1:
+                    stop_workers()
             result = RunResult(_results(planned, reporter.results, task_graph(ctx)), code)
     result.seconds = time.perf_counter() - start
     # The process's exit code: doit's own codes (2 for a skipped dependent) mean nothing to users.
@@ -549,8 +679,9 @@ def run_doit_command(ctx: RunContext, args: Sequence[str], *, wait: bool = True)
     """Run a doit command (`list`, `info`, `forget`, `clean`, ...) on the stack's tasks."""
     needs_lock = args and args[0] in ("forget", "clean", "ignore")
     with contextlib.ExitStack() as stack:
-        if needs_lock:
+        if needs_lock or state_db_problem(ctx.cache_dir / "doit.sqlite3"):
             stack.enter_context(project_lock(ctx.cache_dir, wait=wait))
+            set_aside_bad_state_db(ctx.cache_dir)
         config = doit_config(ctx)
         # Some doit commands (forget, ignore) return None on success.
         return int(_doit_main(_loader(ctx, config)).run(list(args)) or 0)

@@ -82,3 +82,23 @@ class PublishError(StacksError):
 
 class BusyError(StacksError):
     """Another stacks run holds the project lock."""
+
+
+class DiskError(StacksError):
+    """A file could not be read or written (full disk, read-only or unwritable folder)."""
+
+    @classmethod
+    def from_os_error(cls, exc: OSError, doing: str | None = None) -> DiskError:
+        """Describe an OSError as what failed, on which path, and what usually fixes it."""
+        import errno
+
+        paths = " -> ".join(str(p) for p in (exc.filename, exc.filename2) if p is not None)
+        reason = exc.strerror or str(exc)
+        message = f"{doing + ': ' if doing else ''}{reason}" + (f": {paths}" if paths else "")
+        if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+            hint = "free some space on that disk (or point the folder elsewhere) and run again"
+        elif exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+            hint = "make the folder writable (or choose another one) and run again"
+        else:
+            hint = "check the folder and run again; finished outputs were left as they were"
+        return cls(message, hint=hint)

@@ -16,11 +16,13 @@ regular files, so the bytes do not depend on how the build tree shares inodes.
 from __future__ import annotations
 
 import contextlib
+import errno
 import gzip
 import hashlib
 import lzma
 import os
 import shutil
+import signal
 import stat
 import subprocess
 import tarfile
@@ -300,7 +302,9 @@ def write_archive(
         with contextlib.suppress(OSError):
             os.unlink(tmp_name)
         if isinstance(exc, OSError):
-            raise PublishError(f"cannot archive {tree} to {archive}: {exc}") from exc
+            raise PublishError(
+                f"cannot archive {tree} to {archive}: {exc}", hint=_os_error_hint(exc)
+            ) from exc
         raise
     return ArchiveResult(archive, out.size, out.sha256.hexdigest())
 
@@ -402,7 +406,9 @@ def export_layer(tree: Path, target: Path, *, layered: bool, symlinks: bool = Tr
     except OSError as exc:
         raise PublishError(
             f"cannot export {tree} to {target}: {exc}",
-            hint="if the target cannot hold symlinks, export with symlinks=False "
+            hint=_os_error_hint(exc)
+            if exc.errno in _DISK_ERRNOS
+            else "if the target cannot hold symlinks, export with symlinks=False "
             "(supports_symlinks() probes a folder)",
         ) from exc
     try:
@@ -410,6 +416,15 @@ def export_layer(tree: Path, target: Path, *, layered: bool, symlinks: bool = Tr
     except BaseException:
         atomic.remove_tree(target)
         raise
+
+
+_DISK_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES})
+
+
+def _os_error_hint(exc: OSError) -> str | None:
+    from stacks.errors import DiskError
+
+    return DiskError.from_os_error(exc).hint
 
 
 def _export_entry(entry: LayerEntry, dest: Path, *, same_device: bool, symlinks: bool) -> None:
@@ -486,11 +501,29 @@ def _run_postinstall(layer: Path, *, symlinks: bool) -> None:
     command = [str(base), "-X", "utf8", "-I", str(layer / "postinstall.py"), str(layer)]
     if not symlinks:
         command.append("--copies")
-    done = subprocess.run(command, capture_output=True, text=True, check=False)
-    if done.returncode != 0:
+    # Its own process group: if this step is interrupted, the whole group (compileall's
+    # worker pool included) is killed, leaving no orphan holding the output pipes.
+    process = subprocess.Popen(
+        command,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=os.name == "posix",
+    )
+    try:
+        stdout, stderr = process.communicate()
+    except BaseException:
+        with contextlib.suppress(OSError):
+            if os.name == "posix":
+                os.killpg(process.pid, signal.SIGKILL)
+            else:
+                process.kill()
+        process.wait()
+        raise
+    if process.returncode != 0:
         raise PublishError(
-            f"postinstall.py of {layer.name} failed (exit {done.returncode}):\n"
-            f"{(done.stderr or done.stdout).strip()}"
+            f"postinstall.py of {layer.name} failed (exit {process.returncode}):\n"
+            f"{(stderr or stdout).strip()}"
         )
 
 

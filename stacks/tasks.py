@@ -157,6 +157,16 @@ def _write_stamp(
     )
 
 
+def run_step(action: Any, ctx: RunContext, env_name: str) -> Any:
+    """Run a step's action; an OSError (full disk, read-only folder) fails it with a message."""
+    try:
+        return action(ctx, env_name)
+    except OSError as exc:
+        from .errors import DiskError
+
+        return _fail(DiskError.from_os_error(exc), env_name)
+
+
 def _fail(exc: StacksError, layer: str) -> Any:
     """A doit failure carrying our message (no traceback) for a user-caused error."""
     from doit.exceptions import TaskFailed
@@ -523,6 +533,7 @@ def run_archive(ctx: RunContext, env_name: str) -> Any:
         "archive_size": result.size,
         "sha256": result.sha256,
         "metadata_name": meta_name,
+        "output_dir": str(ctx.output_dir),
         "lock_version": metadata["lock_version"],
         "archive_build": build_number,
     }
@@ -559,9 +570,10 @@ def export_current(ctx: RunContext, env_name: str) -> bool:
     metadata = (
         ctx.export_dir / "__stacks__" / "env_metadata" / metadata_name(ctx, env_name, tagged=False)
     )
-    return (
-        target.is_dir() and (target / "share" / "venv" / "metadata").is_dir() and metadata.is_file()
-    )
+    if not (target.is_dir() and metadata.is_file()):
+        return False
+    # An export is edited easily (it is meant to be run): any stat drift redoes it.
+    return not tree_drift(target, manifest_path(ctx, "export", env_name))
 
 
 def run_export(ctx: RunContext, env_name: str) -> Any:
@@ -587,6 +599,8 @@ def run_export(ctx: RunContext, env_name: str) -> Any:
         )
     except StacksError as exc:
         return _fail(exc, env_name)
+    exported = hashing.scan_tree(target, skip=hashing.skip_bytecode)
+    atomic.write_json(manifest_path(ctx, "export", env_name), exported.to_json())
     atomic.write_json(
         ctx.export_dir / "__stacks__" / "env_metadata" / metadata_name(ctx, env_name, tagged=False),
         metadata,
@@ -665,7 +679,7 @@ def _task(
         targets = [os.fspath(ctx.stamp_path(step, layer.env_name))]
     return {
         "name": layer.env_name,
-        "actions": [(action, [ctx, layer.env_name])],
+        "actions": [(run_step, [action, ctx, layer.env_name])],
         "uptodate": [(check, [ctx, layer.env_name])],
         "task_dep": deps,
         "targets": targets,
@@ -756,7 +770,7 @@ def export_tasks(ctx: RunContext) -> Iterator[dict[str, Any]]:
 def _manifest_task(ctx: RunContext, step: str, names: list[str]) -> dict[str, Any]:
     return {
         "name": STACK_TASK,
-        "actions": [(run_manifest, [ctx, step])],
+        "actions": [(run_step, [run_manifest, ctx, step])],
         "uptodate": [(manifest_current, [ctx, step])],
         "task_dep": names,
         "targets": [os.fspath(ctx.stamp_path("manifest", step))],

@@ -60,6 +60,12 @@ _KEPT_UV_VARIABLES = re.compile(
 _STANDARD_FLAGS = ("--no-config", "--no-managed-python", "--no-python-downloads", "--quiet")
 _STDERR_LINES = 40
 _MISSING_WHEELS = re.compile(r"has no `[^`]*`-compatible wheels")
+# uv's words for an index it could not read (not a resolution failure).
+_NETWORK_FAILURE = re.compile(
+    r"^error: (Failed to fetch|Request failed|Failed to download)\b|error sending request|"
+    r"HTTP status (server|client) error|error decoding response body|operation timed out",
+    re.MULTILINE,
+)
 
 
 @dataclass(frozen=True)
@@ -212,6 +218,14 @@ def resolve(
     if locked.returncode != 0:
         if _MISSING_WHEELS.search(locked.stderr):
             raise _missing_wheels_error(project, work_dir, python, env_name, locked.stderr)
+        if _NETWORK_FAILURE.search(locked.stderr):
+            raise LockError(
+                f"cannot lock layer '{env_name}': the package index could not be read\n"
+                f"{_trim(locked.stderr)}",
+                hint="check the index URL (--index-url, package_indexes) and the network, then "
+                "run again; UV_HTTP_TIMEOUT and UV_HTTP_RETRIES make uv more patient; the "
+                "previous lock files were left as they were",
+            )
         raise LockError(
             f"cannot lock layer '{env_name}': uv found no solution\n{_trim(locked.stderr)}",
             hint=_conflict_hint(locked.stderr, project),

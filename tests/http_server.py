@@ -75,6 +75,7 @@ class Route:
     faults: list[Fault] = field(default_factory=list)
     always: Fault | None = None
     honour_range: bool = True
+    content_type: str = "application/octet-stream"
 
 
 @dataclass(frozen=True)
@@ -120,10 +121,11 @@ class FaultyServer:
         faults: list[Fault] | tuple[Fault, ...] = (),
         always: Fault | None = None,
         honour_range: bool = True,
+        content_type: str = "application/octet-stream",
     ) -> str:
         """Answer `path` with `body` (after the given faults); return its URL."""
         with self._lock:
-            self._routes[path] = Route(body, list(faults), always, honour_range)
+            self._routes[path] = Route(body, list(faults), always, honour_range, content_type)
         return self.url(path)
 
     def hits(self, path: str | None = None, *, settle: float = 5.0) -> list[Hit]:
@@ -226,7 +228,7 @@ class _Handler(http.server.BaseHTTPRequestHandler):
                 status, start = 206, start_or_none
         part = body[start:]
         self.send_response(status)
-        self.send_header("Content-Type", "application/octet-stream")
+        self.send_header("Content-Type", route.content_type)
         self.send_header("Content-Length", str(len(part)))
         if route.honour_range:
             self.send_header("Accept-Ranges", "bytes")

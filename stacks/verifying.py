@@ -1,0 +1,314 @@
+"""Verify what stacks made against what it recorded, by full content hash.
+
+`verify_stack` checks, for every layer of a spec: the committed lock against its metadata,
+the build folder and the export folder against the tree manifests the build and export
+steps recorded (`<cache>/stamps/<step>/<env>.manifest.json`, xxh3 of every file), and the
+archive against the sha256 in its stamp and publish metadata.
+
+`verify_deployed` checks a deployment folder: every layer with a deploy marker is compared
+with `.stacks-content.json`, the sha256 of every entry that deploy unpacked from an archive
+whose own sha256 it had checked against the publish metadata first. What postinstall
+generates on the target (a layered env's `bin/`, `pyvenv.cfg`, `sitecustomize.py`,
+bytecode) and the deploy markers themselves are not content.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import stat
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from . import hashing
+
+LIMIT = 50  # differences listed per item
+
+
+@dataclass
+class Finding:
+    """The verdict on one thing: a layer's lock, build, archive, export or deployed folder."""
+
+    layer: str
+    item: str  # "lock", "build", "archive", "export" or "deployed"
+    path: str
+    status: str  # "ok", "differs" or "absent" (never made: not a difference)
+    differences: list[str] = field(default_factory=list)
+    fix: str | None = None
+
+    @property
+    def failed(self) -> bool:
+        """Whether this finding is a difference."""
+        return self.status == "differs"
+
+    def to_json(self) -> dict[str, Any]:
+        """A JSON-able form."""
+        return {
+            "layer": self.layer,
+            "item": self.item,
+            "path": self.path,
+            "status": self.status,
+            "differences": self.differences,
+            "fix": self.fix,
+        }
+
+
+# ---------------------------------------------------------------- a stack's own outputs
+
+
+def verify_stack(ctx: Any, layers: list[Any], spec_arg: str) -> list[Finding]:
+    """Check the locks, builds, archives and exports of `layers` (tasks.RunContext `ctx`)."""
+    from .tasks import builds_here
+
+    findings: list[Finding] = []
+    for layer in layers:
+        findings.append(_verify_lock(ctx, layer, spec_arg))
+        if builds_here(ctx, layer):
+            findings.append(_verify_build(ctx, layer.env_name, spec_arg))
+            findings.append(_verify_archive(ctx, layer.env_name, spec_arg))
+            findings.append(_verify_export(ctx, layer.env_name, spec_arg))
+    return findings
+
+
+def _verify_lock(ctx: Any, layer: Any, spec_arg: str) -> Finding:
+    from .locking import lock_paths, read_lock_meta
+
+    paths = lock_paths(ctx.spec, layer)
+    meta = read_lock_meta(ctx.spec, layer)
+    found = Finding(layer.env_name, "lock", str(paths.pylock), "ok")
+    if meta is None:
+        found.status = "absent"
+        return found
+    actual = hashing.hash_file_or_none(paths.pylock)
+    if actual != meta.lock_hash:
+        found.status = "differs"
+        found.differences = [
+            f"missing: {paths.pylock.name}"
+            if actual is None
+            else f"changed: {paths.pylock.name} (edited by hand: its hash is not the one in "
+            f"{paths.meta.name})"
+        ]
+        found.fix = f"stacks lock {spec_arg} --include {layer.env_name}"
+    return found
+
+
+def _verify_build(ctx: Any, env_name: str, spec_arg: str) -> Finding:
+    from .tasks import build_manifest_path
+
+    tree = ctx.build_dir(env_name)
+    fix = f"stacks build {spec_arg} --clean --include {env_name}"
+    return _verify_tree(env_name, "build", tree, build_manifest_path(ctx, env_name), fix)
+
+
+def _verify_export(ctx: Any, env_name: str, spec_arg: str) -> Finding:
+    from .tasks import manifest_path
+
+    stamp = hashing.read_stamp(ctx.stamp_path("export", env_name))
+    if stamp is None:
+        return Finding(env_name, "export", "", "absent")
+    detail = stamp.get("input_detail", {}).get("export") or [None]
+    folder = ctx.export_dir or Path(detail[0] or ctx.spec.spec_dir / "_export")
+    tree = Path(folder) / str(stamp.get("outputs", {}).get("install_target", env_name))
+    fix = f"rm -r {tree} && stacks export {spec_arg} --output-dir {folder}"
+    return _verify_tree(env_name, "export", tree, manifest_path(ctx, "export", env_name), fix)
+
+
+def _verify_tree(env_name: str, item: str, tree: Path, manifest: Path, fix: str) -> Finding:
+    found = Finding(env_name, item, str(tree), "ok", fix=None)
+    data = hashing.read_stamp(manifest)
+    if data is None:
+        found.status = "absent" if not tree.exists() else "differs"
+        if found.failed:
+            found.differences = [f"missing: its manifest {manifest}"]
+            found.fix = fix
+        return found
+    if not tree.is_dir():
+        found.status, found.differences, found.fix = "differs", [f"missing: {tree}"], fix
+        return found
+    try:
+        recorded = hashing.TreeManifest.from_json(data)
+    except (ValueError, TypeError):
+        found.status, found.differences, found.fix = "differs", [f"unreadable: {manifest}"], fix
+        return found
+    drift = recorded.content_drift(tree, limit=LIMIT, skip=hashing.skip_bytecode)
+    if drift:
+        found.status, found.differences, found.fix = "differs", drift, fix
+    return found
+
+
+def _verify_archive(ctx: Any, env_name: str, spec_arg: str) -> Finding:
+    stamp = hashing.read_stamp(ctx.stamp_path("archive", env_name))
+    if stamp is None:
+        return Finding(env_name, "archive", "", "absent")
+    outputs = stamp.get("outputs", {})
+    folder = Path(ctx.output_dir or outputs.get("output_dir") or ctx.spec.spec_dir / "_artifacts")
+    archive = folder / str(outputs.get("archive_name", ""))
+    metadata = folder / "__stacks__" / "env_metadata" / str(outputs.get("metadata_name", ""))
+    found = Finding(env_name, "archive", str(archive), "ok")
+    problems: list[str] = []
+    try:
+        sha256 = _sha256(archive)
+        if sha256 != outputs.get("sha256"):
+            problems.append(
+                f"changed: {archive.name} (sha256 {sha256}, published {outputs.get('sha256')})"
+            )
+    except OSError:
+        problems.append(f"missing: {archive.name}")
+    try:
+        published = json.loads(metadata.read_text(encoding="utf-8"))
+        if published.get("archive_hashes", {}).get("sha256") != outputs.get("sha256"):
+            problems.append(f"changed: {metadata.name} (its sha256 is not the archive's)")
+    except (OSError, ValueError, AttributeError):
+        problems.append(f"missing or unreadable: __stacks__/env_metadata/{metadata.name}")
+    if problems:
+        found.status, found.differences = "differs", problems
+        found.fix = f"rm -f {archive} && stacks publish {spec_arg} --output-dir {folder}"
+    return found
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        while block := handle.read(1 << 20):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+# ---------------------------------------------------------------- a deployment folder
+
+
+def verify_deployed(target: Path) -> list[Finding]:
+    """Check every deployed layer in `target` against what deploy unpacked into it."""
+    from .deploy import CONTENT, MARKER
+
+    if not target.is_dir():
+        from .errors import UsageError
+
+        raise UsageError(f"{target}: no such folder", hint="give the folder passed to --target")
+    findings = []
+    for layer in sorted(p for p in target.iterdir() if (p / MARKER).is_file()):
+        findings.append(_verify_deployed_layer(target, layer, CONTENT))
+    if not findings:
+        from .errors import UsageError
+
+        raise UsageError(
+            f"{target}: no deployed layers (no folder with a {MARKER})",
+            hint="give the folder passed to `stacks deploy --target`",
+        )
+    return findings
+
+
+def _verify_deployed_layer(target: Path, layer: Path, content_name: str) -> Finding:
+    fix = (
+        f"rm {layer / '.stacks-deployed.json'} && stacks deploy ARCHIVE_DIR --target {target} "
+        f"{layer.name}"
+    )
+    found = Finding(layer.name, "deployed", str(layer), "ok")
+    try:
+        data = json.loads((layer / content_name).read_text(encoding="utf-8"))
+        recorded: dict[str, list[Any]] = data["entries"]
+        if not isinstance(recorded, dict):
+            raise TypeError("entries is not an object")
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        found.status, found.fix = "differs", fix
+        found.differences = [f"unreadable: {content_name} ({exc})"]
+        return found
+    layered = _is_layered(layer)
+    current = _content_tree(layer, layered=layered)
+    differences: list[str] = []
+    for rel in sorted(set(recorded) | set(current)):
+        old, new = recorded.get(rel), current.get(rel)
+        if old == new:
+            continue
+        if old is None:
+            assert new is not None
+            if not _generated(rel, layered=layered):
+                differences.append(f"added: {rel}")
+        elif new is None:
+            differences.append(f"missing: {rel}")
+        else:
+            differences.append(f"changed: {rel}")
+        if len(differences) >= LIMIT:
+            break
+    if differences:
+        found.status, found.differences, found.fix = "differs", differences, fix
+    return found
+
+
+def _is_layered(layer: Path) -> bool:
+    try:
+        config = json.loads(
+            (layer / "share" / "venv" / "metadata" / "venvstacks_layer.json").read_text(
+                encoding="utf-8"
+            )
+        )
+        return config.get("kind") != "runtime"
+    except (OSError, ValueError, AttributeError):
+        return True
+
+
+def _generated(rel: str, *, layered: bool) -> bool:
+    """Whether a path is made on the target (by postinstall or deploy), not unpacked."""
+    parts = rel.split("/")
+    if len(parts) == 1 and (rel.startswith(".") or rel == "pyvenv.cfg"):
+        return True
+    if layered and parts[0] == "bin":
+        return True
+    if "__pycache__" in parts or rel.endswith(".pyc"):
+        return True
+    return (
+        len(parts) == 4
+        and parts[0] == "lib"
+        and parts[2] == "site-packages"
+        and parts[3] == "sitecustomize.py"
+    )
+
+
+def _content_tree(root: Path, *, layered: bool) -> dict[str, list[Any]]:
+    """The deployed layer as deploy records it (sha256 of files, link targets, folders)."""
+    found: dict[str, list[Any]] = {}
+    root_str = os.fspath(root)
+    for dirpath, dirnames, filenames in os.walk(root_str):
+        rel_dir = os.path.relpath(dirpath, root_str)
+        prefix = "" if rel_dir == "." else rel_dir.replace(os.sep, "/") + "/"
+        for name in list(dirnames):
+            full = os.path.join(dirpath, name)
+            if os.path.islink(full):
+                found[prefix + name] = ["l", os.readlink(full)]
+                dirnames.remove(name)
+            elif name == "__pycache__":
+                dirnames.remove(name)
+            else:
+                found[prefix + name] = ["d"]
+        for name in filenames:
+            full = os.path.join(dirpath, name)
+            info = os.lstat(full)
+            if stat.S_ISLNK(info.st_mode):
+                found[prefix + name] = ["l", os.readlink(full)]
+            elif name.endswith(".pyc") or _generated(prefix + name, layered=layered):
+                continue
+            else:
+                found[prefix + name] = ["f", _sha256(Path(full)), bool(info.st_mode & 0o111)]
+    return found
+
+
+def render(findings: list[Finding]) -> str:
+    """Human-readable lines: one per checked item, then the differences and the fix."""
+    lines = []
+    for item in findings:
+        if item.status == "absent":
+            continue
+        label = "ok" if item.status == "ok" else "DIFFERS"
+        lines.append(f"{label:8} {item.item:8} {item.layer}  {item.path}")
+        for difference in item.differences:
+            lines.append(f"           {difference}")
+        if item.fix:
+            lines.append(f"           fix: {item.fix}")
+    failed = sum(f.failed for f in findings)
+    checked = sum(f.status != "absent" for f in findings)
+    lines.append(
+        f"{checked} checked, {failed} differ" if failed else f"{checked} checked, all match"
+    )
+    return "\n".join(lines)

@@ -1,0 +1,164 @@
+"""Helpers for the fault tests: a small real project, snapshots of outputs, killable runs."""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from stackrun import REPO
+
+EXCLUDE_NEWER = "2025-06-01T00:00:00Z"
+
+SMALL_STACK = f"""
+[tool.uv]
+exclude-newer = "{EXCLUDE_NEWER}"
+
+[tool.stacks]
+runtime_source = "local"
+
+[[runtimes]]
+name = "cpython-3.12"
+python_implementation = "cpython@3.12"
+requirements = ["six"]
+
+[[frameworks]]
+name = "fw"
+runtime = "cpython-3.12"
+requirements = ["attrs"]
+
+[[applications]]
+name = "app"
+launch_module = "app.py"
+frameworks = ["fw"]
+requirements = ["idna"]
+"""
+
+SMALL_APP = """
+import attrs, idna, six
+print("ok", six.__name__, attrs.__name__, idna.__name__)
+"""
+
+
+def make_small_project(folder: Path, spec: str = SMALL_STACK) -> Path:
+    """Write the small three-layer spec and its launch module; return the spec path."""
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "app.py").write_text(textwrap.dedent(SMALL_APP), encoding="utf-8")
+    path = folder / "stack.toml"
+    path.write_text(textwrap.dedent(spec), encoding="utf-8")
+    return path
+
+
+def stacks_env(extra: dict[str, str] | None = None) -> dict[str, str]:
+    """The environment a `stacks` subprocess runs with (this checkout first on sys.path)."""
+    env = {**os.environ, **(extra or {})}
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH")]))
+    return env
+
+
+def start_stacks(
+    *args: str | os.PathLike[str], env: dict[str, str] | None = None
+) -> subprocess.Popen[str]:
+    """Start `python -m stacks ARGS` in its own process group (so a terminal-like SIGINT can reach all of it)."""
+    return subprocess.Popen(
+        [sys.executable, "-m", "stacks", *map(str, args)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=stacks_env(env),
+        start_new_session=True,
+    )
+
+
+def end_group(process: subprocess.Popen[str]) -> None:
+    """Kill whatever is left of a process group this test started (orphaned children)."""
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(process.pid, signal.SIGKILL)
+
+
+def snapshot(root: Path, *, skip_bytecode: bool = True) -> dict[str, str]:
+    """relative path -> sha256 of content (or `link:<target>`, `dir`) of every entry under `root`."""
+    found: dict[str, str] = {}
+    if not root.exists():
+        return found
+    for dirpath, dirnames, filenames in os.walk(root):
+        dirnames[:] = sorted(d for d in dirnames if not (skip_bytecode and d == "__pycache__"))
+        for name in dirnames + filenames:
+            full = Path(dirpath, name)
+            rel = full.relative_to(root).as_posix()
+            if skip_bytecode and name.endswith(".pyc"):
+                continue
+            if full.is_symlink():
+                found[rel] = "link:" + os.readlink(full)
+            elif full.is_dir():
+                found[rel] = "dir"
+            else:
+                found[rel] = hashlib.sha256(full.read_bytes()).hexdigest()
+    return found
+
+
+def diff(before: dict[str, str], after: dict[str, str], limit: int = 10) -> list[str]:
+    """What differs between two snapshots, in words."""
+    out = []
+    for path in sorted(set(before) | set(after)):
+        if before.get(path) != after.get(path):
+            out.append(f"{path}: {before.get(path, 'absent')} -> {after.get(path, 'absent')}")
+    return out[:limit]
+
+
+@dataclass
+class Timed:
+    """A finished process and how long it ran."""
+
+    code: int
+    stdout: str
+    stderr: str
+    seconds: float
+
+
+def run_timed(*args: str | os.PathLike[str], env: dict[str, str] | None = None) -> Timed:
+    """Run `stacks ARGS` to the end and time it."""
+    start = time.perf_counter()
+    done = subprocess.run(
+        [sys.executable, "-m", "stacks", *map(str, args)],
+        capture_output=True,
+        text=True,
+        env=stacks_env(env),
+        timeout=900,
+        check=False,
+    )
+    return Timed(done.returncode, done.stdout, done.stderr, time.perf_counter() - start)
+
+
+def runtime_archive(runtime: Path) -> bytes:
+    """A python-build-standalone-shaped tar.gz (top folder `python/`) of a runtime folder."""
+    import gzip
+    import io
+    import tarfile
+
+    raw = io.BytesIO()
+    with gzip.GzipFile(fileobj=raw, mode="wb", compresslevel=1, mtime=0) as gz:  # noqa: SIM117
+        with tarfile.open(fileobj=gz, mode="w", format=tarfile.PAX_FORMAT) as tar:
+            tar.add(runtime, arcname="python")
+    return raw.getvalue()
+
+
+def archive_runtime_spec(url: str, sha256: str, *, packages: str = "[]") -> str:
+    """A one-layer stack whose runtime is downloaded from `url`."""
+    return f"""
+[tool.uv]
+exclude-newer = "{EXCLUDE_NEWER}"
+
+[[runtimes]]
+name = "cpython-3.12"
+python_implementation = "cpython@3.12"
+source = {{ url = "{url}", sha256 = "{sha256}" }}
+requirements = {packages}
+"""

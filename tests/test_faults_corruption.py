@@ -1,0 +1,223 @@
+"""Corruption, caused for real: a garbage doit database, files edited or deleted in build and
+export folders, a hand-edited lock, a truncated or altered download in the cache, a tampered
+deployed layer. Each is detected (`stacks verify`, or the step's own check) and either
+repaired by redoing the affected step or reported with the command that fixes it."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shlex
+import sqlite3
+import subprocess
+from pathlib import Path
+
+import pytest
+from faults import (
+    archive_runtime_spec,
+    make_small_project,
+    runtime_archive,
+    snapshot,
+    stacks_env,
+)
+from http_server import FaultyServer
+from stackrun import stacks
+
+pytestmark = pytest.mark.slow
+
+SITE = "lib/python3.12/site-packages"
+
+
+@pytest.fixture(scope="module")
+def project(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The small stack, built, published and exported once for the module."""
+    spec = make_small_project(tmp_path_factory.mktemp("corrupt") / "stack")
+    stacks("publish", spec)
+    stacks("export", spec)
+    return spec
+
+
+def verify(spec: Path, *args: str | os.PathLike[str]) -> tuple[int, dict]:
+    """`stacks verify --json`: the exit code and the findings that differ, by (item, layer)."""
+    out = stacks("verify", spec, "--json", *args, check=False)
+    assert "Traceback" not in out.stderr
+    document = json.loads(out.stdout)
+    differing = {
+        (f["item"], f["layer"]): f for f in document["findings"] if f["status"] == "differs"
+    }
+    assert document["ok"] == (not differing)
+    return out.code, differing
+
+
+def run_fix(command: str, cwd: Path) -> None:
+    """Run a `fix:` command as a user would paste it (`stacks` is this checkout's CLI)."""
+    import sys
+
+    for part in command.split(" && "):
+        words = shlex.split(part)
+        assert words[0] in ("stacks", "rm"), command
+        argv = [sys.executable, "-m", "stacks", *words[1:]] if words[0] == "stacks" else words
+        done = subprocess.run(
+            argv, cwd=cwd, env=stacks_env(), capture_output=True, text=True, check=False
+        )
+        assert done.returncode == 0, done.stderr
+
+
+def test_all_outputs_verify_clean(project: Path) -> None:
+    code, differing = verify(project)
+    assert (code, differing) == (0, {})
+    text = stacks("verify", project).stdout
+    assert "12 checked, all match" in text
+
+
+def test_garbage_doit_database_is_set_aside(project: Path) -> None:
+    db = project.parent / "cache" / "doit.sqlite3"
+    for garbage in (os.urandom(8192), b"SQLite format 3\x00" + os.urandom(5000), b""):
+        db.write_bytes(garbage)
+        out = stacks("build", project, "--clean", "--include", "app-*", "--json")
+        assert out.ran() == ["build:app-app"]
+        assert "Traceback" not in out.stderr
+        if garbage:
+            assert "doit's state database was unreadable" in out.stderr
+    # A well-formed database whose rows are junk.
+    with sqlite3.connect(db) as connection:
+        connection.execute("UPDATE doit SET task_data = '{{{ not json'")
+    out = stacks("build", project, "--clean", "--include", "app-*", "--json")
+    assert out.ran() == ["build:app-app"] and "a task's state is not valid JSON" in out.stderr
+    assert stacks("list", project).code == 0
+    assert len(list(db.parent.glob("doit.sqlite3.corrupt-*"))) >= 3
+
+
+def test_file_deleted_or_edited_in_a_build_is_found_and_rebuilt(project: Path) -> None:
+    build = project.parent / "cache" / "build"
+    deleted = build / "framework-fw" / SITE / "attrs" / "converters.py"
+    deleted.unlink()
+    code, differing = verify(project)
+    assert code == 1
+    assert differing[("build", "framework-fw")]["differences"] == [
+        f"missing: {SITE}/attrs/converters.py"
+    ]
+    assert stacks("build", project, "--json").ran() == ["build:framework-fw"]
+    assert deleted.is_file()
+    # An edit that keeps size and mtime slips past the cheap stat check; verify sees it,
+    # and its fix command repairs it.
+    edited = build / "app-app" / SITE / "app.py"
+    before = edited.stat()
+    data = bytearray(edited.read_bytes())
+    data[-2] = ord("#") if data[-2] != ord("#") else ord("!")
+    edited.write_bytes(bytes(data))
+    os.utime(edited, ns=(before.st_atime_ns, before.st_mtime_ns))
+    assert stacks("build", project, "--json").ran() == []
+    code, differing = verify(project)
+    finding = differing[("build", "app-app")]
+    assert finding["differences"] == [f"changed: {SITE}/app.py"]
+    run_fix(finding["fix"], project.parent)
+    assert verify(project) == (0, {})
+
+
+def test_edited_export_and_archive_are_reported_and_fixed(project: Path) -> None:
+    export = project.parent / "_export" / "app-app" / SITE / "app.py"
+    export.unlink()  # a hard link into the build: delete, don't edit in place
+    export.write_text("print('tampered')\n", encoding="utf-8")
+    archive = project.parent / "_artifacts" / "framework-fw.tar.xz"
+    with archive.open("r+b") as handle:
+        handle.seek(100)
+        byte = handle.read(1)
+        handle.seek(100)
+        handle.write(bytes([byte[0] ^ 0xFF]))
+    code, differing = verify(project)
+    assert code == 1 and set(differing) == {("export", "app-app"), ("archive", "framework-fw")}
+    assert differing[("export", "app-app")]["differences"] == [f"changed: {SITE}/app.py"]
+    assert "sha256" in differing[("archive", "framework-fw")]["differences"][0]
+    # The export's stat check alone already redoes it; the archive needs the fix command.
+    assert "export:app-app" in stacks("export", project, "--json").ran()
+    run_fix(differing[("archive", "framework-fw")]["fix"], project.parent)
+    assert verify(project) == (0, {})
+
+
+def test_hand_edited_lock_is_reported_and_relocked_identically(project: Path) -> None:
+    pylock = project.parent / "requirements" / "framework-fw" / "pylock.framework-fw.toml"
+    original = pylock.read_bytes()
+    pylock.write_bytes(original.replace(b'name = "attrs"', b'name = "attrs-evil"'))
+    code, differing = verify(project)
+    assert code == 1
+    finding = differing[("lock", "framework-fw")]
+    assert "edited by hand" in finding["differences"][0]
+    assert finding["fix"].startswith("stacks lock ")
+    shown = stacks("show", project)
+    assert "*framework-fw" in shown.stdout and "run `stacks lock`" in shown.stdout
+    plan = stacks("build", project, "--dry-run", "--json").data["plan"]
+    reasons = {p["task"]: p["reasons"] for p in plan}
+    assert any("edited by hand" in r for r in reasons["lock:framework-fw"])
+    run_fix(finding["fix"], project.parent)
+    assert pylock.read_bytes() == original
+    assert stacks("build", project, "--json").ran() == []
+
+
+def test_deployed_layers_are_verified_against_what_was_unpacked(
+    project: Path, tmp_path: Path
+) -> None:
+    target = tmp_path / "deployed"
+    stacks("deploy", project.parent / "_artifacts", "--target", target)
+    out = stacks("verify", "--deployed", target, "--json")
+    assert json.loads(out.stdout)["ok"] is True
+    # Running the app writes bytecode; postinstall wrote bin/, pyvenv.cfg, sitecustomize.py:
+    # none of that is a difference.
+    done = subprocess.run(
+        [str(target / "app-app" / "bin" / "python"), "-m", "app"], capture_output=True, text=True
+    )
+    assert done.returncode == 0, done.stderr
+    assert stacks("verify", "--deployed", target).code == 0
+    (target / "framework-fw" / SITE / "attrs" / "filters.py").unlink()
+    (target / "app-app" / SITE / "extra.py").write_text("x = 1\n", encoding="utf-8")
+    with (target / "cpython-3.12" / "lib" / "python3.12" / "os.py").open("a") as handle:
+        handle.write("# edited\n")
+    out = stacks("verify", "--deployed", target, "--json", check=False)
+    assert out.code == 1 and "Traceback" not in out.stderr
+    found = {f["layer"]: f for f in json.loads(out.stdout)["findings"]}
+    assert found["framework-fw"]["differences"] == [f"missing: {SITE}/attrs/filters.py"]
+    assert found["app-app"]["differences"] == [f"added: {SITE}/extra.py"]
+    assert found["cpython-3.12"]["differences"] == ["changed: lib/python3.12/os.py"]
+    for finding in found.values():
+        fix = finding["fix"].replace("ARCHIVE_DIR", str(project.parent / "_artifacts"))
+        run_fix(fix, tmp_path)
+    assert found["app-app"]["status"] == "differs"
+    (target / "app-app" / SITE / "extra.py").unlink(missing_ok=True)
+    assert stacks("verify", "--deployed", target).code == 0
+    # Usage errors are exit 2, not tracebacks.
+    for args in (["verify"], ["verify", "--deployed", tmp_path / "nowhere"]):
+        out = stacks(*args, check=False)
+        assert out.code == 2 and "Traceback" not in out.stderr
+
+
+def _corrupt_and_rebuild(spec: Path, cached: Path, damage: str) -> str:
+    if damage == "truncated":
+        cached.write_bytes(cached.read_bytes()[: cached.stat().st_size // 2])
+    else:
+        data = bytearray(cached.read_bytes())
+        data[len(data) // 2] ^= 0xFF
+        cached.write_bytes(bytes(data))
+    out = stacks("build", spec, "--clean", "--include", "cpython-*", "--json")
+    return out.stderr
+
+
+@pytest.mark.parametrize("damage", ["truncated", "altered"])
+def test_damaged_download_cache_is_detected_and_refetched(
+    tmp_path: Path, http_server: FaultyServer, local_runtime: object, damage: str
+) -> None:
+    runtime, _ = local_runtime  # type: ignore[misc]
+    data = runtime_archive(runtime)
+    digest = hashlib.sha256(data).hexdigest()
+    url = http_server.serve("/cpython.tar.gz", data)
+    spec = make_small_project(tmp_path / "stack", archive_runtime_spec(url, digest))
+    stacks("build", spec)
+    cached = spec.parent / "cache" / "downloads" / "sha256" / digest / "cpython.tar.gz"
+    assert len(http_server.hits("/cpython.tar.gz")) == 1
+    # The runtime must be provided again (its folder is gone), from a damaged cache.
+    runtime_dir = spec.parent / "cache" / "runtimes" / "cpython-3.12"
+    subprocess.run(["rm", "-rf", str(runtime_dir)], check=True)
+    _corrupt_and_rebuild(spec, cached, damage)
+    assert len(http_server.hits("/cpython.tar.gz")) == 2  # detected, fetched again
+    assert hashlib.sha256(cached.read_bytes()).hexdigest() == digest
+    assert snapshot(runtime_dir)  # provided again from good bytes
