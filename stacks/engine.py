@@ -357,7 +357,12 @@ def set_aside_bad_state_db(cache_dir: Path, stream: TextIO | None = None) -> Pat
     problem = state_db_problem(path)
     if problem is None:
         return None
-    aside = path.with_name(f"{path.name}.corrupt-{time.strftime('%Y%m%dT%H%M%S')}")
+    stamp = time.strftime("%Y%m%dT%H%M%S")
+    aside = path.with_name(f"{path.name}.corrupt-{stamp}")
+    counter = 1
+    while aside.exists():  # two set-asides within one second must not overwrite each other
+        counter += 1
+        aside = path.with_name(f"{path.name}.corrupt-{stamp}-{counter}")
     os.replace(path, aside)
     for suffix in ("-journal", "-wal", "-shm"):
         with contextlib.suppress(OSError):

@@ -33,4 +33,5 @@ def test_every_task_action_and_check_pickles_to_an_equal_context(tmp_path: Path)
         copy = pickle.loads(pickle.dumps((action, args, check, check_args)))
         assert copy[0] is action and copy[2] is check  # module-level functions, by reference
         assert copy[1] == args and copy[3] == check_args
-        assert copy[1][0].spec.layer("app-demo") == spec.layer("app-demo")
+        context = next(arg for arg in copy[1] if isinstance(arg, RunContext))
+        assert context.spec.layer("app-demo") == spec.layer("app-demo")
