@@ -15,14 +15,8 @@ import random
 import sys
 from pathlib import Path
 
-PLATFORMS = (
-    "linux_x86_64",
-    "linux_aarch64",
-    "macosx_arm64",
-    "macosx_x86_64",
-    "win_amd64",
-    "win_arm64",
-)
+from stacks.platforms import PLATFORMS
+
 REQUIREMENTS = (
     "attrs>=23.1",
     "idna>=3.4",

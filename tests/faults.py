@@ -13,33 +13,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from projects import EXCLUDE_NEWER, SMALL_STACK
 from stackrun import REPO
-
-EXCLUDE_NEWER = "2025-06-01T00:00:00Z"
-
-SMALL_STACK = f"""
-[tool.uv]
-exclude-newer = "{EXCLUDE_NEWER}"
-
-[tool.stacks]
-runtime_source = "local"
-
-[[runtimes]]
-name = "cpython-3.12"
-python_implementation = "cpython@3.12"
-requirements = ["six"]
-
-[[frameworks]]
-name = "fw"
-runtime = "cpython-3.12"
-requirements = ["attrs"]
-
-[[applications]]
-name = "app"
-launch_module = "app.py"
-frameworks = ["fw"]
-requirements = ["idna"]
-"""
 
 SMALL_APP = """
 import attrs, idna, six

@@ -16,6 +16,31 @@ from stackrun import REPO, Outcome
 
 EXCLUDE_NEWER = "2025-06-01T00:00:00Z"
 LOCKED_AT = "2025-06-01T00:00:00+00:00"
+
+# A runtime with six, a framework with attrs, an app with idna: three real, small layers.
+SMALL_STACK = f"""
+[tool.uv]
+exclude-newer = "{EXCLUDE_NEWER}"
+
+[tool.stacks]
+runtime_source = "local"
+
+[[runtimes]]
+name = "cpython-3.12"
+python_implementation = "cpython@3.12"
+requirements = ["six"]
+
+[[frameworks]]
+name = "fw"
+runtime = "cpython-3.12"
+requirements = ["attrs"]
+
+[[applications]]
+name = "app"
+launch_module = "app.py"
+frameworks = ["fw"]
+requirements = ["idna"]
+"""
 PYTHON_310 = Path("/root/.pyenv/versions/3.10.13/bin/python")
 
 

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 from projects import (
-    EXCLUDE_NEWER,
+    SMALL_STACK,
     copy_project,
     doit,
     no_traceback,
@@ -21,29 +21,7 @@ from projects import (
 from stackrun import Outcome, stacks
 from wheels import build_wheel
 
-SPEC = f"""
-[tool.uv]
-exclude-newer = "{EXCLUDE_NEWER}"
-
-[tool.stacks]
-runtime_source = "local"
-
-[[runtimes]]
-name = "cpython-3.12"
-python_implementation = "cpython@3.12"
-requirements = ["six"]
-
-[[frameworks]]
-name = "fw"
-runtime = "cpython-3.12"
-requirements = ["attrs"]
-
-[[applications]]
-name = "app"
-launch_module = "app.py"
-frameworks = ["fw"]
-requirements = ["idna"]
-"""
+SPEC = SMALL_STACK
 APP = "import attrs, idna, six\nprint(idna.__name__)\n"
 LAYERS = ("cpython-3.12", "framework-fw", "app-app")
 LOCK_TASKS = sorted(f"lock:{layer}" for layer in LAYERS)

@@ -8,36 +8,13 @@ import textwrap
 from pathlib import Path
 
 import pytest
+from projects import EXCLUDE_NEWER, SMALL_STACK
 from stackrun import layer_of, stacks
 from wheels import build_wheel
 
 pytestmark = pytest.mark.slow
 
-EXCLUDE_NEWER = "2025-06-01T00:00:00Z"
-
-THREE_LAYERS = f"""
-[tool.uv]
-exclude-newer = "{EXCLUDE_NEWER}"
-
-[tool.stacks]
-runtime_source = "local"
-
-[[runtimes]]
-name = "cpython-3.12"
-python_implementation = "cpython@3.12"
-requirements = ["six"]
-
-[[frameworks]]
-name = "fw"
-runtime = "cpython-3.12"
-requirements = ["attrs"]
-
-[[applications]]
-name = "app"
-launch_module = "app.py"
-frameworks = ["fw"]
-requirements = ["idna"]
-"""
+THREE_LAYERS = SMALL_STACK
 
 APP = """
 import json, sys
