@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
 
-from .errors import BusyError, StacksError
+from .errors import BusyError
 from .tasks import GENERATORS, RunContext
 
 # ---------------------------------------------------------------- results
@@ -690,18 +690,3 @@ def run_doit_command(ctx: RunContext, args: Sequence[str], *, wait: bool = True)
         config = doit_config(ctx)
         # Some doit commands (forget, ignore) return None on success.
         return int(_doit_main(_loader(ctx, config)).run(list(args)) or 0)
-
-
-def require_tasks(ctx: RunContext, names: Sequence[str]) -> None:
-    """Fail with a usage error if a task name is unknown."""
-    graph = task_graph(ctx)
-    unknown = [n for n in names if n not in graph and n not in GENERATORS]
-    if unknown:
-        from .errors import UsageError
-
-        raise UsageError(
-            f"unknown task: {', '.join(unknown)}", hint="`stacks list SPEC` shows every task"
-        )
-
-
-__all__ = ["RunResult", "StacksError", "StacksReporter", "plan", "run_tasks"]

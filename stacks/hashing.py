@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import os
 import stat
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -21,11 +21,6 @@ _CHUNK = 1 << 20
 def hash_bytes(data: bytes) -> str:
     """`xxh3_128:<hex>` of some bytes."""
     return PREFIX + xxhash.xxh3_128_hexdigest(data)
-
-
-def hash_strings(*parts: str) -> str:
-    """Hash of an ordered sequence of strings (separated, so ("ab", "c") != ("a", "bc"))."""
-    return hash_bytes(json.dumps(list(parts), ensure_ascii=False).encode("utf-8"))
 
 
 def hash_json(data: Any) -> str:
@@ -205,8 +200,3 @@ def read_stamp(path: Path) -> dict[str, Any] | None:
 def write_stamp(path: Path, data: dict[str, Any]) -> None:
     """Record a finished step's inputs and outputs, atomically and last."""
     atomic.write_json(path, data)
-
-
-def hashes_of(paths: Iterable[Path]) -> dict[str, str | None]:
-    """Content hashes of several files by path (None for missing ones)."""
-    return {os.fspath(p): hash_file_or_none(p) for p in paths}

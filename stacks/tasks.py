@@ -500,7 +500,7 @@ def run_archive(ctx: RunContext, env_name: str) -> Any:
             StacksError("the layer has not been built", hint="run `stacks build SPEC`"), env_name
         )
     layer = ctx.spec.layer(env_name)
-    metadata = layer_metadata(ctx, env_name)
+    metadata = dict(key["metadata"])  # computed with the inputs; no second pass over modules
     name = archive_name(ctx, env_name)
     meta_name = metadata_name(ctx, env_name, tagged=ctx.tag_outputs)
     meta_path = ctx.output_dir / "__stacks__" / "env_metadata" / meta_name
@@ -588,7 +588,7 @@ def run_export(ctx: RunContext, env_name: str) -> Any:
             StacksError("the layer has not been built", hint="run `stacks build SPEC`"), env_name
         )
     layer = ctx.spec.layer(env_name)
-    metadata = layer_metadata(ctx, env_name)
+    metadata = dict(key["metadata"])  # computed with the inputs; no second pass over modules
     target = ctx.export_dir / metadata["install_target"]
     try:
         export_layer(
