@@ -1,5 +1,5 @@
 """`python -m stacks` runs the command-line interface."""
 
-from .cli import main
+from .cli import console_main
 
-raise SystemExit(main())
+console_main()

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import argparse
 import json
+import signal
 import sys
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, NoReturn
 
 from . import __version__
 from .errors import EXIT_USAGE, StacksError, UsageError
@@ -14,25 +15,13 @@ from .errors import EXIT_USAGE, StacksError, UsageError
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; return the exit code."""
-    _tolerant_output()
-    parser = _build_parser()
-    args, extra = parser.parse_known_args(argv)
-    if extra and getattr(args, "handler", None) is _cmd_deploy:
-        # `stacks deploy DIR --target T LAYER...`: layers may follow the options too.
-        if any(word.startswith("-") for word in extra):
-            parser.error(f"unrecognized arguments: {' '.join(extra)}")
-        args.layers = [*args.layers, *extra]
-    elif extra:
-        parser.error(f"unrecognized arguments: {' '.join(extra)}")
-    if getattr(args, "handler", None) is None:
-        parser.print_help(sys.stderr)
-        return EXIT_USAGE
     try:
-        return int(args.handler(args) or 0)
+        return _run(argv)
     except StacksError as exc:
         _print_error(exc)
         return exc.exit_code
     except KeyboardInterrupt:
+        # Caught around argument parsing too: a Ctrl-C at any point after start-up is no crash.
         print("stacks: interrupted", file=sys.stderr)
         return 130
     except BrokenPipeError:
@@ -47,6 +36,37 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         _print_error(DiskError.from_os_error(exc))
         return 1
+
+
+def console_main() -> NoReturn:
+    """The `stacks` and `python -m stacks` entry point: run, then exit with the code."""
+    try:
+        code = main()
+        # The work is done: a late Ctrl-C or SIGTERM must not turn the interpreter's shutdown
+        # into a traceback. Blocked signals are simply dropped when the process exits.
+        signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM})
+    except KeyboardInterrupt:
+        print("stacks: interrupted", file=sys.stderr)
+        code = 130
+    sys.exit(code)
+
+
+def _run(argv: Sequence[str] | None) -> int:
+    """Parse the arguments and run the chosen command."""
+    _tolerant_output()
+    parser = _build_parser()
+    args, extra = parser.parse_known_args(argv)
+    if extra and getattr(args, "handler", None) is _cmd_deploy:
+        # `stacks deploy DIR --target T LAYER...`: layers may follow the options too.
+        if any(word.startswith("-") for word in extra):
+            parser.error(f"unrecognized arguments: {' '.join(extra)}")
+        args.layers = [*args.layers, *extra]
+    elif extra:
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    if getattr(args, "handler", None) is None:
+        parser.print_help(sys.stderr)
+        return EXIT_USAGE
+    return int(args.handler(args) or 0)
 
 
 def _tolerant_output() -> None:

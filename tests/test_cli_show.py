@@ -431,3 +431,44 @@ def test_non_utf8_stdout_is_not_a_traceback() -> None:
     )
     assert b"Traceback" not in result.stderr
     assert result.returncode == 0
+
+
+# A real SIGINT sent by the process to itself at a chosen point: the only way to land a Ctrl-C
+# exactly during argument parsing or right after the work is done, which the random kills of
+# the interruption harness hit only now and then.
+_SIGINT_AT = {
+    "during argument parsing": (
+        "parse = cli._build_parser\n"
+        "def _build_parser():\n"
+        "    os.kill(os.getpid(), signal.SIGINT)\n"
+        "    return parse()\n"
+        "cli._build_parser = _build_parser\n"
+    ),
+    "as the work ends": (
+        "run = cli.main\n"
+        "def main(argv=None):\n"
+        "    code = run(argv)\n"
+        "    os.kill(os.getpid(), signal.SIGINT)\n"
+        "    return code\n"
+        "cli.main = main\n"
+    ),
+}
+
+
+@pytest.mark.parametrize("moment", sorted(_SIGINT_AT))
+def test_ctrl_c_at_any_moment_is_no_traceback(moment: str) -> None:
+    """A Ctrl-C during parsing or as the run ends: 'interrupted', exit 130, no traceback."""
+    script = (
+        "import os, signal, sys\n"
+        "from stacks import cli\n"
+        + _SIGINT_AT[moment]
+        + f"sys.argv = ['stacks', 'show', {str(SPECS / 'valid_runtime_only.toml')!r}]\n"
+        "cli.console_main()\n"
+    )
+    env = {k: v for k, v in os.environ.items() if k not in OVERRIDES}
+    done = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, env=env, timeout=60
+    )
+    assert "Traceback" not in done.stderr, done.stderr
+    assert done.returncode == 130, done.stderr
+    assert "stacks: interrupted" in done.stderr
