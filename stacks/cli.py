@@ -552,6 +552,8 @@ def _cmd_steps(args: argparse.Namespace) -> int:
     layers = _selected(args, spec, with_dependents=False)
     _check_reset_patterns(args, spec)
     ctx = _context(args, spec)
+    if args.include:
+        ctx = ctx.with_options(selected=frozenset(layer.env_name for layer in layers))
     wanted = _wanted(ctx, args.step, layers)
     skipped = [
         layer.env_name

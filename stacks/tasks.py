@@ -40,6 +40,9 @@ class RunContext:
     tag_outputs: bool = False
     symlinks: bool = True
     forced: frozenset[str] = field(default_factory=frozenset)  # task names to redo regardless
+    # With `--include`: the layers this run publishes or exports. The stack manifest then waits
+    # for those only (it gathers whatever layer metadata the output folder holds). None: all.
+    selected: frozenset[str] | None = None
 
     @property
     def build_root(self) -> Path:
@@ -747,7 +750,7 @@ def archive_tasks(ctx: RunContext) -> Iterator[dict[str, Any]]:
                 [task_name("build", layer.env_name)],
                 f"archive {layer.env_name}",
             )
-    yield _manifest_task(ctx, "archive", names)
+    yield _manifest_task(ctx, "archive", _selected_tasks(ctx, names))
 
 
 def export_tasks(ctx: RunContext) -> Iterator[dict[str, Any]]:
@@ -764,7 +767,14 @@ def export_tasks(ctx: RunContext) -> Iterator[dict[str, Any]]:
             yield _task(
                 "export", layer, ctx, run_export, export_current, deps, f"export {layer.env_name}"
             )
-    yield _manifest_task(ctx, "export", names)
+    yield _manifest_task(ctx, "export", _selected_tasks(ctx, names))
+
+
+def _selected_tasks(ctx: RunContext, names: list[str]) -> list[str]:
+    """The task names of the layers this run is about (all without `--include`)."""
+    if ctx.selected is None:
+        return names
+    return [name for name in names if name.partition(":")[2] in ctx.selected]
 
 
 def _manifest_task(ctx: RunContext, step: str, names: list[str]) -> dict[str, Any]:

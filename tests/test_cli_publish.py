@@ -403,6 +403,39 @@ def test_local_export_runs_every_app(pair: tuple[Path, Path]) -> None:
     assert_apps_run_from(folder)
 
 
+def test_include_publishes_and_exports_only_the_selected_layers(
+    pair: tuple[Path, Path], tmp_path: Path
+) -> None:
+    """--include: the matching layers and those they need; the manifest lists what is there."""
+    exported, published = tmp_path / "export", tmp_path / "publish"
+    out = stacks("export", pair[0], "--include", "app-two", "--output-dir", exported, "--json")
+    assert sorted(t for t in out.ran() if t.startswith("export:")) == [
+        "export:__stack__",
+        "export:app-two",
+        "export:cpython-3.12",
+    ]
+    assert sorted(os.listdir(exported)) == ["__stacks__", "app-two", RUNTIME]
+    assert sorted(stack_entries(exported)) == ["app-two", "cpython-3.12"]
+    six = Path(run_app(exported, "app-two")["modules"]["six"])
+    assert six.is_relative_to(exported / RUNTIME)
+    # A second selection adds its layers; the manifest now lists all four.
+    stacks("export", pair[0], "--include", "app-one", "--output-dir", exported)
+    assert sorted(stack_entries(exported)) == sorted(TARGETS)
+
+    args = ("--format", "tar.gz", "--output-dir", published)
+    out = stacks("publish", pair[0], "--include", "app-two", *args, "--json")
+    assert sorted(t for t in out.ran() if t.startswith("archive:")) == [
+        "archive:__stack__",
+        "archive:app-two",
+        "archive:cpython-3.12",
+    ]
+    assert sorted(p.name for p in published.glob("*.tar.gz")) == [
+        "app-two.tar.gz",
+        f"{RUNTIME}.tar.gz",
+    ]
+    assert sorted(stack_entries(published)) == ["app-two", "cpython-3.12"]
+
+
 # ---------------------------------------------------------------- incremental publishing
 
 
