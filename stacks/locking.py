@@ -206,11 +206,26 @@ def lock_inputs(spec: StackSpec, layer: LayerSpec, options: LockOptions) -> Lock
         "launch_module": _module_hash(layer.launch_module) if layer.launch_module else None,
         "support_modules": [_module_hash(p) for p in layer.support_modules],
     }
+    if layer.versioned:
+        # A versioned layer deployed as <env>@N must not change what it runs on under the same
+        # N: a new deployed name of a lower layer gives it a new version too.
+        lower_versions = {
+            env: _lock_version_or_none(spec, env)
+            for env in layer.dependencies
+            if spec.layer(env).versioned
+        }
+        if lower_versions:
+            version["lower_versions"] = lower_versions
     lower = {
         env: hash_file_or_none(lock_paths(spec, spec.layer(env)).pylock)
         for env in layer.dependencies
     }
     return LockInputs(tuple(layer.requirements), other, version, lower)
+
+
+def _lock_version_or_none(spec: StackSpec, env: str) -> int | None:
+    meta = read_lock_meta(spec, spec.layer(env))
+    return meta.lock_version if meta else None
 
 
 def _redact(url: str | None) -> str | None:
@@ -317,6 +332,7 @@ _LABELS = {
     "versioned": "versioned",
     "launch_module": "launch module",
     "support_modules": "support modules",
+    "lower_versions": "versions of versioned lower layers",
 }
 
 
@@ -470,7 +486,7 @@ def _next_meta(
     else:
         version, locked_at = previous.lock_version, previous.locked_at
         if layer.versioned and previous.version_inputs_hash != inputs.version_inputs_hash:
-            version += 1  # a versioned layer's deployed name changes with its modules
+            version += 1  # a versioned layer's deployed name changes with its modules and lower layers
         if fixed_time is not None and _is_later(locked_at, fixed_time):
             locked_at = fixed_time  # nothing in the lock can be newer than exclude-newer
     return LockMeta(

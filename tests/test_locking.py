@@ -458,6 +458,28 @@ def test_versioned_layers_track_their_launch_module(make_stack, wheels: Path) ->
     assert stack.state("app-demo").valid
 
 
+def test_versioned_layers_follow_the_versions_of_lower_layers(make_stack, wheels: Path) -> None:
+    """A versioned app on a versioned framework gets a new @N when the framework's does,
+    even though its own lock content stays the same: app@N always runs on one framework."""
+    text = runtime("dep") + framework("web", "tool", extra="versioned = true")
+    text += app("extra", extra="versioned = true")
+    text += app("extra").replace('"demo"', '"plain"')
+    stack = make_stack(text, local(wheels))
+    metas = stack.lock()
+    build_wheel(wheels, "more", "1.0")  # a package the apps do not use
+    stack.write(stack.spec_path.read_text(encoding="utf-8").replace('["tool"]', '["tool", "more"]'))
+    assert stack.lock("framework-web")["framework-web"].lock_version == 2
+    assert "versions of versioned lower layers changed: {'framework-web': 1} -> " in " ".join(
+        stack.state("app-demo").reasons
+    )
+    after = stack.lock("app-demo")["app-demo"]
+    assert after.lock_hash == metas["app-demo"].lock_hash
+    assert after.lock_version == metas["app-demo"].lock_version + 1
+    plain = stack.lock("app-plain")["app-plain"]  # unversioned: same content, same version
+    assert plain.lock_version == metas["app-plain"].lock_version
+    assert stack.lock("app-demo")["app-demo"] == after  # and nothing more after that
+
+
 def test_reset_re_resolves_but_a_plain_relock_keeps_pins(make_stack, wheels: Path) -> None:
     stack = make_stack(runtime("dep"), local(wheels))
     stack.lock()
