@@ -486,7 +486,7 @@ def _next_meta(
     else:
         version, locked_at = previous.lock_version, previous.locked_at
         if layer.versioned and previous.version_inputs_hash != inputs.version_inputs_hash:
-            version += 1  # a versioned layer's deployed name changes with its modules and lower layers
+            version += 1  # its deployed name follows its modules and versioned lower layers
         if fixed_time is not None and _is_later(locked_at, fixed_time):
             locked_at = fixed_time  # nothing in the lock can be newer than exclude-newer
     return LockMeta(
