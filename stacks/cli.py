@@ -204,7 +204,7 @@ def _build_parser() -> argparse.ArgumentParser:
 
     for name, text in (
         ("forget", "forget the recorded state of tasks, so they run again"),
-        ("clean", "remove what tasks produced (build folders, runtimes, stamps)"),
+        ("clean", "remove what tasks produced (builds, archives, exports)"),
     ):
         sub = commands.add_parser(name, help=text)
         _add_spec_arguments(sub)
@@ -753,29 +753,35 @@ def _cmd_forget(args: argparse.Namespace) -> int:
 
 
 def _cmd_clean(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
     from .atomic import remove_tree
     from .engine import project_lock
-    from .tasks import task_stamp
+    from .tasks import STACK_TASK, run_manifest, stack_manifest_path, task_products
 
     spec = _load(args)
     ctx = _context(args, spec)
     names = _tasks_for(args, ctx)
     removed = 0
+    refresh: set[tuple[str, Path]] = set()  # stack manifests listing a removed layer
     with project_lock(ctx.cache_dir, wait=not args.no_wait):
         for name in names:
             step, _, env = name.partition(":")
-            if step == "lock":
-                continue  # lock files are sources: never removed by clean
-            stamp = task_stamp(ctx, name)
-            paths = [stamp, stamp.with_suffix(".manifest.json")]
-            if step == "runtime":
-                paths.append(ctx.runtime_dir(env))
-            elif step == "build":
-                paths.append(ctx.build_dir(env))
-            for path in paths:
+            for path in task_products(ctx, name):
                 if path.exists() or path.is_symlink():
                     remove_tree(path)
                     removed += 1
+                    if step in ("archive", "export") and env != STACK_TASK:
+                        refresh.add((step, path.parent))
+        for step, folder in sorted(refresh):
+            if f"{step}:{STACK_TASK}" in names or folder.name == "env_metadata":
+                continue
+            # A partial clean: the stack manifest of that folder lists what is left.
+            folder_ctx = ctx.with_options(
+                **{"output_dir" if step == "archive" else "export_dir": folder}
+            )
+            if stack_manifest_path(folder_ctx, step).is_file():
+                run_manifest(folder_ctx, step)
     print(f"removed {removed} item(s) for {len(names)} task(s)", file=sys.stderr)
     return 0
 

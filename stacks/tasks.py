@@ -608,7 +608,8 @@ def run_export(ctx: RunContext, env_name: str) -> Any:
         ctx.export_dir / "__stacks__" / "env_metadata" / metadata_name(ctx, env_name, tagged=False),
         metadata,
     )
-    _write_stamp(ctx, "export", env_name, key, {"install_target": metadata["install_target"]})
+    outputs = {"install_target": metadata["install_target"], "export_dir": str(ctx.export_dir)}
+    _write_stamp(ctx, "export", env_name, key, outputs)
     return None
 
 
@@ -837,6 +838,48 @@ def task_stamp(ctx: RunContext, name: str) -> Path:
         if env_name == STACK_TASK
         else ctx.stamp_path(step, env_name)
     )
+
+
+def task_products(ctx: RunContext, name: str) -> list[Path]:
+    """What a task produced, as its stamp records it (lock files are sources: never listed).
+
+    The stamp, the task's tree manifest, and the task's outputs: a runtime or build folder,
+    an archive with its metadata, an exported layer with its metadata, a stack manifest.
+    """
+    step, _, env_name = name.partition(":")
+    if step == "lock":
+        return []
+    stamp = task_stamp(ctx, name)
+    products = [stamp]
+    outputs = (hashing.read_stamp(stamp) or {}).get("outputs") or {}
+    if env_name == STACK_TASK:
+        if isinstance(outputs.get("path"), str):
+            products.append(Path(outputs["path"]))
+        return products
+    products.append(manifest_path(ctx, step, env_name))
+    if step == "runtime":
+        products.append(ctx.runtime_dir(env_name))
+    elif step == "build":
+        products.append(ctx.build_dir(env_name))
+    elif step == "archive" and isinstance(outputs.get("output_dir"), str):
+        folder = Path(outputs["output_dir"])
+        if _plain_name(outputs.get("archive_name")):
+            products.append(folder / outputs["archive_name"])
+        if _plain_name(outputs.get("metadata_name")):
+            products.append(folder / "__stacks__" / "env_metadata" / outputs["metadata_name"])
+    elif step == "export":
+        folder = Path(outputs.get("export_dir") or ctx.export_dir or "")
+        if folder.name and _plain_name(outputs.get("install_target")):
+            products.append(folder / outputs["install_target"])
+            products.append(
+                folder / "__stacks__" / "env_metadata" / metadata_name(ctx, env_name, tagged=False)
+            )
+    return products
+
+
+def _plain_name(name: Any) -> bool:
+    """Whether a recorded name is a plain file name (a stamp must never steer a removal elsewhere)."""
+    return isinstance(name, str) and name not in ("", ".", "..") and Path(name).name == name
 
 
 def is_current(ctx: RunContext, step: str, env_name: str) -> bool:

@@ -477,6 +477,20 @@ def outputs_of(spec: Path) -> set[str]:
 
 
 @pytest.mark.slow
+def published_files(*folders: Path) -> set[str]:
+    """Archives, exported layers and metadata files in publish/export folders."""
+    found: set[str] = set()
+    for folder in folders:
+        for path in folder.iterdir() if folder.is_dir() else ():
+            if path.name != "__stacks__":
+                found.add(f"{folder.name}/{path.name}")
+        found |= {
+            f"{folder.name}/{p.relative_to(folder).as_posix()}"
+            for p in (folder / "__stacks__").rglob("*.json")
+        }
+    return found
+
+
 def test_forget_and_clean_do_what_their_help_says(wheel_project: Path) -> None:
     spec = wheel_project
     options = ("--no-index", "--local-wheels", spec.parent / "wheels")
@@ -484,7 +498,7 @@ def test_forget_and_clean_do_what_their_help_says(wheel_project: Path) -> None:
     locks = lock_files(spec)
     help_text = stacks("--help").stdout
     assert "forget the recorded state of tasks, so they run again" in help_text
-    assert "remove what tasks produced (build folders, runtimes, stamps)" in help_text
+    assert "remove what tasks produced (builds, archives, exports)" in help_text
 
     # forget --include: only the matching layer's tasks run again.
     out = stacks("forget", spec, "--include", "app-*")
@@ -500,20 +514,39 @@ def test_forget_and_clean_do_what_their_help_says(wheel_project: Path) -> None:
     assert again.ran() == ["build:app-app", "build:framework-fw", "build:rt", "runtime:rt"]
     assert lock_files(spec) == locks
 
-    # clean --include: only that layer's build folder and stamp go.
+    # clean --include: only that layer's build, archive, export and stamps go; the stack
+    # manifests then list what is left.
+    stacks("publish", spec, *options)
+    stacks("export", spec, *options)
+    artifacts, exported = spec.parent / "_artifacts", spec.parent / "_export"
     before = outputs_of(spec)
+    before_published = published_files(artifacts, exported)
     out = stacks("clean", spec, "--include", "app-*")
     no_traceback(out)
     assert before - outputs_of(spec) == {
         "build/app-app",
         "stamps/build/app-app.json",
-        "stamps/build/app-app.manifest.json",
+        "stamps/build/app-app.manifest.json",  # archives have no tree manifest
+        "stamps/archive/app-app.json",
+        "stamps/export/app-app.json",
+        "stamps/export/app-app.manifest.json",
     }
+    assert before_published - published_files(artifacts, exported) == {
+        "_artifacts/app-app.tar.xz",
+        "_artifacts/__stacks__/env_metadata/app-app.json",
+        "_export/app-app",
+        "_export/__stacks__/env_metadata/app-app.json",
+    }
+    for folder in (artifacts, exported):
+        stack = json.loads((folder / "__stacks__" / "stack.json").read_text(encoding="utf-8"))
+        assert stack["layers"]["applications"] == []
+        assert [e["layer_name"] for e in stack["layers"]["frameworks"]] == ["framework-fw"]
     assert stacks("build", spec, *options, "--json").ran() == ["build:app-app"]
 
-    # clean: every build folder, runtime and stamp; the lock files stay.
+    # clean: every build folder, runtime, archive, export and stamp; the lock files stay.
     stacks("clean", spec)
     assert outputs_of(spec) == set()
+    assert published_files(artifacts, exported) == set()
     assert lock_files(spec) == locks
     rebuilt = stacks("build", spec, *options, "--json")
     assert rebuilt.ran("lock") == []
