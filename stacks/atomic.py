@@ -27,6 +27,11 @@ def _default_mode() -> int:
     return 0o666 & ~_UMASK
 
 
+def directory_mode() -> int:
+    """The mode a plain `mkdir` would give a new folder (0o777 minus the umask)."""
+    return 0o777 & ~_UMASK
+
+
 def write_bytes(path: Path, data: bytes, *, mode: int | None = None) -> None:
     """Write `data` to `path` atomically (readers see the old or the new file, never a part)."""
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -79,6 +84,7 @@ def new_directory(target: Path) -> Iterator[Path]:
         tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".partial", dir=target.parent)
     )
     try:
+        os.chmod(staging, directory_mode())  # mkdtemp's 0o700 would lock other users out
         yield staging
         replace_directory(staging, target)
     except BaseException:

@@ -178,7 +178,9 @@ def _build_parser() -> argparse.ArgumentParser:
 
     run = commands.add_parser("run", help="run an application from its build environment")
     run.add_argument("spec", metavar="SPEC", help="the stack spec file")
-    run.add_argument("app", metavar="APP", help="application name (`demo` or `app-demo`)")
+    run.add_argument(
+        "app", metavar="APP", nargs="?", help="application name (`demo` or `app-demo`)"
+    )
     run.add_argument("args", nargs=argparse.REMAINDER, help="arguments for the application")
     run.add_argument("--cache-dir", metavar="DIR", help="cache folder (default: <spec dir>/cache)")
     run.set_defaults(handler=_cmd_run, runtime_source=None, python_mirror=None)
@@ -601,6 +603,8 @@ def _asked(args: argparse.Namespace, layers: Sequence[Any]) -> list[Any]:
 
 
 def _print_next_steps(ctx: Any, step: str, layers: Sequence[Any]) -> None:
+    import shlex
+
     from .spec import LayerKind
     from .tasks import deployed_name
 
@@ -611,16 +615,15 @@ def _print_next_steps(ctx: Any, step: str, layers: Sequence[Any]) -> None:
     ]
     if step == "build":
         for app in apps:
-            print(f"run {app.env_name}: stacks run {ctx.spec.path} {app.name}", file=sys.stderr)
+            command = shlex.join(["stacks", "run", str(ctx.spec.path), app.name])
+            print(f"run {app.env_name}: {command}", file=sys.stderr)
     elif step == "archive" and ctx.output_dir is not None:
         print(f"archives and metadata in {ctx.output_dir}", file=sys.stderr)
     elif step == "export" and ctx.export_dir is not None:
         for app in apps:
-            folder = ctx.export_dir / deployed_name(ctx, app.env_name)
-            print(
-                f"run {app.env_name}: {folder}/bin/python -m {app.launch_module_name}",
-                file=sys.stderr,
-            )
+            python = ctx.export_dir / deployed_name(ctx, app.env_name) / "bin" / "python"
+            command = shlex.join([str(python), "-m", app.launch_module_name])
+            print(f"run {app.env_name}: {command}", file=sys.stderr)
 
 
 def _find_app(spec: Any, name: str) -> Any:
@@ -630,6 +633,12 @@ def _find_app(spec: Any, name: str) -> Any:
         if name in (layer.name, layer.env_name):
             return layer
     apps = ", ".join(layer.name for layer in spec.of_kind(LayerKind.APPLICATION)) or "none"
+    if name in spec.disabled or f"app-{name}" in spec.disabled:
+        raise UsageError(
+            f"application '{name}' in {spec.name} is disabled: it targets no platform",
+            hint="its `platforms` (or those of the layers below it) leave none; "
+            f"enabled applications: {apps}",
+        )
     raise UsageError(f"no application '{name}' in {spec.name}", hint=f"applications: {apps}")
 
 
@@ -640,6 +649,10 @@ def _cmd_run(args: argparse.Namespace) -> int:
     from .tasks import build_current
 
     spec = _load(args)
+    if args.app is None:
+        raise UsageError(
+            "stacks run: which application?", hint=f"`stacks run {args.spec} APP [ARGS...]`"
+        )
     app = _find_app(spec, args.app)
     ctx = _context(args, spec)
     python = ctx.build_dir(app.env_name) / "bin" / "python"
@@ -822,4 +835,5 @@ def _cmd_verify(args: argparse.Namespace) -> int:
 def _cmd_deploy(args: argparse.Namespace) -> int:
     from .deploy import main as deploy_main
 
-    return deploy_main([args.archive_dir, "--target", args.target, *args.layers])
+    quiet = ["--quiet"] if args.quiet else []
+    return deploy_main([args.archive_dir, "--target", args.target, *quiet, *args.layers])

@@ -618,6 +618,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("layers", nargs="*", help="layers to deploy (default: all)")
     parser.add_argument("--target", type=Path, required=True, help="deployment folder")
     parser.add_argument("--platform", help="platform of the metadata (default: this machine's)")
+    parser.add_argument("-q", "--quiet", action="store_true", help="print only errors")
     args = parser.parse_intermixed_args(argv)
     try:
         deployed = deploy(args.archive_dir, args.target, args.layers, platform_name=args.platform)
@@ -627,6 +628,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except OSError as exc:
         print(f"deploy: error: {exc}", file=sys.stderr)
         return 1
+    if args.quiet:
+        return 0
     for layer in deployed:
         print(f"{layer.action:>12}  {layer.install_target}  ({layer.path})")
     for layer in deployed:

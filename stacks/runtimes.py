@@ -396,6 +396,7 @@ def _unpack_runtime(archive: Path, staging: Path, url: str) -> None:
     """Unpack next to `staging`, then move the runtime's root folder into its place."""
     scratch = Path(tempfile.mkdtemp(prefix=f"{staging.name}.unpack-", dir=staging.parent))
     try:
+        os.chmod(scratch, atomic.directory_mode())  # it becomes the runtime when bin/ is on top
         unpack_archive(archive, scratch)
         entries = list(scratch.iterdir())
         if (scratch / "bin").is_dir():

@@ -20,6 +20,7 @@ import os
 import stat
 from dataclasses import dataclass, field
 from pathlib import Path
+from shlex import quote
 from typing import Any
 
 from . import hashing
@@ -90,7 +91,7 @@ def _verify_lock(ctx: Any, layer: Any, spec_arg: str) -> Finding:
             else f"changed: {paths.pylock.name} (edited by hand: its hash is not the one in "
             f"{paths.meta.name})"
         ]
-        found.fix = f"stacks lock {spec_arg} --include {layer.env_name}"
+        found.fix = f"stacks lock {quote(spec_arg)} --include {quote(layer.env_name)}"
     return found
 
 
@@ -98,7 +99,7 @@ def _verify_build(ctx: Any, env_name: str, spec_arg: str) -> Finding:
     from .tasks import build_manifest_path
 
     tree = ctx.build_dir(env_name)
-    fix = f"stacks build {spec_arg} --clean --include {env_name}"
+    fix = f"stacks build {quote(spec_arg)} --clean --include {quote(env_name)}"
     return _verify_tree(env_name, "build", tree, build_manifest_path(ctx, env_name), fix)
 
 
@@ -111,7 +112,7 @@ def _verify_export(ctx: Any, env_name: str, spec_arg: str) -> Finding:
     detail = stamp.get("input_detail", {}).get("export") or [None]
     folder = ctx.export_dir or Path(detail[0] or ctx.spec.spec_dir / "_export")
     tree = Path(folder) / str(stamp.get("outputs", {}).get("install_target", env_name))
-    fix = f"rm -r {tree} && stacks export {spec_arg} --output-dir {folder}"
+    fix = f"rm -r {quote(str(tree))} && stacks export {quote(spec_arg)} --output-dir {quote(str(folder))}"
     return _verify_tree(env_name, "export", tree, manifest_path(ctx, "export", env_name), fix)
 
 
@@ -164,7 +165,10 @@ def _verify_archive(ctx: Any, env_name: str, spec_arg: str) -> Finding:
         problems.append(f"missing or unreadable: __stacks__/env_metadata/{metadata.name}")
     if problems:
         found.status, found.differences = "differs", problems
-        found.fix = f"rm -f {archive} && stacks publish {spec_arg} --output-dir {folder}"
+        found.fix = (
+            f"rm -f {quote(str(archive))} && stacks publish {quote(spec_arg)} "
+            f"--output-dir {quote(str(folder))}"
+        )
     return found
 
 
@@ -202,8 +206,8 @@ def verify_deployed(target: Path) -> list[Finding]:
 
 def _verify_deployed_layer(target: Path, layer: Path, content_name: str) -> Finding:
     fix = (
-        f"rm {layer / '.stacks-deployed.json'} && stacks deploy ARCHIVE_DIR --target {target} "
-        f"{layer.name}"
+        f"rm {quote(str(layer / '.stacks-deployed.json'))} && stacks deploy ARCHIVE_DIR "
+        f"--target {quote(str(target))} {quote(layer.name)}"
     )
     found = Finding(layer.name, "deployed", str(layer), "ok")
     try:

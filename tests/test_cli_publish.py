@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import json
 import os
+import shlex
 import shutil
+import stat
 import subprocess
 import sys
 from pathlib import Path
@@ -315,6 +317,8 @@ def test_deploy_named_layers_brings_what_they_need(pair: tuple[Path, Path], tmp_
     assert sorted(os.listdir(target)) == ["app-two", RUNTIME]
     assert "run app-two: " in out.stdout and "app-one" not in out.stdout
     assert run_app(target, "app-two")["greeting"] == "hello"
+    quiet = stacks("-q", "deploy", published, "--target", target, "app-two")
+    assert (quiet.stdout, quiet.stderr) == ("", "")
     for args, message in (
         ((tmp_path / "nothing here", "--target", target), "no stack metadata"),
         ((published, "--target", target, "app-three"), "no layer 'app-three'"),
@@ -399,8 +403,18 @@ def test_local_export_runs_every_app(pair: tuple[Path, Path]) -> None:
     folder = pair[0].parent / "_export"
     assert (folder / "app-one" / "bin" / "python3").is_symlink()
     for app in ("app-one", "app-two"):
-        assert f"run {app}: {folder / app}/bin/python -m" in out.stderr
+        # Quoted for a shell: the project folder has a space in its name.
+        python = shlex.quote(str(folder / app / "bin" / "python"))
+        assert f"run {app}: {python} -m {app.removeprefix('app-')}\n" in out.stderr
     assert_apps_run_from(folder)
+    # Layer folders get the modes of a plain mkdir (never mkdtemp's 0o700): others can run them.
+    umask = os.umask(0o022)
+    os.umask(umask)
+    builds = [p for p in (pair[0].parent / "cache" / "build").iterdir() if p.is_dir()]
+    layers = [p for p in folder.iterdir() if p.is_dir()] + builds
+    assert len(layers) == 2 * len(TARGETS) + 1  # + __stacks__
+    for layer in layers:
+        assert stat.S_IMODE(layer.stat().st_mode) == 0o777 & ~umask, layer
 
 
 def test_include_publishes_and_exports_only_the_selected_layers(
