@@ -534,6 +534,8 @@ def test_incremental_publish_versioned_layers_and_tagged_outputs(
     assert_apps_run_from(first, {"framework-fw": "framework-fw@2"})
 
     # 4. The versioned runtime's lock changes: cpython-3.12@2, and every layer above uses it.
+    # The versioned framework on it gets a new version too (framework-fw@2 keeps meaning the
+    # one on cpython-3.12@1), though its own lock content is the same.
     text = spec.read_text(encoding="utf-8")
     spec.write_text(text.replace('["six"]', '["six", "packaging"]'), encoding="utf-8")
     ran = statuses_ran(spec)
@@ -541,10 +543,12 @@ def test_incremental_publish_versioned_layers_and_tagged_outputs(
     entries = stack_entries(out)
     assert entries["cpython-3.12"]["install_target"] == "cpython-3.12@2"
     assert {e["runtime_layer"] for e in entries.values()} == {"cpython-3.12@2"}
+    assert entries["framework-fw"]["install_target"] == "framework-fw@3"
+    assert entries["app-one"]["required_layers"] == ["framework-fw@3"]
     second = tmp_path / f"{ODD} v3"
     stacks("deploy", out, "--target", second)
-    assert sorted(os.listdir(second)) == ["app-one", "app-two", "cpython-3.12@2", "framework-fw@2"]
-    versions = {"cpython-3.12": "cpython-3.12@2", "framework-fw": "framework-fw@2"}
+    assert sorted(os.listdir(second)) == ["app-one", "app-two", "cpython-3.12@2", "framework-fw@3"]
+    versions = {"cpython-3.12": "cpython-3.12@2", "framework-fw": "framework-fw@3"}
     assert_apps_run_from(second, versions)
     assert statuses_ran(spec) == []
 
@@ -554,7 +558,7 @@ def test_incremental_publish_versioned_layers_and_tagged_outputs(
     platform = current_platform()
     names = sorted(p.name for p in tagged.glob("*.tar.gz"))
     assert names == sorted(
-        f"{t}-{platform}.tar.gz" for t in ("app-one", "app-two", "cpython-3.12@2", "framework-fw@2")
+        f"{t}-{platform}.tar.gz" for t in ("app-one", "app-two", "cpython-3.12@2", "framework-fw@3")
     )
     assert sorted(os.listdir(tagged / "__stacks__")) == ["env_metadata", f"stack-{platform}.json"]
     metadata = sorted(os.listdir(tagged / "__stacks__" / "env_metadata"))
