@@ -316,8 +316,14 @@ def _add_lock_arguments(parser: argparse.ArgumentParser, *, reset: bool = True) 
     parser.add_argument(
         "--index-url", metavar="URL", help="use this package index instead of the default one"
     )
-    parser.add_argument(
+    index = parser.add_mutually_exclusive_group()
+    index.add_argument(
         "--no-index", action="store_true", help="use no package index (only --local-wheels)"
+    )
+    index.add_argument(
+        "--index",
+        action="store_true",
+        help="use the default package index (where a lock recorded --no-index)",
     )
     parser.add_argument(
         "--local-wheels",
@@ -510,10 +516,14 @@ def _context(args: argparse.Namespace, spec: Any) -> Any:
     for wheel_dir in wheels:
         if not wheel_dir.is_dir():
             raise UsageError(f"--local-wheels {wheel_dir}: no such folder")
+    index_url = getattr(args, "index_url", None)
+    no_index = getattr(args, "no_index", False)
     options = LockOptions(
-        index_url=getattr(args, "index_url", None),
-        no_index=getattr(args, "no_index", False),
+        index_url=index_url,
+        no_index=no_index,
         local_wheels=wheels,
+        # None of them given: every layer keeps the index settings its lock recorded.
+        given=bool(index_url or no_index or wheels or getattr(args, "index", False)),
     )
     step = getattr(args, "step", None)
     # Commands about tasks (list, info, forget, clean) see every task, as `doit list` does.

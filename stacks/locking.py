@@ -13,7 +13,7 @@ import json
 import os
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
@@ -35,6 +35,10 @@ class LockOptions:
     no_index: bool = False
     local_wheels: tuple[Path, ...] = ()  # absolute folders of wheels (find-links)
     exclude_newer: str | None = None  # if None: UV_EXCLUDE_NEWER, else [tool.uv] exclude-newer
+    # Whether the index settings above were chosen (the command line gave any of them). When
+    # not, each layer keeps the ones its lock recorded: `stacks lock --local-wheels DIR` then
+    # a plain `stacks build` neither relocks nor loses the wheel folder.
+    given: bool = True
 
 
 @dataclass(frozen=True)
@@ -282,9 +286,40 @@ class LockState:
     meta: LockMeta | None
 
 
+def layer_options(spec: StackSpec, layer: LayerSpec, options: LockOptions) -> LockOptions:
+    """The options a layer locks with: those given, or else those its lock recorded."""
+    if options.given:
+        return options
+    meta = read_lock_meta(spec, layer)
+    other = meta.inputs.get("other") if meta else None
+    if not isinstance(other, Mapping):
+        return options
+    wheels = other.get("local_wheels")
+    return replace(
+        options,
+        index_url=_recorded_index(spec, other.get("index_url")),
+        no_index=other.get("no_index") is True,
+        local_wheels=tuple(
+            spec.spec_dir / path for path in wheels or () if isinstance(path, str) and path
+        )
+        if isinstance(wheels, list)
+        else (),
+        given=True,
+    )
+
+
+def _recorded_index(spec: StackSpec, shown: Any) -> str | None:
+    """An index URL from lock metadata (the inverse of `_shown_index`)."""
+    if not isinstance(shown, str) or not shown:
+        return None
+    if shown.startswith("file:") and not shown.startswith("file://"):
+        return (spec.spec_dir / shown.removeprefix("file:")).absolute().as_uri()
+    return shown
+
+
 def lock_state(spec: StackSpec, layer: LayerSpec, options: LockOptions | None) -> LockState:
     """Check a layer's lock against its current inputs (no uv, no network)."""
-    options = options or LockOptions()
+    options = layer_options(spec, layer, options or LockOptions())
     paths = lock_paths(spec, layer)
     meta = read_lock_meta(spec, layer)
     if meta is None:
@@ -387,11 +422,12 @@ def lock_layer(
     reset: bool = False,
 ) -> LockMeta:
     """Resolve a layer with uv and write its pylock, metadata and summary (only if changed)."""
-    options = options or LockOptions()
+    given = options or LockOptions()
     from . import pylock as pl
     from .uvproject import resolve, uv_project
 
-    _require_lower_locks(spec, layer, options)
+    _require_lower_locks(spec, layer, given)
+    options = layer_options(spec, layer, given)
     paths = lock_paths(spec, layer)
     inputs = lock_inputs(spec, layer, options)
     exclude_newer = effective_exclude_newer(spec, options)

@@ -235,9 +235,13 @@ def test_local_wheels_lock_with_relative_paths_and_reset_lock_re_resolves(
     assert lock_meta(spec, "app-app")["inputs"]["other"]["local_wheels"] == ["wheels"]
     assert 'shared-from = "framework-fw"' in pylock(spec, "app-app")
 
-    # The lock records how it was made: without the options it would be redone.
+    # The lock records how it was made. Without any index option a run keeps those settings
+    # (nothing to redo); other index options make it a different lock.
     plan = stacks("lock", spec, "--dry-run", "--json").data["plan"]
+    assert {p["status"] for p in plan if p["task"].startswith("lock:")} == {"up-to-date"}
+    plan = stacks("lock", spec, "--index", "--dry-run", "--json").data["plan"]
     reasons = {p["task"]: p["reasons"] for p in plan}
+    assert "no-index changed: True -> False" in reasons["lock:framework-fw"]
     assert any("local wheel folders changed" in r for r in reasons["lock:framework-fw"])
 
     # A newer wheel appears: an up-to-date lock keeps its pins ...
@@ -251,9 +255,19 @@ def test_local_wheels_lock_with_relative_paths_and_reset_lock_re_resolves(
     assert lock_meta(spec, "framework-fw")["lock_version"] == 2
     assert lock_meta(spec, "rt")["lock_version"] == 1
 
-    # The relative paths install: build and run the app.
-    stacks("build", spec, *options)
+    # The relative paths install: build and run the app, with no index option repeated.
+    assert stacks("build", spec, "--json").ran("lock") == []
     assert stacks("run", spec, "app").stdout.strip() == "1.1"
+
+    # A requirement changes: the plain relock offline from the recorded wheel folder.
+    spec.write_text(
+        spec.read_text(encoding="utf-8").replace('["otherpkg"]', '["otherpkg", "tinypkg"]'),
+        encoding="utf-8",
+    )
+    relock = stacks("build", spec, "--json")
+    assert relock.ran("lock") == ["lock:app-app"]
+    assert lock_meta(spec, "app-app")["inputs"]["other"]["no_index"] is True
+    assert lock_meta(spec, "app-app")["inputs"]["other"]["local_wheels"] == ["wheels"]
 
 
 @pytest.mark.slow
@@ -313,6 +327,12 @@ def test_index_url_with_a_local_file_index(tmp_path: Path) -> None:
     moved_url = (clone.parent / "index" / "simple").as_uri()
     relock = stacks("lock", clone, "--index-url", moved_url, "--json")
     assert relock.ran() == ["runtime:rt"]
+    # And without the option, the recorded (spec-relative) file index is the clone's own.
+    assert stacks("lock", clone, "--json").ran() == []
+    spec_text = clone.read_text(encoding="utf-8")
+    clone.write_text(spec_text.replace('["otherpkg"]', '["otherpkg", "tinypkg"]'), encoding="utf-8")
+    assert stacks("lock", clone, "--json").ran() == ["lock:app-app"]
+    assert lock_meta(clone, "app-app")["inputs"]["other"]["index_url"] == "file:index/simple"
 
 
 # ---------------------------------------------------------------- failures

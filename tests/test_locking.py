@@ -444,6 +444,24 @@ def test_lock_options_are_lock_inputs(make_stack, wheels: Path) -> None:
     )
 
 
+def test_without_given_options_each_layer_keeps_its_recorded_ones(make_stack, wheels: Path) -> None:
+    stack = make_stack(runtime("dep") + framework("web", "tool"), local(wheels))
+    first = stack.lock()
+    unset = LockOptions(given=False)
+    assert stack.state("framework-web", unset).valid
+    # A relock with nothing given still resolves offline from the recorded wheel folder.
+    stack.options = unset
+    stack.write(
+        stack.spec_path.read_text(encoding="utf-8").replace('["tool"]', '["tool", "extra"]')
+    )
+    meta = stack.lock("framework-web")["framework-web"]
+    assert meta.lock_version == first["framework-web"].lock_version + 1
+    assert meta.inputs["other"]["no_index"] is True
+    assert meta.inputs["other"]["local_wheels"] == ["../wheels"]
+    # Options given explicitly are compared as they are.
+    assert not stack.state("framework-web", LockOptions()).valid
+
+
 def test_versioned_layers_track_their_launch_module(make_stack, wheels: Path) -> None:
     text = runtime("dep") + framework("web", "tool") + app("extra", extra="versioned = true")
     text += app("extra").replace('"demo"', '"plain"')
