@@ -421,7 +421,11 @@ def _cmd_show(args: argparse.Namespace) -> int:
 def _lock_status(
     spec: Any, layers: Sequence[Any], options: Any
 ) -> dict[str, tuple[bool, int | None]]:
-    """For each layer and its dependencies: (has a valid lock, lock version)."""
+    """For each layer and its dependencies: (has a valid lock, lock version if it is valid).
+
+    A stale lock's version is not the one the layer will deploy as, so it is not shown:
+    a versioned layer without a valid lock shows as `<env>@???`, as venvstacks does.
+    """
     from .locking import lock_state
 
     names = {layer.env_name for layer in layers}
@@ -430,7 +434,8 @@ def _lock_status(
     status = {}
     for name in names:
         state = lock_state(spec, spec.layer(name), options)
-        status[name] = (state.valid, state.meta.lock_version if state.meta else None)
+        version = state.meta.lock_version if state.valid and state.meta else None
+        status[name] = (state.valid, version)
     return status
 
 
