@@ -53,6 +53,14 @@ _IMPLEMENTATION = re.compile(
     r"(?P<impl>[A-Za-z]+)@(?P<version>[0-9]+\.[0-9]+(?:\.[0-9]+)?(?:(?:a|b|rc)[0-9]+)?)"
 )
 _SHA256 = re.compile(r"^[0-9a-fA-F]{64}$")
+_LIST_EXAMPLES = {
+    "requirements": "attrs>=23.1",
+    "platforms": "linux_x86_64",
+    "dynlib_exclude": "libfoo.so*",
+    "priority_indexes": "<index name>",
+    "frameworks": "<framework name>",
+    "support_modules": "helpers/util.py",
+}
 
 
 def load(
@@ -227,6 +235,10 @@ class _Draft:
     framework_refs: tuple[str, ...] | None = None
     launch_module: Path | None = None
     support_modules: tuple[Path, ...] = ()
+    # False: left out after a problem of its own (unusable or duplicate name); its fields and
+    # references are still checked, but no other layer can refer to it.
+    kept: bool = True
+    platforms_complete: bool = True  # False: some listed platforms were invalid (and dropped)
     broken: bool = False  # a problem makes cross-layer resolution pointless
 
 
@@ -240,6 +252,7 @@ class _Resolved:
     package_indexes: dict[str, str]
     overrides: dict[str, str]
     unresolved: frozenset[str] = frozenset()  # packages with an index clash reported here
+    platforms_complete: bool = True  # False: platforms of this layer or below were invalid
 
 
 class _SpecLoader:
@@ -254,6 +267,9 @@ class _SpecLoader:
         self.warnings: list[str] = []
         self.index_names: set[str] = set()
         self.macosx_default = DEFAULT_MACOSX
+        # Names of layers left out after a problem of their own (bad name, duplicate, env
+        # name clash): references to them are not reported again as unknown.
+        self.dropped: dict[LayerKind, set[str]] = {kind: set() for kind in LayerKind}
 
     def problem(
         self, layer: str | None, fld: str | None, message: str, hint: str | None = None
@@ -281,6 +297,7 @@ class _SpecLoader:
             raise SpecError(self.problems)
         layers: list[LayerSpec] = []
         disabled: list[str] = []
+        drafts = [d for d in drafts if d.kept]
         by_env = {d.env_name: d for d in drafts}
         for draft in drafts:
             info = resolved[draft.env_name]
@@ -484,7 +501,10 @@ class _SpecLoader:
                     )
                     continue
                 draft = self._load_layer(kind, label, entry, settings)
-                if draft is None:
+                drafts.append(draft)
+                if not draft.kept:
+                    if isinstance(entry.get("name"), str):
+                        self.dropped[kind].add(entry["name"])
                     continue
                 if draft.name in names_in_kind:
                     self.problem(
@@ -493,27 +513,50 @@ class _SpecLoader:
                         f"duplicate {kind.value} name '{draft.name}'",
                         "names must be unique within a kind",
                     )
+                    draft.kept, draft.broken = False, True
                     continue
                 names_in_kind.add(draft.name)
                 if draft.env_name in seen_env:
                     self.problem(
                         draft.env_name, "name", f"env name clashes with {seen_env[draft.env_name]}"
                     )
+                    draft.kept, draft.broken = False, True
+                    self.dropped[kind].add(draft.name)
                     continue
                 seen_env[draft.env_name] = f"{kind.value} '{draft.name}'"
-                drafts.append(draft)
         return drafts
 
     def _load_layer(
         self, kind: LayerKind, label: str, entry: dict[str, Any], settings: StackSettings
-    ) -> _Draft | None:
-        name = entry.get("name")
+    ) -> _Draft:
+        """Check one layer table on its own (a draft with an unusable name is not `kept`)."""
+        draft = self._layer_name(kind, label, entry.get("name"))
+        allowed = (*_COMMON_FIELDS, *_KIND_FIELDS[kind])
+        for key in entry:
+            if key not in allowed:
+                hint = _did_you_mean(str(key), allowed)
+                elsewhere = [k.value for k, f in _KIND_FIELDS.items() if key in f]
+                if not hint and elsewhere:
+                    hint = f"'{key}' is only allowed on {' and '.join(elsewhere)} layers"
+                # Not `broken`: references can still be checked, so all problems show at once.
+                self.problem(draft.env_name, str(key), "unknown field", hint)
+        self._common_fields(draft, entry)
+        if kind is LayerKind.RUNTIME:
+            self._runtime_fields(draft, entry, settings)
+        else:
+            self._layered_fields(draft, entry)
+        if kind is LayerKind.APPLICATION:
+            self._app_fields(draft, entry)
+        return draft
+
+    def _layer_name(self, kind: LayerKind, label: str, name: Any) -> _Draft:
+        """A draft for a layer name; an unusable name is reported and labelled by position."""
         if name is None:
             self.problem(label, "name", "missing 'name'", "every layer needs a name")
-            return None
+            return _Draft(kind=kind, name="", env_name=label, kept=False, broken=True)
         if not isinstance(name, str) or not name.strip():
             self.problem(label, "name", f"must be a non-empty string, not {_type_name(name)}")
-            return None
+            return _Draft(kind=kind, name="", env_name=label, kept=False, broken=True)
         env_name = kind.prefix + name
         if (
             _NAME_BAD_CHARS.search(name)
@@ -527,7 +570,7 @@ class _SpecLoader:
                 f"{_show(name)} cannot be used as a folder name",
                 "use letters, digits, '.', '_' and '-' (not first), without path separators or edge spaces",
             )
-            return None
+            return _Draft(kind=kind, name=name, env_name=env_name, kept=False, broken=True)
         if kind is LayerKind.RUNTIME and name.startswith(("framework-", "app-")):
             self.problem(
                 env_name,
@@ -538,28 +581,16 @@ class _SpecLoader:
             self.warnings.append(
                 f"{self.shown}: layer '{env_name}': '@' in names is discouraged ('@N' marks versions)"
             )
-        draft = _Draft(kind=kind, name=name, env_name=env_name)
-        allowed = (*_COMMON_FIELDS, *_KIND_FIELDS[kind])
-        for key in entry:
-            if key not in allowed:
-                hint = _did_you_mean(str(key), allowed)
-                elsewhere = [k.value for k, f in _KIND_FIELDS.items() if key in f]
-                if not hint and elsewhere:
-                    hint = f"'{key}' is only allowed on {' and '.join(elsewhere)} layers"
-                # Not `broken`: references can still be checked, so all problems show at once.
-                self.problem(env_name, str(key), "unknown field", hint)
-        self._common_fields(draft, entry)
-        if kind is LayerKind.RUNTIME:
-            self._runtime_fields(draft, entry, settings)
-        else:
-            self._layered_fields(draft, entry)
-        if kind is LayerKind.APPLICATION:
-            self._app_fields(draft, entry)
-        return draft
+        return _Draft(kind=kind, name=name, env_name=env_name)
 
     def _string_list(
         self, draft: _Draft, entry: dict[str, Any], key: str, *, required: bool = False
-    ) -> tuple[str, ...] | None:
+    ) -> tuple[tuple[str, ...] | None, bool]:
+        """The strings of a list field (None if absent or not a list), and whether it was clean.
+
+        Non-string items are reported and left out; the strings are still returned so that
+        their own problems are reported at the same time.
+        """
         if key not in entry:
             if required:
                 self.problem(
@@ -568,25 +599,23 @@ class _SpecLoader:
                     f"missing '{key}'",
                     f"add `{key} = []` if the layer needs none",
                 )
-                draft.broken = True
-            return None
+            return None, not required
         value = entry[key]
         if not isinstance(value, list):
             self.problem(
                 draft.env_name, key, f"must be an array of strings, not {_type_name(value)}"
             )
-            draft.broken = True
-            return None
+            return None, False
         wrong = [item for item in value if not isinstance(item, str)]
         if wrong:
+            found = ", ".join(f"{_type_name(item)} ({_show(item)})" for item in wrong[:3])
             self.problem(
                 draft.env_name,
                 key,
-                f"must contain only strings, found {_type_name(wrong[0])} ({_show(wrong[0])})",
+                f"must contain only strings, found {found}{', ...' if len(wrong) > 3 else ''}",
+                f'quote each entry, e.g. {key} = ["{_LIST_EXAMPLES.get(key, "...")}"]',
             )
-            draft.broken = True
-            return None
-        return tuple(value)
+        return tuple(item for item in value if isinstance(item, str)), not wrong
 
     def _string_table(self, draft: _Draft, entry: dict[str, Any], key: str) -> dict[str, str]:
         value = entry.get(key, {})
@@ -600,14 +629,16 @@ class _SpecLoader:
 
     def _common_fields(self, draft: _Draft, entry: dict[str, Any]) -> None:
         env = draft.env_name
-        requirements = self._string_list(draft, entry, "requirements", required=True)
+        requirements, _ = self._string_list(draft, entry, "requirements", required=True)
         if requirements is not None:
             draft.requirements = self._requirements(env, requirements)
         if "build_requirements" in entry:
             self.warnings.append(
                 f"{self.shown}: layer '{env}': dropping legacy field 'build_requirements' (it is ignored)"
             )
-        platforms = self._string_list(draft, entry, "platforms")
+        platforms, clean = self._string_list(draft, entry, "platforms")
+        if not clean:
+            draft.platforms_complete = False
         if platforms is not None:
             unknown = [p for p in platforms if p not in PLATFORMS]
             for p in unknown:
@@ -620,7 +651,7 @@ class _SpecLoader:
                     f"{close} ({hint})" if close else hint,
                 )
             if unknown:
-                draft.broken = True
+                draft.platforms_complete = False
             draft.platforms = tuple(p for p in PLATFORMS if p in platforms)
         versioned = entry.get("versioned", False)
         if not isinstance(versioned, bool):
@@ -645,7 +676,7 @@ class _SpecLoader:
                 )
             else:
                 draft.macosx_target = parsed
-        excludes = self._string_list(draft, entry, "dynlib_exclude")
+        excludes, _ = self._string_list(draft, entry, "dynlib_exclude")
         if excludes is not None:
             draft.dynlib_exclude = excludes
         self._index_fields(draft, entry)
@@ -683,7 +714,7 @@ class _SpecLoader:
                 )
                 draft.broken = True
             draft.package_indexes[key] = index
-        priority = self._string_list(draft, entry, "priority_indexes")
+        priority, _ = self._string_list(draft, entry, "priority_indexes")
         if priority is not None:
             for index in priority:
                 if index not in self.index_names:
@@ -826,7 +857,9 @@ class _SpecLoader:
         env = draft.env_name
         runtime = entry.get("runtime")
         has_frameworks = "frameworks" in entry
-        frameworks = self._string_list(draft, entry, "frameworks") if has_frameworks else None
+        frameworks, clean = self._string_list(draft, entry, "frameworks")
+        if not clean:
+            draft.broken = True  # its references are still checked
         if runtime is not None and not isinstance(runtime, str):
             self.problem(
                 env, "runtime", f"must be a runtime name (a string), not {_type_name(runtime)}"
@@ -851,7 +884,7 @@ class _SpecLoader:
             )
             draft.broken = True
             return
-        if frameworks is not None and not frameworks:
+        if frameworks is not None and not frameworks and clean:
             self.problem(
                 env,
                 "frameworks",
@@ -877,17 +910,14 @@ class _SpecLoader:
                 "missing 'launch_module'",
                 'add e.g. `launch_module = "launch/app.py"`',
             )
-            draft.broken = True
         elif not isinstance(launch, str) or not launch:
             self.problem(env, "launch_module", f"must be a path string, not {_type_name(launch)}")
-            draft.broken = True
             launch = None
-        support = sorted(self._string_list(draft, entry, "support_modules") or ())
+        support = sorted(self._string_list(draft, entry, "support_modules")[0] or ())
         support_paths = [self.path.parent / s for s in support]
         launch_path = self.path.parent / launch if launch else None
-        # Name clashes are checked before existence, so one rename fixes both.
+        # Name clashes are reported first (as venvstacks does), then whether the modules exist.
         names: dict[str, str] = {}  # module name -> the support module path as written
-        clash = False
         for shown, support_path in zip(support, support_paths, strict=True):
             stem = module_name(support_path)
             if stem in names:
@@ -898,7 +928,6 @@ class _SpecLoader:
                     f" are both module {_show(stem)}",
                     "rename one of them",
                 )
-                clash = True
             names[stem] = shown
         launch_stem = module_name(launch_path) if launch_path is not None else None
         if launch_stem in names:
@@ -909,10 +938,6 @@ class _SpecLoader:
                 f" {_show(names[launch_stem])}",
                 "rename the support module",
             )
-            clash = True
-        if clash:
-            draft.broken = True
-            return
         if launch_path is not None and self._check_module(
             env, "launch_module", launch_path, launch or "", launch=True
         ):
@@ -973,9 +998,10 @@ class _SpecLoader:
 
     def _resolve(self, drafts: list[_Draft]) -> dict[str, _Resolved]:
         resolved: dict[str, _Resolved] = {}
-        runtimes = {d.name: d for d in drafts if d.kind is LayerKind.RUNTIME}
+        kept = [d for d in drafts if d.kept]
+        runtimes = {d.name: d for d in kept if d.kind is LayerKind.RUNTIME}
         frameworks_seen: dict[str, _Draft] = {}
-        all_frameworks = {d.name for d in drafts if d.kind is LayerKind.FRAMEWORK}
+        all_frameworks = {d.name for d in kept if d.kind is LayerKind.FRAMEWORK}
         for draft in drafts:
             if draft.kind is LayerKind.RUNTIME:
                 platforms = draft.platforms if draft.platforms is not None else PLATFORMS
@@ -986,15 +1012,13 @@ class _SpecLoader:
                         platforms,
                         dict(draft.package_indexes),
                         dict(draft.index_overrides),
+                        platforms_complete=draft.platforms_complete,
                     )
                 continue
-            if not draft.broken:
-                info = self._resolve_layered(
-                    draft, runtimes, frameworks_seen, all_frameworks, resolved
-                )
-                if info is not None:
-                    resolved[draft.env_name] = info
-            if draft.kind is LayerKind.FRAMEWORK:
+            info = self._resolve_layered(draft, runtimes, frameworks_seen, all_frameworks, resolved)
+            if info is not None:
+                resolved[draft.env_name] = info
+            if draft.kind is LayerKind.FRAMEWORK and draft.kept:
                 frameworks_seen[draft.name] = draft
         return resolved
 
@@ -1010,22 +1034,27 @@ class _SpecLoader:
         if draft.runtime_ref is not None:
             runtime = runtimes.get(draft.runtime_ref)
             if runtime is None:
+                if draft.runtime_ref in self.dropped[LayerKind.RUNTIME]:
+                    return None  # that runtime's own problem is reported already
                 hint = (
                     _did_you_mean(draft.runtime_ref, runtimes)
                     or f"known runtimes: {', '.join(runtimes) or 'none'}"
                 )
                 self.problem(env, "runtime", f"unknown runtime '{draft.runtime_ref}'", hint)
                 return None
-            if runtime.env_name not in resolved:
+            if draft.broken or runtime.env_name not in resolved:
                 return None
             runtime_env, linearised = runtime.env_name, ()
         else:
             lower: list[_Draft] = []
-            ok = True
+            ok = not draft.broken
             for ref in draft.framework_refs or ():
                 if ref in frameworks_seen:
                     lower.append(frameworks_seen[ref])
                     continue
+                ok = False
+                if ref in self.dropped[LayerKind.FRAMEWORK]:
+                    continue  # that framework's own problem is reported already
                 if ref in all_frameworks:
                     reason = f"unknown framework '{ref}': it is defined later in the file (or depends on this layer)"
                     hint = "a layer may only refer to layers defined earlier in the file"
@@ -1036,7 +1065,6 @@ class _SpecLoader:
                         or f"known frameworks: {', '.join(sorted(all_frameworks)) or 'none'}"
                     )
                 self.problem(env, "frameworks", reason, hint)
-                ok = False
             if not ok or any(f.env_name not in resolved for f in lower):
                 return None
             runtime_envs = {resolved[f.env_name].runtime for f in lower}
@@ -1071,11 +1099,13 @@ class _SpecLoader:
         available = set(PLATFORMS)
         for dep in below:
             available &= set(resolved[dep].platforms)
+        # Below a layer with invalid platforms, what is available is not known.
+        complete = all(resolved[dep].platforms_complete for dep in below)
         if draft.platforms is None:
             platforms = tuple(p for p in PLATFORMS if p in available)
         else:
             extra = [p for p in draft.platforms if p not in available]
-            if extra:
+            if extra and complete:
                 supported = ", ".join(p for p in PLATFORMS if p in available) or "none"
                 self.problem(
                     env,
@@ -1085,7 +1115,15 @@ class _SpecLoader:
                 )
             platforms = draft.platforms
         indexes, overrides, unresolved = self._merge_indexes(draft, below, resolved)
-        return _Resolved(runtime_env, linearised, platforms, indexes, overrides, unresolved)
+        return _Resolved(
+            runtime_env,
+            linearised,
+            platforms,
+            indexes,
+            overrides,
+            unresolved,
+            platforms_complete=complete and draft.platforms_complete,
+        )
 
     def _merge_indexes(
         self, draft: _Draft, below: list[str], resolved: dict[str, _Resolved]

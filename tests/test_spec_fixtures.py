@@ -356,6 +356,51 @@ EXPECTED_ERRORS: dict[str, list[Expected]] = {
             "cpython-3.12", "package_indexes", r"unknown package index 'from-sibling' for 'torch'"
         )
     ],
+    "error_bad_name_checks_the_rest.toml": [
+        Expected("cpython/3.12", "name", r"'cpython/3.12' cannot be used as a folder name"),
+        Expected("cpython/3.12", "platforms", r"invalid target platform 'linux_x86'"),
+        Expected("cpython/3.12", "versoined", r"unknown field", r"did you mean 'versioned'"),
+        Expected("cpython/3.12", "requirements", r"missing 'requirements'"),
+        Expected("cpython/3.12", "python_implementation", r"missing 'python_implementation'"),
+        Expected("runtimes[1]", "name", r"missing 'name'"),
+        Expected("runtimes[1]", "requirements", r"invalid requirement syntax 'bad<>'"),
+        Expected("frameworks[1]", "name", r"must be a non-empty string"),
+        Expected("frameworks[1]", "runtime", r"unknown runtime 'cpython-3.12'"),
+        Expected("app-app/x", "name", r"'app/x' cannot be used as a folder name"),
+        Expected("app-app/x", "launch_module", r"missing 'launch_module'"),
+    ],
+    "error_list_items_all_reported.toml": [
+        Expected(
+            "cpython-3.12",
+            "requirements",
+            r"only strings, found an integer \(1\)$",
+            r'requirements = \["attrs>=23.1"\]',
+        ),
+        Expected("cpython-3.12", "requirements", r"invalid requirement syntax 'bad<>'"),
+        Expected("cpython-3.12", "platforms", r"only strings, found a table \(\{\}\)$"),
+        Expected("cpython-3.12", "platforms", r"invalid target platform 'linux_x86'"),
+    ],
+    "error_support_clash_and_missing.toml": [
+        Expected("app-layer", "launch_module", r"launch module 'empty' conflicts with support"),
+        Expected(
+            "app-layer", "support_modules", r"support modules do not exist: 'launch/gone.py'$"
+        ),
+    ],
+    "error_unknown_and_unsupported_platforms.toml": [
+        Expected("framework-fw", "platforms", r"invalid target platform 'win32_x86_64'"),
+        Expected(
+            "framework-fw",
+            "platforms",
+            r"not supported by lower layers \(win_amd64\)",
+            r"lower layers support: linux_x86_64$",
+        ),
+    ],
+    "error_reference_to_invalid_layer.toml": [
+        Expected("framework-bad/name", "name", r"'bad/name' cannot be used as a folder name"),
+        Expected(
+            "app-app", "frameworks", r"unknown framework 'nowhere'$", r"known frameworks: ok$"
+        ),
+    ],
     "error_toml_syntax.toml": [Expected(None, None, r"^TOML syntax error: Invalid value", line=10)],
     "error_yaml_syntax.yaml": [
         Expected(None, None, r"^YAML syntax error: .*expected <block end>", line=9)
