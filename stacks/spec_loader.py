@@ -379,7 +379,12 @@ class _SpecLoader:
                 continue  # unnamed indexes are allowed; they just cannot be referenced
             if not isinstance(name, str) or not name:
                 self.problem(
-                    None, f"{label}.name", f"must be a non-empty string, not {_type_name(name)}"
+                    None,
+                    f"{label}.name",
+                    "must not be empty"
+                    if name == ""
+                    else f"must be a string, not {_type_name(name)}",
+                    "name the index, or leave 'name' out if no layer refers to it",
                 )
                 continue
             if normalise_package(name) in seen:
@@ -555,7 +560,12 @@ class _SpecLoader:
             self.problem(label, "name", "missing 'name'", "every layer needs a name")
             return _Draft(kind=kind, name="", env_name=label, kept=False, broken=True)
         if not isinstance(name, str) or not name.strip():
-            self.problem(label, "name", f"must be a non-empty string, not {_type_name(name)}")
+            if not isinstance(name, str):
+                message = f"must be a string, not {_type_name(name)}"
+            else:
+                message = "must not be empty" if not name else "must not be only spaces"
+            example = {"runtime": "cpython-3.12", "framework": "scipy", "application": "demo"}
+            self.problem(label, "name", message, f'e.g. name = "{example[kind.value]}"')
             return _Draft(kind=kind, name="", env_name=label, kept=False, broken=True)
         env_name = kind.prefix + name
         if (
@@ -911,9 +921,24 @@ class _SpecLoader:
                 'add e.g. `launch_module = "launch/app.py"`',
             )
         elif not isinstance(launch, str) or not launch:
-            self.problem(env, "launch_module", f"must be a path string, not {_type_name(launch)}")
+            self.problem(
+                env,
+                "launch_module",
+                "must not be empty"
+                if launch == ""
+                else f"must be a path string, not {_type_name(launch)}",
+                'e.g. `launch_module = "launch/app.py"` (relative to the spec\'s folder)',
+            )
             launch = None
         support = sorted(self._string_list(draft, entry, "support_modules")[0] or ())
+        if "" in support:
+            self.problem(
+                env,
+                "support_modules",
+                "entries must not be empty",
+                "remove the empty entry (it would name the spec's whole folder)",
+            )
+            support = [s for s in support if s]
         support_paths = [self.path.parent / s for s in support]
         launch_path = self.path.parent / launch if launch else None
         # Name clashes are reported first (as venvstacks does), then whether the modules exist.

@@ -587,7 +587,8 @@ def test_misspelt_top_level_key_warns(write_spec: Callable[..., Path]) -> None:
         ("platforms = [1]", "platforms", "only strings"),
         ('name = " spaced "', "name", "folder name"),
         ('name = ".hidden"', "name", "folder name"),
-        ('name = ""', "name", "non-empty"),
+        ('name = ""', "name", "^must not be empty$"),
+        ('name = "  "', "name", "^must not be only spaces$"),
     ],
 )
 def test_odd_runtime_values(
@@ -607,6 +608,45 @@ def test_odd_runtime_values(
     assert [(p.field, bool(re.search(message, p.message))) for p in caught.value.problems] == [
         (field, True)
     ]
+
+
+@pytest.mark.parametrize(
+    ("text", "field"),
+    [
+        (
+            '[[runtimes]]\nname = ""\npython_implementation = "cpython@3.12"\nrequirements = []\n',
+            "name",
+        ),
+        (
+            '[[tool.uv.index]]\nname = ""\nurl = "https://example.invalid/simple"\n',
+            "tool.uv.index[0].name",
+        ),
+        (
+            '[[runtimes]]\nname = "rt"\npython_implementation = "cpython@3.12"\nrequirements = []\n'
+            '[[applications]]\nname = "app"\nruntime = "rt"\nrequirements = []\nlaunch_module = ""\n',
+            "launch_module",
+        ),
+        (
+            '[[runtimes]]\nname = "rt"\npython_implementation = "cpython@3.12"\nrequirements = []\n'
+            '[[applications]]\nname = "app"\nruntime = "rt"\nrequirements = []\n'
+            'launch_module = "launch/app.py"\nsupport_modules = [""]\n',
+            "support_modules",
+        ),
+    ],
+)
+def test_empty_strings_are_called_empty(
+    write_spec: Callable[..., Path], text: str, field: str
+) -> None:
+    """An empty string is reported as empty (not as 'not a string'), with a hint."""
+    path = write_spec(text)
+    (path.parent / "launch").mkdir()
+    (path.parent / "launch" / "app.py").write_text("")
+    with pytest.raises(SpecError) as caught:
+        load_spec(path, environ={})
+    (problem,) = caught.value.problems
+    assert problem.field == field
+    assert re.fullmatch(r"(entries )?must not be empty", problem.message)
+    assert problem.hint
 
 
 def test_python_versions_with_prereleases(write_spec: Callable[..., Path]) -> None:

@@ -70,7 +70,7 @@ EXPECTED_ERRORS: dict[str, list[Expected]] = {
         Expected("cpython-3.12", "versioned", r"must be true or false, not a string")
     ],
     "error_wrong_type_name.toml": [
-        Expected("runtimes[0]", "name", r"must be a non-empty string, not an integer")
+        Expected("runtimes[0]", "name", r"^must be a string, not an integer$", r'name = "cpython')
     ],
     "error_wrong_type_package_indexes.toml": [
         Expected("cpython-3.12", "package_indexes", r"must be a table")
@@ -364,7 +364,7 @@ EXPECTED_ERRORS: dict[str, list[Expected]] = {
         Expected("cpython/3.12", "python_implementation", r"missing 'python_implementation'"),
         Expected("runtimes[1]", "name", r"missing 'name'"),
         Expected("runtimes[1]", "requirements", r"invalid requirement syntax 'bad<>'"),
-        Expected("frameworks[1]", "name", r"must be a non-empty string"),
+        Expected("frameworks[1]", "name", r"^must not be empty$", r'e.g. name = "scipy"'),
         Expected("frameworks[1]", "runtime", r"unknown runtime 'cpython-3.12'"),
         Expected("app-app/x", "name", r"'app/x' cannot be used as a folder name"),
         Expected("app-app/x", "launch_module", r"missing 'launch_module'"),
@@ -406,7 +406,7 @@ EXPECTED_ERRORS: dict[str, list[Expected]] = {
         Expected(None, None, r"^YAML syntax error: .*expected <block end>", line=9)
     ],
     "error_yaml_wrong_types.yaml": [
-        Expected("runtimes[0]", "name", r"must be a non-empty string, not a number"),
+        Expected("runtimes[0]", "name", r"^must be a string, not a number$"),
         Expected("cpython-3.11", "requirements", r"must be an array of strings, not null"),
         Expected("cpython-3.11", "versioned", r"must be true or false, not a string"),
     ],
