@@ -225,6 +225,7 @@ class _Draft:
     versioned: bool = False
     linux_target: tuple[int, int] = DEFAULT_GLIBC
     macosx_target: tuple[int, int] = DEFAULT_MACOSX
+    macosx_default: bool = True  # no macosx_target of its own: the environment's, else 13.0
     dynlib_exclude: tuple[str, ...] = ()
     package_indexes: dict[str, str] = field(default_factory=dict)
     priority_indexes: tuple[str, ...] = ()
@@ -293,6 +294,7 @@ class _SpecLoader:
         self.macosx_default = self._macosx_default()
         drafts = self._load_layers(settings)
         resolved = self._resolve(drafts)
+        self._check_macosx_default(drafts, resolved)
         if self.problems:
             raise SpecError(self.problems)
         layers: list[LayerSpec] = []
@@ -469,19 +471,32 @@ class _SpecLoader:
         return StackSettings(runtime_source=source, python_mirror=mirror)
 
     def _macosx_default(self) -> tuple[int, int]:
+        """$MACOSX_DEPLOYMENT_TARGET, else 13.0 (a malformed value is checked where it is used)."""
+        return _parse_macosx(self.environ.get("MACOSX_DEPLOYMENT_TARGET") or "") or DEFAULT_MACOSX
+
+    def _check_macosx_default(self, drafts: list[_Draft], resolved: dict[str, _Resolved]) -> None:
+        """A malformed $MACOSX_DEPLOYMENT_TARGET is a problem only for the macOS layers it sets."""
         value = self.environ.get("MACOSX_DEPLOYMENT_TARGET")
-        if not value:
-            return DEFAULT_MACOSX
-        parsed = _parse_macosx(value)
-        if parsed is None:
+        if not value or _parse_macosx(value) is not None:
+            return
+        users = []
+        for draft in drafts:
+            if draft.env_name in resolved:
+                platforms: Sequence[str] | None = resolved[draft.env_name].platforms
+            elif draft.kind is LayerKind.RUNTIME:
+                platforms = draft.platforms if draft.platforms is not None else PLATFORMS
+            else:
+                platforms = draft.platforms  # not resolved: only what it lists itself
+            if draft.macosx_default and any(p.startswith("macosx") for p in platforms or ()):
+                users.append(draft.env_name)
+        if users:
             self.problem(
                 None,
                 "MACOSX_DEPLOYMENT_TARGET (environment)",
                 f"must be 'X' or 'X.Y', not {_show(value)}",
-                "fix or unset the environment variable, or set macosx_target on each layer",
+                "it is the macosx_target of " + ", ".join(users) + ": fix or unset the"
+                " environment variable, or set macosx_target on those layers",
             )
-            return DEFAULT_MACOSX
-        return parsed
 
     # -- single layers
 
@@ -672,6 +687,7 @@ class _SpecLoader:
             self._linux_target(draft, entry["linux_target"])
         draft.macosx_target = self.macosx_default
         if "macosx_target" in entry:
+            draft.macosx_default = False
             target = entry["macosx_target"]
             ok_type = isinstance(target, (str, int)) and not isinstance(target, bool)
             parsed = _parse_macosx(str(target)) if ok_type else None

@@ -240,6 +240,34 @@ def test_bad_macosx_environment_is_a_spec_error() -> None:
     (problem,) = caught.value.problems
     assert problem.field == "MACOSX_DEPLOYMENT_TARGET (environment)"
     assert "'sonoma'" in problem.message
+    assert problem.hint and "macosx_target of defaults:" in problem.hint
+
+
+def test_bad_macosx_environment_is_ignored_where_unused(write_spec: Callable[..., Path]) -> None:
+    """A malformed $MACOSX_DEPLOYMENT_TARGET matters only to macOS layers without their own."""
+    path = write_spec(
+        """
+        [[runtimes]]
+        name = "linux"
+        python_implementation = "cpython@3.12"
+        requirements = []
+        platforms = ["linux_x86_64", "win_amd64"]
+
+        [[runtimes]]
+        name = "mac"
+        python_implementation = "cpython@3.12"
+        requirements = []
+        macosx_target = "14"
+
+        [[frameworks]]
+        name = "on-linux"
+        runtime = "linux"
+        requirements = []
+        """
+    )
+    spec = load_spec(path, environ={"MACOSX_DEPLOYMENT_TARGET": "sonoma"})
+    assert spec.layer("mac").macosx_target == (14, 0)
+    assert spec.layer("framework-on-linux").macosx_target == DEFAULT_MACOSX
 
 
 # ---------------------------------------------------------------- runtime sources
