@@ -1144,6 +1144,8 @@ class _SpecLoader:
         complete = all(resolved[dep].platforms_complete for dep in below)
         if draft.platforms is None:
             platforms = tuple(p for p in PLATFORMS if p in available)
+            if not platforms and all(resolved[dep].platforms for dep in below):
+                self._warn_no_common_platform(draft, below, resolved)
         else:
             extra = [p for p in draft.platforms if p not in available]
             if extra and complete:
@@ -1164,6 +1166,22 @@ class _SpecLoader:
             overrides,
             unresolved,
             platforms_complete=complete and draft.platforms_complete,
+        )
+
+    def _warn_no_common_platform(
+        self, draft: _Draft, below: list[str], resolved: dict[str, _Resolved]
+    ) -> None:
+        """A layer whose enabled lower layers share no platform is disabled: say so."""
+        listed = "; ".join(
+            f"{dep}: {', '.join(resolved[dep].platforms)}"
+            if set(resolved[dep].platforms) != set(PLATFORMS)
+            else f"{dep}: all"
+            for dep in below
+        )
+        self.warnings.append(
+            f"{self.shown}: layer '{draft.env_name}' is disabled: its lower layers have no"
+            f" platform in common ({listed})\n  hint: set `platforms` on the lower layers so"
+            " they share one, or `platforms = []` on this layer to disable it on purpose"
         )
 
     def _merge_indexes(

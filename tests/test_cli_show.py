@@ -381,6 +381,24 @@ def test_disabled_layers_are_not_shown(capsys: pytest.CaptureFixture[str]) -> No
 
 
 @pytest.mark.usefixtures("clean_env")
+def test_pattern_matching_only_disabled_layers_says_so(capsys: pytest.CaptureFixture[str]) -> None:
+    """A pattern that matches only disabled layers names them as disabled, and says why."""
+    path = SPECS / "valid_disabled_layers.toml"
+    code, out, err = show(capsys, path, "--include", "*-off", "--include", "nope")
+    assert (code, out) == (2, "")
+    assert err.startswith(
+        "error: no layers match: *-off (only disabled layers: framework-off, framework-above-off, app-on-off), nope\n"
+    )
+    assert "hint: a layer is disabled when it has no target platforms" in err
+    code, _, err = show(capsys, path, "--include", "*-off", "--allow-missing")
+    assert code == 0
+    assert (
+        err
+        == "warning: no layers match: *-off (only disabled layers: framework-off, framework-above-off, app-on-off)\n"
+    )
+
+
+@pytest.mark.usefixtures("clean_env")
 def test_spec_errors_in_process(capsys: pytest.CaptureFixture[str]) -> None:
     """In-process too, a bad spec returns 2 and prints `error:` with no traceback."""
     code, out, err = show(capsys, SPECS / "error_inconsistent_framework_indexes.toml")

@@ -426,6 +426,11 @@ EXPECTED_ERRORS: dict[str, list[Expected]] = {
 }
 
 EXPECTED_WARNINGS: dict[str, list[str]] = {
+    "warning_no_common_platform.toml": [
+        r"layer 'app-both' is disabled: its lower layers have no platform in common "
+        r"\(framework-linux: linux_x86_64; framework-windows: win_amd64; cpython-3.12: all\)"
+        r"\n  hint: set `platforms` on the lower layers .* `platforms = \[\]` on this layer"
+    ],
     "warning_fully_versioned.toml": [
         r"layer 'cpython-3.11': converting legacy field 'fully_versioned_name' "
         r"to 'python_implementation'"
