@@ -1001,6 +1001,11 @@ class _SpecLoader:
         draft.support_modules = tuple(kept)
 
     def _check_module(self, env: str, fld: str, path: Path, shown: str, *, launch: bool) -> bool:
+        """Whether a launch or support module can be copied into the app; warn if it cannot run.
+
+        Like venvstacks, any file or folder is copied as is: the launch module must be a .py
+        file or a package folder, a support module may be anything (data files too).
+        """
         kind = _path_kind(path)
         if kind == "missing":
             self.problem(
@@ -1013,26 +1018,36 @@ class _SpecLoader:
         if kind.startswith("unusable"):
             self.problem(env, fld, f"{_show(shown)} cannot be used: {kind.partition(': ')[2]}")
             return False
-        if kind == "other" or (kind == "file" and path.suffix != ".py"):
+        if kind == "other":
+            self.problem(
+                env,
+                fld,
+                f"{_show(shown)} is not a file or a folder",
+                "point it at the module file or package folder to copy",
+            )
+            return False
+        if launch and kind == "file" and path.suffix != ".py":
             self.problem(env, fld, f"{_show(shown)} must be a .py file or a package folder")
             return False
         name = module_name(path)
-        if not name.isidentifier():
-            self.problem(
-                env,
-                fld,
-                f"{_show(shown)} gives module name {_show(name)}, which `python -m` cannot import",
-                "rename it to a valid Python identifier (letters, digits, '_')",
+        where = f"{self.shown}: layer '{env}', field '{fld}'"
+        if launch and "." in name:
+            self.warnings.append(
+                f"{where}: `python -m {name}` cannot run {_show(shown)} (the dot makes it look"
+                f" for a package {_show(name.partition('.')[0])})"
+                "\n  hint: rename it without dots"
             )
-            return False
-        if launch and kind == "dir" and _path_kind(path / "__main__.py") != "file":
-            self.problem(
-                env,
-                fld,
-                f"launch package {_show(shown)} has no __main__.py",
-                "add __main__.py so `python -m` can run it",
+        elif launch and kind == "dir" and _path_kind(path / "__main__.py") != "file":
+            self.warnings.append(
+                f"{where}: launch package {_show(shown)} has no __main__.py, so"
+                f" `python -m {name}` cannot run it\n  hint: add {shown}/__main__.py"
             )
-            return False
+        elif not launch and (kind == "dir" or path.suffix == ".py") and not name.isidentifier():
+            self.warnings.append(
+                f"{where}: support module {_show(shown)} is copied, but `import {name}` cannot"
+                " name it\n  hint: rename it to a Python identifier (letters, digits, '_')"
+                " if it is meant to be imported"
+            )
         return True
 
     # -- across layers

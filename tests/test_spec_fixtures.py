@@ -270,17 +270,6 @@ EXPECTED_ERRORS: dict[str, list[Expected]] = {
             r"'launch/helper.py' are both module 'helper'",
         )
     ],
-    "error_launch_module_not_importable.toml": [
-        Expected(
-            "app-app",
-            "launch_module",
-            r"module name 'bad-name', which `python -m` cannot import",
-            r"identifier",
-        )
-    ],
-    "error_launch_package_without_main.toml": [
-        Expected("app-app", "launch_module", r"launch package 'launch/nomain' has no __main__.py")
-    ],
     "error_launch_module_not_python.toml": [
         Expected("app-app", "launch_module", r"must be a .py file or a package folder")
     ],
@@ -426,6 +415,16 @@ EXPECTED_ERRORS: dict[str, list[Expected]] = {
 }
 
 EXPECTED_WARNINGS: dict[str, list[str]] = {
+    "warning_launch_package_without_main.toml": [
+        r"layer 'app-app', field 'launch_module': launch package 'launch/nomain' has no "
+        r"__main__.py, so `python -m nomain` cannot run it\n  hint: add launch/nomain/__main__.py$"
+    ],
+    "warning_module_names.toml": [
+        r"layer 'app-app', field 'launch_module': `python -m dotted.app` cannot run "
+        r"'launch/dotted.app.py' \(the dot makes it look for a package 'dotted'\)",
+        r"layer 'app-app', field 'support_modules': support module 'launch/bad-name.py' is "
+        r"copied, but `import bad-name` cannot name it\n  hint: rename it to a Python identifier",
+    ],
     "warning_no_common_platform.toml": [
         r"layer 'app-both' is disabled: its lower layers have no platform in common "
         r"\(framework-linux: linux_x86_64; framework-windows: win_amd64; cpython-3.12: all\)"
