@@ -596,12 +596,6 @@ class _SpecLoader:
                 "use letters, digits, '.', '_' and '-' (not first), without path separators or edge spaces",
             )
             return _Draft(kind=kind, name=name, env_name=env_name, kept=False, broken=True)
-        if kind is LayerKind.RUNTIME and name.startswith(("framework-", "app-")):
-            self.problem(
-                env_name,
-                "name",
-                f"runtime name {_show(name)} starts with a reserved prefix ('framework-' or 'app-')",
-            )
         if "@" in name:
             self.warnings.append(
                 f"{self.shown}: layer '{env_name}': '@' in names is discouraged ('@N' marks versions)"

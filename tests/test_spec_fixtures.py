@@ -327,7 +327,9 @@ EXPECTED_ERRORS: dict[str, list[Expected]] = {
             r"did you mean 'runtime_source'",
         )
     ],
-    "error_reserved_runtime_prefix.toml": [Expected("framework-x", "name", r"reserved prefix")],
+    "error_env_name_clash.toml": [
+        Expected("framework-x", "name", r"env name clashes with runtime 'framework-x'$")
+    ],
     "error_bad_layer_name.toml": [
         Expected("cpython/3.12", "name", r"'cpython/3.12' cannot be used as a folder name")
     ],
