@@ -46,9 +46,14 @@ _KIND_FIELDS = {
 }
 _TOOL_STACKS_FIELDS = ("runtime_source", "python_mirror")
 _TOP_LEVEL_KNOWN = ("runtimes", "frameworks", "applications", "tool")
-# Path separators, characters Windows forbids in file names, controls, and lone
+# What no folder name can hold: path separators, control characters, and lone
 # surrogates (which no file system encoding can write).
-_NAME_BAD_CHARS = re.compile(r"[/\\\x00-\x1f\x7f:*?\"<>|\ud800-\udfff]")
+_NAME_BAD_CHARS = re.compile(r"[/\\\x00-\x1f\x7f\ud800-\udfff]")
+# What only Windows forbids: these characters, a trailing space or dot, device names.
+_WINDOWS_BAD_CHARS = re.compile(r'[:*?"<>|]')
+_WINDOWS_DEVICES = frozenset(
+    ["CON", "PRN", "AUX", "NUL"] + [f"{port}{n}" for port in ("COM", "LPT") for n in range(1, 10)]
+)
 _IMPLEMENTATION = re.compile(
     r"(?P<impl>[A-Za-z]+)@(?P<version>[0-9]+\.[0-9]+(?:\.[0-9]+)?(?:(?:a|b|rc)[0-9]+)?)"
 )
@@ -295,6 +300,7 @@ class _SpecLoader:
         drafts = self._load_layers(settings)
         resolved = self._resolve(drafts)
         self._check_macosx_default(drafts, resolved)
+        self._check_windows_names(drafts, resolved)
         if self.problems:
             raise SpecError(self.problems)
         layers: list[LayerSpec] = []
@@ -479,16 +485,12 @@ class _SpecLoader:
         value = self.environ.get("MACOSX_DEPLOYMENT_TARGET")
         if not value or _parse_macosx(value) is not None:
             return
-        users = []
-        for draft in drafts:
-            if draft.env_name in resolved:
-                platforms: Sequence[str] | None = resolved[draft.env_name].platforms
-            elif draft.kind is LayerKind.RUNTIME:
-                platforms = draft.platforms if draft.platforms is not None else PLATFORMS
-            else:
-                platforms = draft.platforms  # not resolved: only what it lists itself
-            if draft.macosx_default and any(p.startswith("macosx") for p in platforms or ()):
-                users.append(draft.env_name)
+        users = [
+            draft.env_name
+            for draft in drafts
+            if draft.macosx_default
+            and any(p.startswith("macosx") for p in _targets(draft, resolved))
+        ]
         if users:
             self.problem(
                 None,
@@ -497,6 +499,19 @@ class _SpecLoader:
                 "it is the macosx_target of " + ", ".join(users) + ": fix or unset the"
                 " environment variable, or set macosx_target on those layers",
             )
+
+    def _check_windows_names(self, drafts: list[_Draft], resolved: dict[str, _Resolved]) -> None:
+        """Layers built for Windows need env names Windows can use as folder names."""
+        for draft in drafts:
+            windows = [p for p in _targets(draft, resolved) if p.startswith("win")]
+            reason = _windows_name_problem(draft.env_name) if draft.kept else None
+            if windows and reason:
+                self.problem(
+                    draft.env_name,
+                    "name",
+                    f"{_show(draft.name)} cannot be a folder name on Windows ({reason})",
+                    "rename the layer, or give it `platforms` without " + " and ".join(windows),
+                )
 
     # -- single layers
 
@@ -583,17 +598,14 @@ class _SpecLoader:
             self.problem(label, "name", message, f'e.g. name = "{example[kind.value]}"')
             return _Draft(kind=kind, name="", env_name=label, kept=False, broken=True)
         env_name = kind.prefix + name
-        if (
-            _NAME_BAD_CHARS.search(name)
-            or name in (".", "..")
-            or name.startswith((".", "-"))
-            or name != name.strip()
-        ):
+        if _NAME_BAD_CHARS.search(name) or env_name in (".", ".."):
             self.problem(
                 env_name,
                 "name",
                 f"{_show(name)} cannot be used as a folder name",
-                "use letters, digits, '.', '_' and '-' (not first), without path separators or edge spaces",
+                "leave out path separators ('/', '\\') and control characters"
+                if _NAME_BAD_CHARS.search(name)
+                else "'.' and '..' already name folders: choose another name",
             )
             return _Draft(kind=kind, name=name, env_name=env_name, kept=False, broken=True)
         if "@" in name:
@@ -1252,6 +1264,27 @@ class _SpecLoader:
                 f"specify 'index_overrides = {{{entries}}}' to accept",
             )
         return merged, overrides, frozenset(unresolved)
+
+
+def _targets(draft: _Draft, resolved: dict[str, _Resolved]) -> Sequence[str]:
+    """The platforms a layer targets, as far as they are known (a broken layer: its own list)."""
+    if draft.env_name in resolved:
+        return resolved[draft.env_name].platforms
+    if draft.kind is LayerKind.RUNTIME and draft.platforms is None:
+        return PLATFORMS
+    return draft.platforms or ()
+
+
+def _windows_name_problem(env_name: str) -> str | None:
+    """Why Windows cannot create a folder with this name, if it cannot."""
+    bad = _WINDOWS_BAD_CHARS.search(env_name)
+    if bad:
+        return f'it contains {bad.group()!r}; Windows forbids any of : * ? " < > |'
+    if env_name.endswith((" ", ".")):
+        return "it ends with a space or a dot"
+    if env_name.split(".")[0].rstrip(" ").upper() in _WINDOWS_DEVICES:
+        return "it is a reserved device name"
+    return None
 
 
 def _toml_key(key: str) -> str:

@@ -330,6 +330,16 @@ EXPECTED_ERRORS: dict[str, list[Expected]] = {
     "error_env_name_clash.toml": [
         Expected("framework-x", "name", r"env name clashes with runtime 'framework-x'$")
     ],
+    "error_windows_layer_names.toml": [
+        Expected(
+            "cpython:3.12",
+            "name",
+            r"'cpython:3.12' cannot be a folder name on Windows \(it contains ':'",
+            r"rename the layer, or give it `platforms` without win_amd64 and win_arm64$",
+        ),
+        Expected("nul.rt", "name", r"on Windows \(it is a reserved device name\)", r"win_amd64$"),
+        Expected("framework-trailing.", "name", r"on Windows \(it ends with a space or a dot\)"),
+    ],
     "error_bad_layer_name.toml": [
         Expected("cpython/3.12", "name", r"'cpython/3.12' cannot be used as a folder name")
     ],
