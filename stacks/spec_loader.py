@@ -58,6 +58,26 @@ _IMPLEMENTATION = re.compile(
     r"(?P<impl>[A-Za-z]+)@(?P<version>[0-9]+\.[0-9]+(?:\.[0-9]+)?(?:(?:a|b|rc)[0-9]+)?)"
 )
 _SHA256 = re.compile(r"^[0-9a-fA-F]{64}$")
+# The fields uv knows in a [tool.uv.sources] entry.
+_UV_SOURCE_KEYS = frozenset(
+    [
+        "git",
+        "subdirectory",
+        "rev",
+        "tag",
+        "branch",
+        "lfs",
+        "url",
+        "path",
+        "editable",
+        "package",
+        "index",
+        "workspace",
+        "marker",
+        "extra",
+        "group",
+    ]
+)
 _LIST_EXAMPLES = {
     "requirements": "attrs>=23.1",
     "platforms": "linux_x86_64",
@@ -395,11 +415,15 @@ class _SpecLoader:
                     "name the index, or leave 'name' out if no layer refers to it",
                 )
                 continue
-            if normalise_package(name) in seen:
+            # uv matches index names exactly: 'PyTorch_CPU' and 'pytorch-cpu' are two indexes.
+            if name in seen:
                 self.problem(
-                    None, f"{label}.name", f"index name '{name}' is defined more than once"
+                    None,
+                    f"{label}.name",
+                    f"index name '{name}' is defined more than once",
+                    "give each [[tool.uv.index]] entry its own name",
                 )
-            seen.add(normalise_package(name))
+            seen.add(name)
             self.index_names.add(name)
         sources = config.get("sources", {})
         if not isinstance(sources, dict):
@@ -411,7 +435,7 @@ class _SpecLoader:
             if normalise_package(str(package)) in seen_sources:
                 self.problem(None, label, f"package '{package}' has more than one source")
             seen_sources.add(normalise_package(str(package)))
-            if not isinstance(source, dict) or set(source) != {"index"}:
+            if not isinstance(source, dict) or "index" not in source:
                 self.problem(
                     None,
                     label,
@@ -419,6 +443,7 @@ class _SpecLoader:
                     'use `{ index = "<name>" }` pointing at a [[tool.uv.index]] entry',
                 )
                 continue
+            self._source_keys(label, source)
             index = source["index"]
             if not isinstance(index, str):
                 self.problem(
@@ -429,6 +454,48 @@ class _SpecLoader:
                     None, label, f"unknown package index {_show(index)}", self._index_hint(index)
                 )
         return config
+
+    def _source_keys(self, label: str, source: dict[str, Any]) -> None:
+        """The keys of a named-index source besides `index`: a `marker` (as uv allows)."""
+        from packaging.markers import InvalidMarker, Marker
+
+        for key in sorted(set(source) - {"index"}, key=str):
+            value = source[key]
+            if key == "marker" and not isinstance(value, str):
+                self.problem(None, f"{label}.marker", f"must be a string, not {_type_name(value)}")
+            elif key == "marker":
+                try:
+                    Marker(value)
+                except InvalidMarker as exc:
+                    self.problem(
+                        None,
+                        f"{label}.marker",
+                        f"invalid marker {_show(value)}: {str(exc).splitlines()[0]}",
+                        "use PEP 508 marker syntax, e.g. \"sys_platform == 'linux'\"",
+                    )
+            elif key in ("extra", "group"):
+                self.problem(
+                    None,
+                    f"{label}.{key}",
+                    f"a source limited to an {key} cannot apply: layers have no extras or"
+                    " dependency groups",
+                    f"remove '{key}' (a `marker` can limit the source instead)",
+                )
+            elif key in _UV_SOURCE_KEYS:
+                self.problem(
+                    None,
+                    f"{label}.{key}",
+                    "cannot be combined with 'index': only named-index sources are supported",
+                    f"remove '{key}'",
+                )
+            else:
+                self.problem(
+                    None,
+                    f"{label}.{key}",
+                    "unknown field of an index source",
+                    _did_you_mean(str(key), ("index", "marker"))
+                    or "an index source has 'index' and, optionally, 'marker'",
+                )
 
     def _load_settings(
         self, tool: dict[str, Any], runtime_source: str | None, python_mirror: str | None

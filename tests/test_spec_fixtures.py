@@ -350,7 +350,23 @@ EXPECTED_ERRORS: dict[str, list[Expected]] = {
         Expected(None, "tool.uv.sources.torch", r"unknown package index 'pytorch-cu'")
     ],
     "error_uv_duplicate_index_name.toml": [
-        Expected(None, "tool.uv.index[1].name", r"'PyTorch_CPU' is defined more than once")
+        Expected(None, "tool.uv.index[1].name", r"'pytorch-cpu' is defined more than once")
+    ],
+    "error_uv_source_fields.toml": [
+        Expected(
+            None,
+            "tool.uv.sources.torch.marker",
+            r"invalid marker \"sys_platform = 'linux'\"",
+            r"PEP 508 marker",
+        ),
+        Expected(None, "tool.uv.sources.torchvision.extra", r"layers have no extras", r"marker"),
+        Expected(None, "tool.uv.sources.torchaudio.git", r"cannot be combined with 'index'"),
+        Expected(
+            None,
+            "tool.uv.sources.numpy.markers",
+            r"unknown field of an index source",
+            r"did you mean 'marker'",
+        ),
     ],
     "uv_sibling/error_inline_hides_sibling.toml": [
         Expected(
