@@ -166,8 +166,12 @@ def _parse_toml(shown: str, text: str) -> Any:
 def _parse_yaml(shown: str, text: str) -> Any:
     import yaml
 
+    class DuplicateKey(yaml.MarkedYAMLError):
+        """A key given twice in one mapping (YAML would keep the last; TOML rejects it)."""
+
     class ValueMarkingLoader(yaml.SafeLoader):
-        """SafeLoader that blames bad tagged values (`!!int x`, `2021-13-45`) on their line."""
+        """SafeLoader that blames bad tagged values (`!!int x`, `2021-13-45`) on their line,
+        and rejects duplicate keys."""
 
         def construct_object(self, node: Any, deep: bool = False) -> Any:
             try:
@@ -177,8 +181,40 @@ def _parse_yaml(shown: str, text: str) -> Any:
                     None, None, f"cannot read {_show(node.value)}: {exc}", node.start_mark
                 ) from None
 
+        def construct_mapping(self, node: Any, deep: bool = False) -> Any:
+            if isinstance(node, yaml.MappingNode):
+                first_line: dict[Any, int] = {}
+                for key_node, _ in node.value:
+                    if key_node.tag == "tag:yaml.org,2002:merge":
+                        continue  # `<<: *base` entries may be overridden: that is their point
+                    key = self.construct_object(key_node, deep=True)
+                    try:
+                        seen = key in first_line
+                    except TypeError:
+                        continue  # an unhashable key: the base class reports it
+                    if seen:
+                        raise DuplicateKey(
+                            problem=f"duplicate key {_show(key)} (first on line {first_line[key]})",
+                            problem_mark=key_node.start_mark,
+                        )
+                    first_line[key] = key_node.start_mark.line + 1
+            return super().construct_mapping(node, deep)
+
     try:
         return yaml.load(text, Loader=ValueMarkingLoader)  # a SafeLoader: plain data only
+    except DuplicateKey as exc:
+        line = exc.problem_mark.line + 1 if exc.problem_mark is not None else None
+        raise SpecError(
+            [
+                Problem(
+                    f"{shown}:{line}",
+                    None,
+                    None,
+                    f"YAML error: {exc.problem}",
+                    "remove one of them (YAML would silently keep the last one)",
+                )
+            ]
+        ) from None
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         where = f"{shown}:{mark.line + 1}" if mark is not None else shown

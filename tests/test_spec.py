@@ -544,6 +544,16 @@ def test_yaml_value_error_names_file_and_line(write_spec: Callable[..., Path]) -
     assert "2021-13-45" in problem.message
 
 
+def test_yaml_merge_keys_may_be_overridden(write_spec: Callable[..., Path]) -> None:
+    """A key that overrides one merged in with `<<: *anchor` is no duplicate."""
+    path = write_spec(
+        "defaults: &defaults\n  python_implementation: cpython@3.11\n  requirements: []\n"
+        "runtimes:\n  - <<: *defaults\n    name: rt\n    python_implementation: cpython@3.12\n",
+        name="stack.yaml",
+    )
+    assert load_spec(path, environ={}).layer("rt").python_implementation == "cpython@3.12"
+
+
 @pytest.mark.parametrize(
     ("content", "message"),
     [

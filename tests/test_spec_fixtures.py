@@ -422,6 +422,15 @@ EXPECTED_ERRORS: dict[str, list[Expected]] = {
     "error_yaml_syntax.yaml": [
         Expected(None, None, r"^YAML syntax error: .*expected <block end>", line=9)
     ],
+    "error_yaml_duplicate_key.yaml": [
+        Expected(
+            None,
+            None,
+            r"^YAML error: duplicate key 'name' \(first on line 4\)$",
+            r"remove one of them",
+            line=7,
+        )
+    ],
     "error_yaml_wrong_types.yaml": [
         Expected("runtimes[0]", "name", r"^must be a string, not a number$"),
         Expected("cpython-3.11", "requirements", r"must be an array of strings, not null"),
