@@ -78,6 +78,10 @@ _UV_SOURCE_KEYS = frozenset(
         "group",
     ]
 )
+_TABLE_FIELDS = {  # what the table maps, and an example
+    "package_indexes": ("package names to index names", '{ torch = "pytorch-cpu" }'),
+    "index_overrides": ("index names to index names", '{ pytorch-cpu = "pytorch-cu128" }'),
+}
 _LIST_EXAMPLES = {
     "requirements": "attrs>=23.1",
     "platforms": "linux_x86_64",
@@ -656,7 +660,12 @@ class _SpecLoader:
                 names_in_kind.add(draft.name)
                 if draft.env_name in seen_env:
                     self.problem(
-                        draft.env_name, "name", f"env name clashes with {seen_env[draft.env_name]}"
+                        draft.env_name,
+                        "name",
+                        f"env name clashes with {seen_env[draft.env_name]}",
+                        "rename one of them: their build and deployed folders would be the same"
+                        " (a runtime's env name is its name, a framework's 'framework-<name>',"
+                        " an application's 'app-<name>')",
                     )
                     draft.kept, draft.broken = False, True
                     self.dropped[kind].add(draft.name)
@@ -737,7 +746,11 @@ class _SpecLoader:
         value = entry[key]
         if not isinstance(value, list):
             self.problem(
-                draft.env_name, key, f"must be an array of strings, not {_type_name(value)}"
+                draft.env_name,
+                key,
+                f"must be an array of strings, not {_type_name(value)}",
+                f'e.g. {key} = ["{_LIST_EXAMPLES.get(key, "...")}"]'
+                + (' (`["*"]` turns linking off)' if key == "dynlib_exclude" else ""),
             )
             return None, False
         wrong = [item for item in value if not isinstance(item, str)]
@@ -752,14 +765,33 @@ class _SpecLoader:
         return tuple(item for item in value if isinstance(item, str)), not wrong
 
     def _string_table(self, draft: _Draft, entry: dict[str, Any], key: str) -> dict[str, str]:
+        """The string entries of a table field; each bad key or value is reported, by name."""
+        what, example = _TABLE_FIELDS[key]
         value = entry.get(key, {})
-        if not isinstance(value, dict) or not all(
-            isinstance(k, str) and isinstance(v, str) for k, v in value.items()
-        ):
-            self.problem(draft.env_name, key, "must be a table of strings to strings")
+        if not isinstance(value, dict):
+            self.problem(
+                draft.env_name,
+                key,
+                f"must be a table of {what}, not {_type_name(value)}",
+                f"e.g. {key} = {example}",
+            )
             draft.broken = True
             return {}
-        return dict(value)
+        table = {}
+        for name, index in value.items():
+            if not isinstance(name, str):
+                message = f"keys must be strings, found {_type_name(name)} ({_show(name)})"
+            elif not isinstance(index, str):
+                message = (
+                    f"the value for {_show(name)} must be an index name (a string),"
+                    f" not {_type_name(index)} ({_show(index)})"
+                )
+            else:
+                table[name] = index
+                continue
+            self.problem(draft.env_name, key, message, f"e.g. {key} = {example}")
+            draft.broken = True
+        return table
 
     def _common_fields(self, draft: _Draft, entry: dict[str, Any]) -> None:
         env = draft.env_name
@@ -789,7 +821,12 @@ class _SpecLoader:
             draft.platforms = tuple(p for p in PLATFORMS if p in platforms)
         versioned = entry.get("versioned", False)
         if not isinstance(versioned, bool):
-            self.problem(env, "versioned", f"must be true or false, not {_type_name(versioned)}")
+            self.problem(
+                env,
+                "versioned",
+                f"must be true or false, not {_type_name(versioned)} ({_show(versioned)})",
+                "write `versioned = true` or `versioned = false`, without quotes",
+            )
         else:
             draft.versioned = versioned
         if "linux_target" in entry:
@@ -802,7 +839,11 @@ class _SpecLoader:
             parsed = _parse_macosx(str(target)) if ok_type else None
             if parsed is None:
                 # An unquoted 10.10 reads as the number 10.1: ask for a string instead.
-                hint = 'quote it: macosx_target = "13.0"' if isinstance(target, float) else None
+                hint = (
+                    'quote it: macosx_target = "13.0"'
+                    if isinstance(target, float)
+                    else 'use a macOS version, e.g. macosx_target = "13.0" or "14"'
+                )
                 self.problem(
                     env,
                     "macosx_target",
@@ -930,6 +971,8 @@ class _SpecLoader:
                 env,
                 "python_implementation",
                 f"must look like 'cpython@X.Y' or 'cpython@X.Y.Z', not {_show(implementation)}",
+                'e.g. python_implementation = "cpython@3.12" (or "cpython@3.12.7" for an exact'
+                " release)",
             )
             draft.broken = True
         elif match.group("impl").lower() != "cpython":
@@ -965,28 +1008,37 @@ class _SpecLoader:
                     "unknown field",
                     _did_you_mean(str(key), ("url", "sha256")),
                 )
-            url, sha = value.get("url"), value.get("sha256")
-            ok = True
-            if not isinstance(url, str) or not re.match(r"^(https?|file)://", url):
-                self.problem(
-                    env, "source.url", f"must be an http(s):// or file:// URL, not {_show(url)}"
-                )
-                ok = False
-            if not isinstance(sha, str) or not _SHA256.match(sha):
-                self.problem(
-                    env,
-                    "source.sha256",
-                    "must be the archive's sha256 as 64 hex digits",
-                    "compute it with `sha256sum <archive>`",
-                )
-                ok = False
-            if ok:
-                return RuntimeSource("archive", url=url, sha256=str(sha).lower())
-            return RuntimeSource(settings.runtime_source)
+            return self._archive_source(env, value) or RuntimeSource(settings.runtime_source)
         self.problem(
             env, "source", f"must be a string or a table {{url, sha256}}, not {_type_name(value)}"
         )
         return RuntimeSource(settings.runtime_source)
+
+    def _archive_source(self, env: str, value: dict[str, Any]) -> RuntimeSource | None:
+        """`source = {url, sha256}`: an explicit runtime archive (None if it has a problem)."""
+        example = 'source = { url = "https://.../python.tar.gz", sha256 = "<64 hex digits>" }'
+        ok = True
+        for key in ("url", "sha256"):
+            if key not in value:
+                self.problem(env, "source", f"missing field '{key}'", f"e.g. {example}")
+                ok = False
+        url, sha = value.get("url"), value.get("sha256")
+        if "url" in value and (not isinstance(url, str) or not re.match(r"^(https?|file)://", url)):
+            self.problem(
+                env, "source.url", f"must be an http(s):// or file:// URL, not {_show(url)}"
+            )
+            ok = False
+        if "sha256" in value and (not isinstance(sha, str) or not _SHA256.match(sha)):
+            self.problem(
+                env,
+                "source.sha256",
+                "must be the archive's sha256 as 64 hex digits",
+                "compute it with `sha256sum <archive>`",
+            )
+            ok = False
+        if not ok:
+            return None
+        return RuntimeSource("archive", url=url, sha256=str(sha).lower())
 
     def _layered_fields(self, draft: _Draft, entry: dict[str, Any]) -> None:
         env = draft.env_name
@@ -1029,9 +1081,16 @@ class _SpecLoader:
             draft.broken = True
             return
         if frameworks is not None and len(set(frameworks)) != len(frameworks):
-            self.problem(env, "frameworks", "lists a framework more than once")
-            draft.broken = True
-            return
+            repeated = sorted({f for f in frameworks if frameworks.count(f) > 1})
+            self.problem(
+                env,
+                "frameworks",
+                "lists "
+                + " and ".join(f"framework {_show(f)}" for f in repeated)
+                + " more than once",
+                "list each framework once",
+            )
+            frameworks = tuple(dict.fromkeys(frameworks))  # the rest is still checked
         draft.runtime_ref = runtime
         draft.framework_refs = frameworks
 
@@ -1336,6 +1395,7 @@ class _SpecLoader:
         wanted: dict[str, str] = {}
         unresolved: set[str] = set()
         reported: list[str] = []
+        own_pin_clashes = False  # a clash involving this layer's own package_indexes
         for package, indexes in inherited.items():
             own = merged.get(package)
             if own is None and len(indexes) == 1:
@@ -1357,12 +1417,15 @@ class _SpecLoader:
                 continue  # the layer below that first mixed these indexes reports it
             wanted.update(missing)
             reported.append(package)
+            own_pin_clashes = own_pin_clashes or own is not None
         if wanted:
             table = {**draft.index_overrides, **dict(sorted(wanted.items()))}
             entries = ", ".join(f"{_toml_key(k)} = {_toml_string(v)}" for k, v in table.items())
+            # The fix goes in index_overrides; blame package_indexes only if the layer's own
+            # pin is part of the clash (changing that pin is then another fix).
             self.problem(
                 draft.env_name,
-                "package_indexes",
+                "package_indexes" if own_pin_clashes else "index_overrides",
                 f"inconsistent package index override(s) for {', '.join(sorted(reported))}",
                 f"specify 'index_overrides = {{{entries}}}' to accept",
             )
