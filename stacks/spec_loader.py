@@ -354,6 +354,12 @@ class _SpecLoader:
         if not isinstance(tool, dict):
             self.problem(None, "tool", f"must be a table, not {_type_name(tool)}")
             tool = {}
+        for key in tool:
+            # Other tools' tables are no business of ours; a near-miss of ours probably is.
+            if key != "stacks" and difflib.get_close_matches(str(key).lower(), ["stacks"], 1, 0.8):
+                self.warnings.append(
+                    f"{self.shown}: [tool.{key}] is ignored (did you mean [tool.stacks]?)"
+                )
         uv_config = self._load_uv_config(tool)
         settings = self._load_settings(tool, runtime_source, python_mirror)
         self.macosx_default = self._macosx_default()
@@ -1036,9 +1042,31 @@ class _SpecLoader:
                 "compute it with `sha256sum <archive>`",
             )
             ok = False
+        if ok and not self._unpackable(env, str(url)):
+            ok = False
         if not ok:
             return None
         return RuntimeSource("archive", url=url, sha256=str(sha).lower())
+
+    def _unpackable(self, env: str, url: str) -> bool:
+        """Whether a runtime archive URL names a format stacks can unpack (unknown names pass)."""
+        from urllib.parse import unquote, urlsplit
+
+        from .runtimes import ARCHIVE_SUFFIXES, UNSUPPORTED_SUFFIXES
+
+        path = unquote(urlsplit(url).path).lower()
+        if path.endswith(ARCHIVE_SUFFIXES):
+            return True
+        suffix = next((s for s in UNSUPPORTED_SUFFIXES if path.endswith(s)), None)
+        if suffix is None:
+            return True  # no telling from the name: the archive's content decides
+        self.problem(
+            env,
+            "source.url",
+            f"a {suffix} archive cannot be unpacked as a runtime",
+            f"use a tar archive: {', '.join(ARCHIVE_SUFFIXES)}",
+        )
+        return False
 
     def _layered_fields(self, draft: _Draft, entry: dict[str, Any]) -> None:
         env = draft.env_name

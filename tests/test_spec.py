@@ -290,6 +290,41 @@ def test_runtime_source_forms_and_tool_stacks_default() -> None:
     assert spec.layer("pbs").source.describe() == "python-build-standalone"
 
 
+@pytest.mark.parametrize(
+    ("url", "ok"),
+    [
+        ("https://example.invalid/cpython-3.12.tgz", True),
+        ("https://example.invalid/cpython-3.12.tar.zst?x=1", True),
+        ("https://example.invalid/download/cpython", True),  # no telling: accepted
+        ("file:///srv/python.tar.bz2", True),
+        ("https://example.invalid/python-3.12.7-macos11.pkg", False),
+        ("https://example.invalid/python%2Ezip", False),
+    ],
+)
+def test_runtime_archive_urls_by_extension(
+    write_spec: Callable[..., Path], url: str, ok: bool
+) -> None:
+    """A runtime archive URL ending in a format the unpacker cannot read is a spec error."""
+    path = write_spec(
+        f"""
+        [[runtimes]]
+        name = "rt"
+        python_implementation = "cpython@3.12"
+        requirements = []
+        source = {{ url = "{url}", sha256 = "{"a" * 64}" }}
+        """
+    )
+    if ok:
+        assert load_spec(path, environ={}).layer("rt").source == RuntimeSource(
+            "archive", url=url, sha256="a" * 64
+        )
+        return
+    with pytest.raises(SpecError) as caught:
+        load_spec(path, environ={})
+    (problem,) = caught.value.problems
+    assert problem.field == "source.url" and "cannot be unpacked" in problem.message
+
+
 def test_without_tool_stacks_runtimes_are_downloaded() -> None:
     """No [tool.stacks]: python-build-standalone, no mirror; other tables are ignored."""
     spec = load("valid_no_tool_stacks.toml")

@@ -357,6 +357,14 @@ EXPECTED_ERRORS: dict[str, list[Expected]] = {
         Expected("cpython-3.12", "source.url", r"http\(s\):// or file:// URL, not 'ftp://"),
         Expected("cpython-3.12", "source", r"^missing field 'sha256'$", r"sha256 = \"<64 hex"),
     ],
+    "error_runtime_source_zip.toml": [
+        Expected(
+            "cpython-3.12",
+            "source.url",
+            r"^a .zip archive cannot be unpacked as a runtime$",
+            r"use a tar archive: .tar.gz, .tgz, .tar.xz, .*.tar.zst",
+        )
+    ],
     "error_runtime_source_type.toml": [
         Expected("cpython-3.12", "source", r"string or a table \{url, sha256\}, not an integer")
     ],
@@ -504,6 +512,9 @@ EXPECTED_ERRORS: dict[str, list[Expected]] = {
 }
 
 EXPECTED_WARNINGS: dict[str, list[str]] = {
+    "warning_tool_near_miss.toml": [
+        r"^\S+: \[tool.stack\] is ignored \(did you mean \[tool.stacks\]\?\)$"
+    ],
     "warning_launch_package_without_main.toml": [
         r"layer 'app-app', field 'launch_module': launch package 'launch/nomain' has no "
         r"__main__.py, so `python -m nomain` cannot run it\n  hint: add launch/nomain/__main__.py$"
