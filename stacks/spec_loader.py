@@ -9,7 +9,7 @@ import re
 import reprlib
 import stat
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -130,8 +130,18 @@ def _read_document(path: Path) -> dict[str, Any]:
         ) from None
     if path.suffix.lower() in (".yaml", ".yml"):
         document = _parse_yaml(shown, text)
-    else:
+    elif path.suffix.lower() == ".toml":
         document = _parse_toml(shown, text)
+    else:
+        try:
+            document = _parse_toml(shown, text)
+        except SpecError as exc:
+            here = f"'{path.suffix}'" if path.suffix else "no extension"
+            hint = (
+                "the format is chosen by extension: .yaml or .yml is read as YAML, anything"
+                f" else (here {here}) as TOML; rename a YAML spec to .yaml"
+            )
+            raise SpecError([replace(p, hint=p.hint or hint) for p in exc.problems]) from None
     if document is None:
         document = {}
     if not isinstance(document, dict):

@@ -559,6 +559,26 @@ def test_toml_error_at_end_of_document_names_last_line(write_spec: Callable[...,
     assert caught.value.problems[0].file == f"{path}:3"
 
 
+@pytest.mark.parametrize(("name", "here"), [("stack.spec", "'.spec'"), ("stack", "no extension")])
+def test_other_extensions_are_read_as_toml_and_say_so(
+    write_spec: Callable[..., Path], name: str, here: str
+) -> None:
+    """A spec whose extension is neither TOML nor YAML is read as TOML; failing, it says why."""
+    path = write_spec("runtimes:\n  - name: rt\n", name=name)
+    with pytest.raises(SpecError) as caught:
+        load_spec(path, environ={})
+    (problem,) = caught.value.problems
+    assert problem.message.startswith("TOML syntax error")
+    assert problem.hint == (
+        "the format is chosen by extension: .yaml or .yml is read as YAML, anything else"
+        f" (here {here}) as TOML; rename a YAML spec to .yaml"
+    )
+    toml = write_spec("runtimes = [\n", name="stack.toml")
+    with pytest.raises(SpecError) as caught:
+        load_spec(toml, environ={})
+    assert caught.value.problems[0].hint is None  # a .toml file is TOML: nothing to explain
+
+
 def test_yaml_syntax_error_names_file_and_line(write_spec: Callable[..., Path]) -> None:
     """A YAML syntax error points at its line."""
     path = write_spec("runtimes:\n  - name: a\n    requirements: [\n", name="stack.yaml")
