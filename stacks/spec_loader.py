@@ -1044,6 +1044,8 @@ class _SpecLoader:
                 env, "source.url", f"must be an http(s):// or file:// URL, not {_show(url)}"
             )
             ok = False
+        elif "url" in value and not self._unpackable(env, str(url)):
+            ok = False
         if "sha256" in value and (not isinstance(sha, str) or not _SHA256.match(sha)):
             self.problem(
                 env,
@@ -1051,8 +1053,6 @@ class _SpecLoader:
                 "must be the archive's sha256 as 64 hex digits",
                 "compute it with `sha256sum <archive>`",
             )
-            ok = False
-        if ok and not self._unpackable(env, str(url)):
             ok = False
         if not ok:
             return None

@@ -363,7 +363,8 @@ EXPECTED_ERRORS: dict[str, list[Expected]] = {
             "source.url",
             r"^a .zip archive cannot be unpacked as a runtime$",
             r"use a tar archive: .tar.gz, .tgz, .tar.xz, .*.tar.zst",
-        )
+        ),
+        Expected("cpython-3.12", "source.sha256", r"sha256 as 64 hex digits"),
     ],
     "error_runtime_source_type.toml": [
         Expected("cpython-3.12", "source", r"string or a table \{url, sha256\}, not an integer")
