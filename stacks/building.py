@@ -641,7 +641,11 @@ for name, version in packages:
         problems.append(f"package {name}: expected {version}, found {metadata_version(found[0]) or found[1]}")
 if launch:
     import importlib.util
-    if importlib.util.find_spec(launch) is None:
+    try:
+        found = importlib.util.find_spec(launch)
+    except (ImportError, ValueError) as exc:  # a dotted name whose package does not exist
+        found, launch = None, f"{launch} ({exc})"
+    if found is None:
         problems.append(f"launch module {launch} cannot be imported")
 print(json.dumps({"problems": problems, "executable": sys.executable, "prefix": sys.prefix}))
 """

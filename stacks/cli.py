@@ -376,15 +376,38 @@ def _selected(args: argparse.Namespace, spec: Any, *, with_dependents: bool) -> 
     from .spec import select_layers
 
     layers, unmatched = select_layers(spec, args.include, with_dependents=with_dependents)
-    if unmatched:
-        message = f"no layers match: {', '.join(unmatched)}"
-        if not args.allow_missing:
-            names = ", ".join(layer.env_name for layer in spec.layers)
-            raise UsageError(
-                message, hint=f"layers in {spec.name}: {names} (or pass --allow-missing)"
-            )
-        print(f"warning: {message}", file=sys.stderr)
+    _report_unmatched(args, spec, unmatched, "")
     return layers
+
+
+def _report_unmatched(
+    args: argparse.Namespace, spec: Any, unmatched: list[str], option: str
+) -> None:
+    """Patterns that match no enabled layer: an error (a warning with --allow-missing).
+
+    A pattern that matches only disabled layers says so, since those layers do exist.
+    """
+    from fnmatch import fnmatchcase
+
+    if not unmatched:
+        return
+    described = []
+    for pattern in unmatched:
+        disabled = [name for name in spec.disabled if fnmatchcase(name, pattern)]
+        described.append(
+            f"{pattern} (only disabled layers: {', '.join(disabled)})" if disabled else pattern
+        )
+    message = f"{option}no layers match: {', '.join(described)}"
+    if not args.allow_missing:
+        names = ", ".join(layer.env_name for layer in spec.layers)
+        hint = f"layers in {spec.name}: {names} (or pass --allow-missing)"
+        if described != unmatched:
+            hint = (
+                "a layer is disabled when it has no target platforms (`platforms = []` on it,"
+                " or no platform shared by the layers below it); " + hint
+            )
+        raise UsageError(message, hint=hint)
+    print(f"warning: {message}", file=sys.stderr)
 
 
 def _check_reset_patterns(args: argparse.Namespace, spec: Any) -> None:
@@ -396,13 +419,7 @@ def _check_reset_patterns(args: argparse.Namespace, spec: Any) -> None:
         for pattern in args.reset_lock
         if not any(fnmatchcase(layer.env_name, pattern) for layer in spec.layers)
     ]
-    if not unmatched:
-        return
-    message = f"--reset-lock: no layers match: {', '.join(unmatched)}"
-    if not args.allow_missing:
-        names = ", ".join(layer.env_name for layer in spec.layers)
-        raise UsageError(message, hint=f"layers in {spec.name}: {names} (or pass --allow-missing)")
-    print(f"warning: {message}", file=sys.stderr)
+    _report_unmatched(args, spec, unmatched, "--reset-lock: ")
 
 
 # ---------------------------------------------------------------- show
@@ -429,7 +446,11 @@ def _cmd_show(args: argparse.Namespace) -> int:
 def _lock_status(
     spec: Any, layers: Sequence[Any], options: Any
 ) -> dict[str, tuple[bool, int | None]]:
-    """For each layer and its dependencies: (has a valid lock, lock version)."""
+    """For each layer and its dependencies: (has a valid lock, lock version if it is valid).
+
+    A stale lock's version is not the one the layer will deploy as, so it is not shown:
+    a versioned layer without a valid lock shows as `<env>@???`, as venvstacks does.
+    """
     from .locking import lock_state
 
     names = {layer.env_name for layer in layers}
@@ -438,7 +459,8 @@ def _lock_status(
     status = {}
     for name in names:
         state = lock_state(spec, spec.layer(name), options)
-        status[name] = (state.valid, state.meta.lock_version if state.meta else None)
+        version = state.meta.lock_version if state.valid and state.meta else None
+        status[name] = (state.valid, version)
     return status
 
 

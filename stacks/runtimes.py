@@ -36,7 +36,9 @@ from stacks.relocation import clean_environment, copy_installation, query_interp
 from stacks.spec import RuntimeSource
 
 __all__ = [
+    "ARCHIVE_SUFFIXES",
     "PBS_RELEASES",
+    "UNSUPPORTED_SUFFIXES",
     "PbsRelease",
     "ProvidedRuntime",
     "download",
@@ -52,6 +54,22 @@ PBS_RELEASES = "https://github.com/astral-sh/python-build-standalone/releases/do
 TEST_DIRS = frozenset({"test", "tests", "idle_test"})
 TEST_EXTENSIONS = ("_test", "_ctypes_test", "_xxtestfuzz")
 DROPPED_SUFFIXES = (".pyc", ".pyo", ".a", ".o")
+# What `unpack_archive` reads (it tells the compression by content, but an archive URL's
+# extension lets a spec be checked before anything is downloaded).
+ARCHIVE_SUFFIXES = (
+    ".tar.gz",
+    ".tgz",
+    ".tar.xz",
+    ".txz",
+    ".tar.zst",
+    ".tzst",
+    ".tar.bz2",
+    ".tbz2",
+    ".tar",
+)
+# Archive and installer formats it cannot read.
+UNSUPPORTED_SUFFIXES = (".zip", ".7z", ".rar", ".tar.lz", ".tar.lz4", ".tar.br", ".whl")
+UNSUPPORTED_SUFFIXES += (".exe", ".msi", ".pkg", ".dmg", ".nupkg")
 LOCAL_HINT = (
     "install it (`pyenv install {v}` or `uv python install {v}`), or use "
     "source = 'python-build-standalone'"
@@ -303,7 +321,7 @@ def unpack_archive(archive: Path, dest: Path) -> None:
     except (*broken, zstandard.ZstdError) as exc:
         raise RuntimeFetchError(
             f"could not unpack {archive.name}: {exc}",
-            hint="the archive is damaged, or not a .tar.gz, .tar.xz or .tar.zst",
+            hint="the archive is damaged, or not one of " + ", ".join(ARCHIVE_SUFFIXES),
         ) from None
     for folder, dirs, files in os.walk(dest):
         for name in dirs + files:

@@ -9,7 +9,7 @@ import re
 import reprlib
 import stat
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -46,13 +46,50 @@ _KIND_FIELDS = {
 }
 _TOOL_STACKS_FIELDS = ("runtime_source", "python_mirror")
 _TOP_LEVEL_KNOWN = ("runtimes", "frameworks", "applications", "tool")
-# Path separators, characters Windows forbids in file names, controls, and lone
+# What no folder name can hold: path separators, control characters, and lone
 # surrogates (which no file system encoding can write).
-_NAME_BAD_CHARS = re.compile(r"[/\\\x00-\x1f\x7f:*?\"<>|\ud800-\udfff]")
+_NAME_BAD_CHARS = re.compile(r"[/\\\x00-\x1f\x7f\ud800-\udfff]")
+# What only Windows forbids: these characters, a trailing space or dot, device names.
+_WINDOWS_BAD_CHARS = re.compile(r'[:*?"<>|]')
+_WINDOWS_DEVICES = frozenset(
+    ["CON", "PRN", "AUX", "NUL"] + [f"{port}{n}" for port in ("COM", "LPT") for n in range(1, 10)]
+)
 _IMPLEMENTATION = re.compile(
     r"(?P<impl>[A-Za-z]+)@(?P<version>[0-9]+\.[0-9]+(?:\.[0-9]+)?(?:(?:a|b|rc)[0-9]+)?)"
 )
 _SHA256 = re.compile(r"^[0-9a-fA-F]{64}$")
+# The fields uv knows in a [tool.uv.sources] entry.
+_UV_SOURCE_KEYS = frozenset(
+    [
+        "git",
+        "subdirectory",
+        "rev",
+        "tag",
+        "branch",
+        "lfs",
+        "url",
+        "path",
+        "editable",
+        "package",
+        "index",
+        "workspace",
+        "marker",
+        "extra",
+        "group",
+    ]
+)
+_TABLE_FIELDS = {  # what the table maps, and an example
+    "package_indexes": ("package names to index names", '{ torch = "pytorch-cpu" }'),
+    "index_overrides": ("index names to index names", '{ pytorch-cpu = "pytorch-cu128" }'),
+}
+_LIST_EXAMPLES = {
+    "requirements": "attrs>=23.1",
+    "platforms": "linux_x86_64",
+    "dynlib_exclude": "libfoo.so*",
+    "priority_indexes": "<index name>",
+    "frameworks": "<framework name>",
+    "support_modules": "helpers/util.py",
+}
 
 
 def load(
@@ -93,8 +130,18 @@ def _read_document(path: Path) -> dict[str, Any]:
         ) from None
     if path.suffix.lower() in (".yaml", ".yml"):
         document = _parse_yaml(shown, text)
-    else:
+    elif path.suffix.lower() == ".toml":
         document = _parse_toml(shown, text)
+    else:
+        try:
+            document = _parse_toml(shown, text)
+        except SpecError as exc:
+            here = f"'{path.suffix}'" if path.suffix else "no extension"
+            hint = (
+                "the format is chosen by extension: .yaml or .yml is read as YAML, anything"
+                f" else (here {here}) as TOML; rename a YAML spec to .yaml"
+            )
+            raise SpecError([replace(p, hint=p.hint or hint) for p in exc.problems]) from None
     if document is None:
         document = {}
     if not isinstance(document, dict):
@@ -133,8 +180,12 @@ def _parse_toml(shown: str, text: str) -> Any:
 def _parse_yaml(shown: str, text: str) -> Any:
     import yaml
 
+    class DuplicateKey(yaml.MarkedYAMLError):
+        """A key given twice in one mapping (YAML would keep the last; TOML rejects it)."""
+
     class ValueMarkingLoader(yaml.SafeLoader):
-        """SafeLoader that blames bad tagged values (`!!int x`, `2021-13-45`) on their line."""
+        """SafeLoader that blames bad tagged values (`!!int x`, `2021-13-45`) on their line,
+        and rejects duplicate keys."""
 
         def construct_object(self, node: Any, deep: bool = False) -> Any:
             try:
@@ -144,8 +195,40 @@ def _parse_yaml(shown: str, text: str) -> Any:
                     None, None, f"cannot read {_show(node.value)}: {exc}", node.start_mark
                 ) from None
 
+        def construct_mapping(self, node: Any, deep: bool = False) -> Any:
+            if isinstance(node, yaml.MappingNode):
+                first_line: dict[Any, int] = {}
+                for key_node, _ in node.value:
+                    if key_node.tag == "tag:yaml.org,2002:merge":
+                        continue  # `<<: *base` entries may be overridden: that is their point
+                    key = self.construct_object(key_node, deep=True)
+                    try:
+                        seen = key in first_line
+                    except TypeError:
+                        continue  # an unhashable key: the base class reports it
+                    if seen:
+                        raise DuplicateKey(
+                            problem=f"duplicate key {_show(key)} (first on line {first_line[key]})",
+                            problem_mark=key_node.start_mark,
+                        )
+                    first_line[key] = key_node.start_mark.line + 1
+            return super().construct_mapping(node, deep)
+
     try:
         return yaml.load(text, Loader=ValueMarkingLoader)  # a SafeLoader: plain data only
+    except DuplicateKey as exc:
+        line = exc.problem_mark.line + 1 if exc.problem_mark is not None else None
+        raise SpecError(
+            [
+                Problem(
+                    f"{shown}:{line}",
+                    None,
+                    None,
+                    f"YAML error: {exc.problem}",
+                    "remove one of them (YAML would silently keep the last one)",
+                )
+            ]
+        ) from None
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         where = f"{shown}:{mark.line + 1}" if mark is not None else shown
@@ -217,6 +300,7 @@ class _Draft:
     versioned: bool = False
     linux_target: tuple[int, int] = DEFAULT_GLIBC
     macosx_target: tuple[int, int] = DEFAULT_MACOSX
+    macosx_default: bool = True  # no macosx_target of its own: the environment's, else 13.0
     dynlib_exclude: tuple[str, ...] = ()
     package_indexes: dict[str, str] = field(default_factory=dict)
     priority_indexes: tuple[str, ...] = ()
@@ -227,6 +311,10 @@ class _Draft:
     framework_refs: tuple[str, ...] | None = None
     launch_module: Path | None = None
     support_modules: tuple[Path, ...] = ()
+    # False: left out after a problem of its own (unusable or duplicate name); its fields and
+    # references are still checked, but no other layer can refer to it.
+    kept: bool = True
+    platforms_complete: bool = True  # False: some listed platforms were invalid (and dropped)
     broken: bool = False  # a problem makes cross-layer resolution pointless
 
 
@@ -240,6 +328,7 @@ class _Resolved:
     package_indexes: dict[str, str]
     overrides: dict[str, str]
     unresolved: frozenset[str] = frozenset()  # packages with an index clash reported here
+    platforms_complete: bool = True  # False: platforms of this layer or below were invalid
 
 
 class _SpecLoader:
@@ -254,6 +343,9 @@ class _SpecLoader:
         self.warnings: list[str] = []
         self.index_names: set[str] = set()
         self.macosx_default = DEFAULT_MACOSX
+        # Names of layers left out after a problem of their own (bad name, duplicate, env
+        # name clash): references to them are not reported again as unknown.
+        self.dropped: dict[LayerKind, set[str]] = {kind: set() for kind in LayerKind}
 
     def problem(
         self, layer: str | None, fld: str | None, message: str, hint: str | None = None
@@ -272,15 +364,24 @@ class _SpecLoader:
         if not isinstance(tool, dict):
             self.problem(None, "tool", f"must be a table, not {_type_name(tool)}")
             tool = {}
+        for key in tool:
+            # Other tools' tables are no business of ours; a near-miss of ours probably is.
+            if key != "stacks" and difflib.get_close_matches(str(key).lower(), ["stacks"], 1, 0.8):
+                self.warnings.append(
+                    f"{self.shown}: [tool.{key}] is ignored (did you mean [tool.stacks]?)"
+                )
         uv_config = self._load_uv_config(tool)
         settings = self._load_settings(tool, runtime_source, python_mirror)
         self.macosx_default = self._macosx_default()
         drafts = self._load_layers(settings)
         resolved = self._resolve(drafts)
+        self._check_macosx_default(drafts, resolved)
+        self._check_windows_names(drafts, resolved)
         if self.problems:
             raise SpecError(self.problems)
         layers: list[LayerSpec] = []
         disabled: list[str] = []
+        drafts = [d for d in drafts if d.kept]
         by_env = {d.env_name: d for d in drafts}
         for draft in drafts:
             info = resolved[draft.env_name]
@@ -362,14 +463,23 @@ class _SpecLoader:
                 continue  # unnamed indexes are allowed; they just cannot be referenced
             if not isinstance(name, str) or not name:
                 self.problem(
-                    None, f"{label}.name", f"must be a non-empty string, not {_type_name(name)}"
+                    None,
+                    f"{label}.name",
+                    "must not be empty"
+                    if name == ""
+                    else f"must be a string, not {_type_name(name)}",
+                    "name the index, or leave 'name' out if no layer refers to it",
                 )
                 continue
-            if normalise_package(name) in seen:
+            # uv matches index names exactly: 'PyTorch_CPU' and 'pytorch-cpu' are two indexes.
+            if name in seen:
                 self.problem(
-                    None, f"{label}.name", f"index name '{name}' is defined more than once"
+                    None,
+                    f"{label}.name",
+                    f"index name '{name}' is defined more than once",
+                    "give each [[tool.uv.index]] entry its own name",
                 )
-            seen.add(normalise_package(name))
+            seen.add(name)
             self.index_names.add(name)
         sources = config.get("sources", {})
         if not isinstance(sources, dict):
@@ -381,7 +491,7 @@ class _SpecLoader:
             if normalise_package(str(package)) in seen_sources:
                 self.problem(None, label, f"package '{package}' has more than one source")
             seen_sources.add(normalise_package(str(package)))
-            if not isinstance(source, dict) or set(source) != {"index"}:
+            if not isinstance(source, dict) or "index" not in source:
                 self.problem(
                     None,
                     label,
@@ -389,6 +499,7 @@ class _SpecLoader:
                     'use `{ index = "<name>" }` pointing at a [[tool.uv.index]] entry',
                 )
                 continue
+            self._source_keys(label, source)
             index = source["index"]
             if not isinstance(index, str):
                 self.problem(
@@ -399,6 +510,48 @@ class _SpecLoader:
                     None, label, f"unknown package index {_show(index)}", self._index_hint(index)
                 )
         return config
+
+    def _source_keys(self, label: str, source: dict[str, Any]) -> None:
+        """The keys of a named-index source besides `index`: a `marker` (as uv allows)."""
+        from packaging.markers import InvalidMarker, Marker
+
+        for key in sorted(set(source) - {"index"}, key=str):
+            value = source[key]
+            if key == "marker" and not isinstance(value, str):
+                self.problem(None, f"{label}.marker", f"must be a string, not {_type_name(value)}")
+            elif key == "marker":
+                try:
+                    Marker(value)
+                except InvalidMarker as exc:
+                    self.problem(
+                        None,
+                        f"{label}.marker",
+                        f"invalid marker {_show(value)}: {str(exc).splitlines()[0]}",
+                        "use PEP 508 marker syntax, e.g. \"sys_platform == 'linux'\"",
+                    )
+            elif key in ("extra", "group"):
+                self.problem(
+                    None,
+                    f"{label}.{key}",
+                    f"a source limited to an {key} cannot apply: layers have no extras or"
+                    " dependency groups",
+                    f"remove '{key}' (a `marker` can limit the source instead)",
+                )
+            elif key in _UV_SOURCE_KEYS:
+                self.problem(
+                    None,
+                    f"{label}.{key}",
+                    "cannot be combined with 'index': only named-index sources are supported",
+                    f"remove '{key}'",
+                )
+            else:
+                self.problem(
+                    None,
+                    f"{label}.{key}",
+                    "unknown field of an index source",
+                    _did_you_mean(str(key), ("index", "marker"))
+                    or "an index source has 'index' and, optionally, 'marker'",
+                )
 
     def _load_settings(
         self, tool: dict[str, Any], runtime_source: str | None, python_mirror: str | None
@@ -447,19 +600,41 @@ class _SpecLoader:
         return StackSettings(runtime_source=source, python_mirror=mirror)
 
     def _macosx_default(self) -> tuple[int, int]:
+        """$MACOSX_DEPLOYMENT_TARGET, else 13.0 (a malformed value is checked where it is used)."""
+        return _parse_macosx(self.environ.get("MACOSX_DEPLOYMENT_TARGET") or "") or DEFAULT_MACOSX
+
+    def _check_macosx_default(self, drafts: list[_Draft], resolved: dict[str, _Resolved]) -> None:
+        """A malformed $MACOSX_DEPLOYMENT_TARGET is a problem only for the macOS layers it sets."""
         value = self.environ.get("MACOSX_DEPLOYMENT_TARGET")
-        if not value:
-            return DEFAULT_MACOSX
-        parsed = _parse_macosx(value)
-        if parsed is None:
+        if not value or _parse_macosx(value) is not None:
+            return
+        users = [
+            draft.env_name
+            for draft in drafts
+            if draft.macosx_default
+            and any(p.startswith("macosx") for p in _targets(draft, resolved))
+        ]
+        if users:
             self.problem(
                 None,
                 "MACOSX_DEPLOYMENT_TARGET (environment)",
                 f"must be 'X' or 'X.Y', not {_show(value)}",
-                "fix or unset the environment variable, or set macosx_target on each layer",
+                "it is the macosx_target of " + ", ".join(users) + ": fix or unset the"
+                " environment variable, or set macosx_target on those layers",
             )
-            return DEFAULT_MACOSX
-        return parsed
+
+    def _check_windows_names(self, drafts: list[_Draft], resolved: dict[str, _Resolved]) -> None:
+        """Layers built for Windows need env names Windows can use as folder names."""
+        for draft in drafts:
+            windows = [p for p in _targets(draft, resolved) if p.startswith("win")]
+            reason = _windows_name_problem(draft.env_name) if draft.kept else None
+            if windows and reason:
+                self.problem(
+                    draft.env_name,
+                    "name",
+                    f"{_show(draft.name)} cannot be a folder name on Windows ({reason})",
+                    "rename the layer, or give it `platforms` without " + " and ".join(windows),
+                )
 
     # -- single layers
 
@@ -484,7 +659,10 @@ class _SpecLoader:
                     )
                     continue
                 draft = self._load_layer(kind, label, entry, settings)
-                if draft is None:
+                drafts.append(draft)
+                if not draft.kept:
+                    if isinstance(entry.get("name"), str):
+                        self.dropped[kind].add(entry["name"])
                     continue
                 if draft.name in names_in_kind:
                     self.problem(
@@ -493,52 +671,29 @@ class _SpecLoader:
                         f"duplicate {kind.value} name '{draft.name}'",
                         "names must be unique within a kind",
                     )
+                    draft.kept, draft.broken = False, True
                     continue
                 names_in_kind.add(draft.name)
                 if draft.env_name in seen_env:
                     self.problem(
-                        draft.env_name, "name", f"env name clashes with {seen_env[draft.env_name]}"
+                        draft.env_name,
+                        "name",
+                        f"env name clashes with {seen_env[draft.env_name]}",
+                        "rename one of them: their build and deployed folders would be the same"
+                        " (a runtime's env name is its name, a framework's 'framework-<name>',"
+                        " an application's 'app-<name>')",
                     )
+                    draft.kept, draft.broken = False, True
+                    self.dropped[kind].add(draft.name)
                     continue
                 seen_env[draft.env_name] = f"{kind.value} '{draft.name}'"
-                drafts.append(draft)
         return drafts
 
     def _load_layer(
         self, kind: LayerKind, label: str, entry: dict[str, Any], settings: StackSettings
-    ) -> _Draft | None:
-        name = entry.get("name")
-        if name is None:
-            self.problem(label, "name", "missing 'name'", "every layer needs a name")
-            return None
-        if not isinstance(name, str) or not name.strip():
-            self.problem(label, "name", f"must be a non-empty string, not {_type_name(name)}")
-            return None
-        env_name = kind.prefix + name
-        if (
-            _NAME_BAD_CHARS.search(name)
-            or name in (".", "..")
-            or name.startswith((".", "-"))
-            or name != name.strip()
-        ):
-            self.problem(
-                env_name,
-                "name",
-                f"{_show(name)} cannot be used as a folder name",
-                "use letters, digits, '.', '_' and '-' (not first), without path separators or edge spaces",
-            )
-            return None
-        if kind is LayerKind.RUNTIME and name.startswith(("framework-", "app-")):
-            self.problem(
-                env_name,
-                "name",
-                f"runtime name {_show(name)} starts with a reserved prefix ('framework-' or 'app-')",
-            )
-        if "@" in name:
-            self.warnings.append(
-                f"{self.shown}: layer '{env_name}': '@' in names is discouraged ('@N' marks versions)"
-            )
-        draft = _Draft(kind=kind, name=name, env_name=env_name)
+    ) -> _Draft:
+        """Check one layer table on its own (a draft with an unusable name is not `kept`)."""
+        draft = self._layer_name(kind, label, entry.get("name"))
         allowed = (*_COMMON_FIELDS, *_KIND_FIELDS[kind])
         for key in entry:
             if key not in allowed:
@@ -547,7 +702,7 @@ class _SpecLoader:
                 if not hint and elsewhere:
                     hint = f"'{key}' is only allowed on {' and '.join(elsewhere)} layers"
                 # Not `broken`: references can still be checked, so all problems show at once.
-                self.problem(env_name, str(key), "unknown field", hint)
+                self.problem(draft.env_name, str(key), "unknown field", hint)
         self._common_fields(draft, entry)
         if kind is LayerKind.RUNTIME:
             self._runtime_fields(draft, entry, settings)
@@ -557,9 +712,44 @@ class _SpecLoader:
             self._app_fields(draft, entry)
         return draft
 
+    def _layer_name(self, kind: LayerKind, label: str, name: Any) -> _Draft:
+        """A draft for a layer name; an unusable name is reported and labelled by position."""
+        if name is None:
+            self.problem(label, "name", "missing 'name'", "every layer needs a name")
+            return _Draft(kind=kind, name="", env_name=label, kept=False, broken=True)
+        if not isinstance(name, str) or not name.strip():
+            if not isinstance(name, str):
+                message = f"must be a string, not {_type_name(name)}"
+            else:
+                message = "must not be empty" if not name else "must not be only spaces"
+            example = {"runtime": "cpython-3.12", "framework": "scipy", "application": "demo"}
+            self.problem(label, "name", message, f'e.g. name = "{example[kind.value]}"')
+            return _Draft(kind=kind, name="", env_name=label, kept=False, broken=True)
+        env_name = kind.prefix + name
+        if _NAME_BAD_CHARS.search(name) or env_name in (".", ".."):
+            self.problem(
+                env_name,
+                "name",
+                f"{_show(name)} cannot be used as a folder name",
+                "leave out path separators ('/', '\\') and control characters"
+                if _NAME_BAD_CHARS.search(name)
+                else "'.' and '..' already name folders: choose another name",
+            )
+            return _Draft(kind=kind, name=name, env_name=env_name, kept=False, broken=True)
+        if "@" in name:
+            self.warnings.append(
+                f"{self.shown}: layer '{env_name}': '@' in names is discouraged ('@N' marks versions)"
+            )
+        return _Draft(kind=kind, name=name, env_name=env_name)
+
     def _string_list(
         self, draft: _Draft, entry: dict[str, Any], key: str, *, required: bool = False
-    ) -> tuple[str, ...] | None:
+    ) -> tuple[tuple[str, ...] | None, bool]:
+        """The strings of a list field (None if absent or not a list), and whether it was clean.
+
+        Non-string items are reported and left out; the strings are still returned so that
+        their own problems are reported at the same time.
+        """
         if key not in entry:
             if required:
                 self.problem(
@@ -568,46 +758,69 @@ class _SpecLoader:
                     f"missing '{key}'",
                     f"add `{key} = []` if the layer needs none",
                 )
-                draft.broken = True
-            return None
+            return None, not required
         value = entry[key]
         if not isinstance(value, list):
             self.problem(
-                draft.env_name, key, f"must be an array of strings, not {_type_name(value)}"
+                draft.env_name,
+                key,
+                f"must be an array of strings, not {_type_name(value)}",
+                f'e.g. {key} = ["{_LIST_EXAMPLES.get(key, "...")}"]'
+                + (' (`["*"]` turns linking off)' if key == "dynlib_exclude" else ""),
             )
-            draft.broken = True
-            return None
+            return None, False
         wrong = [item for item in value if not isinstance(item, str)]
         if wrong:
+            found = ", ".join(f"{_type_name(item)} ({_show(item)})" for item in wrong[:3])
             self.problem(
                 draft.env_name,
                 key,
-                f"must contain only strings, found {_type_name(wrong[0])} ({_show(wrong[0])})",
+                f"must contain only strings, found {found}{', ...' if len(wrong) > 3 else ''}",
+                f'quote each entry, e.g. {key} = ["{_LIST_EXAMPLES.get(key, "...")}"]',
             )
-            draft.broken = True
-            return None
-        return tuple(value)
+        return tuple(item for item in value if isinstance(item, str)), not wrong
 
     def _string_table(self, draft: _Draft, entry: dict[str, Any], key: str) -> dict[str, str]:
+        """The string entries of a table field; each bad key or value is reported, by name."""
+        what, example = _TABLE_FIELDS[key]
         value = entry.get(key, {})
-        if not isinstance(value, dict) or not all(
-            isinstance(k, str) and isinstance(v, str) for k, v in value.items()
-        ):
-            self.problem(draft.env_name, key, "must be a table of strings to strings")
+        if not isinstance(value, dict):
+            self.problem(
+                draft.env_name,
+                key,
+                f"must be a table of {what}, not {_type_name(value)}",
+                f"e.g. {key} = {example}",
+            )
             draft.broken = True
             return {}
-        return dict(value)
+        table = {}
+        for name, index in value.items():
+            if not isinstance(name, str):
+                message = f"keys must be strings, found {_type_name(name)} ({_show(name)})"
+            elif not isinstance(index, str):
+                message = (
+                    f"the value for {_show(name)} must be an index name (a string),"
+                    f" not {_type_name(index)} ({_show(index)})"
+                )
+            else:
+                table[name] = index
+                continue
+            self.problem(draft.env_name, key, message, f"e.g. {key} = {example}")
+            draft.broken = True
+        return table
 
     def _common_fields(self, draft: _Draft, entry: dict[str, Any]) -> None:
         env = draft.env_name
-        requirements = self._string_list(draft, entry, "requirements", required=True)
+        requirements, _ = self._string_list(draft, entry, "requirements", required=True)
         if requirements is not None:
             draft.requirements = self._requirements(env, requirements)
         if "build_requirements" in entry:
             self.warnings.append(
                 f"{self.shown}: layer '{env}': dropping legacy field 'build_requirements' (it is ignored)"
             )
-        platforms = self._string_list(draft, entry, "platforms")
+        platforms, clean = self._string_list(draft, entry, "platforms")
+        if not clean:
+            draft.platforms_complete = False
         if platforms is not None:
             unknown = [p for p in platforms if p not in PLATFORMS]
             for p in unknown:
@@ -620,23 +833,33 @@ class _SpecLoader:
                     f"{close} ({hint})" if close else hint,
                 )
             if unknown:
-                draft.broken = True
+                draft.platforms_complete = False
             draft.platforms = tuple(p for p in PLATFORMS if p in platforms)
         versioned = entry.get("versioned", False)
         if not isinstance(versioned, bool):
-            self.problem(env, "versioned", f"must be true or false, not {_type_name(versioned)}")
+            self.problem(
+                env,
+                "versioned",
+                f"must be true or false, not {_type_name(versioned)} ({_show(versioned)})",
+                "write `versioned = true` or `versioned = false`, without quotes",
+            )
         else:
             draft.versioned = versioned
         if "linux_target" in entry:
             self._linux_target(draft, entry["linux_target"])
         draft.macosx_target = self.macosx_default
         if "macosx_target" in entry:
+            draft.macosx_default = False
             target = entry["macosx_target"]
             ok_type = isinstance(target, (str, int)) and not isinstance(target, bool)
             parsed = _parse_macosx(str(target)) if ok_type else None
             if parsed is None:
                 # An unquoted 10.10 reads as the number 10.1: ask for a string instead.
-                hint = 'quote it: macosx_target = "13.0"' if isinstance(target, float) else None
+                hint = (
+                    'quote it: macosx_target = "13.0"'
+                    if isinstance(target, float)
+                    else 'use a macOS version, e.g. macosx_target = "13.0" or "14"'
+                )
                 self.problem(
                     env,
                     "macosx_target",
@@ -645,7 +868,7 @@ class _SpecLoader:
                 )
             else:
                 draft.macosx_target = parsed
-        excludes = self._string_list(draft, entry, "dynlib_exclude")
+        excludes, _ = self._string_list(draft, entry, "dynlib_exclude")
         if excludes is not None:
             draft.dynlib_exclude = excludes
         self._index_fields(draft, entry)
@@ -683,7 +906,7 @@ class _SpecLoader:
                 )
                 draft.broken = True
             draft.package_indexes[key] = index
-        priority = self._string_list(draft, entry, "priority_indexes")
+        priority, _ = self._string_list(draft, entry, "priority_indexes")
         if priority is not None:
             for index in priority:
                 if index not in self.index_names:
@@ -764,6 +987,8 @@ class _SpecLoader:
                 env,
                 "python_implementation",
                 f"must look like 'cpython@X.Y' or 'cpython@X.Y.Z', not {_show(implementation)}",
+                'e.g. python_implementation = "cpython@3.12" (or "cpython@3.12.7" for an exact'
+                " release)",
             )
             draft.broken = True
         elif match.group("impl").lower() != "cpython":
@@ -799,34 +1024,67 @@ class _SpecLoader:
                     "unknown field",
                     _did_you_mean(str(key), ("url", "sha256")),
                 )
-            url, sha = value.get("url"), value.get("sha256")
-            ok = True
-            if not isinstance(url, str) or not re.match(r"^(https?|file)://", url):
-                self.problem(
-                    env, "source.url", f"must be an http(s):// or file:// URL, not {_show(url)}"
-                )
-                ok = False
-            if not isinstance(sha, str) or not _SHA256.match(sha):
-                self.problem(
-                    env,
-                    "source.sha256",
-                    "must be the archive's sha256 as 64 hex digits",
-                    "compute it with `sha256sum <archive>`",
-                )
-                ok = False
-            if ok:
-                return RuntimeSource("archive", url=url, sha256=str(sha).lower())
-            return RuntimeSource(settings.runtime_source)
+            return self._archive_source(env, value) or RuntimeSource(settings.runtime_source)
         self.problem(
             env, "source", f"must be a string or a table {{url, sha256}}, not {_type_name(value)}"
         )
         return RuntimeSource(settings.runtime_source)
 
+    def _archive_source(self, env: str, value: dict[str, Any]) -> RuntimeSource | None:
+        """`source = {url, sha256}`: an explicit runtime archive (None if it has a problem)."""
+        example = 'source = { url = "https://.../python.tar.gz", sha256 = "<64 hex digits>" }'
+        ok = True
+        for key in ("url", "sha256"):
+            if key not in value:
+                self.problem(env, "source", f"missing field '{key}'", f"e.g. {example}")
+                ok = False
+        url, sha = value.get("url"), value.get("sha256")
+        if "url" in value and (not isinstance(url, str) or not re.match(r"^(https?|file)://", url)):
+            self.problem(
+                env, "source.url", f"must be an http(s):// or file:// URL, not {_show(url)}"
+            )
+            ok = False
+        elif "url" in value and not self._unpackable(env, str(url)):
+            ok = False
+        if "sha256" in value and (not isinstance(sha, str) or not _SHA256.match(sha)):
+            self.problem(
+                env,
+                "source.sha256",
+                "must be the archive's sha256 as 64 hex digits",
+                "compute it with `sha256sum <archive>`",
+            )
+            ok = False
+        if not ok:
+            return None
+        return RuntimeSource("archive", url=url, sha256=str(sha).lower())
+
+    def _unpackable(self, env: str, url: str) -> bool:
+        """Whether a runtime archive URL names a format stacks can unpack (unknown names pass)."""
+        from urllib.parse import unquote, urlsplit
+
+        from .runtimes import ARCHIVE_SUFFIXES, UNSUPPORTED_SUFFIXES
+
+        path = unquote(urlsplit(url).path).lower()
+        if path.endswith(ARCHIVE_SUFFIXES):
+            return True
+        suffix = next((s for s in UNSUPPORTED_SUFFIXES if path.endswith(s)), None)
+        if suffix is None:
+            return True  # no telling from the name: the archive's content decides
+        self.problem(
+            env,
+            "source.url",
+            f"a {suffix} archive cannot be unpacked as a runtime",
+            f"use a tar archive: {', '.join(ARCHIVE_SUFFIXES)}",
+        )
+        return False
+
     def _layered_fields(self, draft: _Draft, entry: dict[str, Any]) -> None:
         env = draft.env_name
         runtime = entry.get("runtime")
         has_frameworks = "frameworks" in entry
-        frameworks = self._string_list(draft, entry, "frameworks") if has_frameworks else None
+        frameworks, clean = self._string_list(draft, entry, "frameworks")
+        if not clean:
+            draft.broken = True  # its references are still checked
         if runtime is not None and not isinstance(runtime, str):
             self.problem(
                 env, "runtime", f"must be a runtime name (a string), not {_type_name(runtime)}"
@@ -851,7 +1109,7 @@ class _SpecLoader:
             )
             draft.broken = True
             return
-        if frameworks is not None and not frameworks:
+        if frameworks is not None and not frameworks and clean:
             self.problem(
                 env,
                 "frameworks",
@@ -861,9 +1119,16 @@ class _SpecLoader:
             draft.broken = True
             return
         if frameworks is not None and len(set(frameworks)) != len(frameworks):
-            self.problem(env, "frameworks", "lists a framework more than once")
-            draft.broken = True
-            return
+            repeated = sorted({f for f in frameworks if frameworks.count(f) > 1})
+            self.problem(
+                env,
+                "frameworks",
+                "lists "
+                + " and ".join(f"framework {_show(f)}" for f in repeated)
+                + " more than once",
+                "list each framework once",
+            )
+            frameworks = tuple(dict.fromkeys(frameworks))  # the rest is still checked
         draft.runtime_ref = runtime
         draft.framework_refs = frameworks
 
@@ -877,17 +1142,29 @@ class _SpecLoader:
                 "missing 'launch_module'",
                 'add e.g. `launch_module = "launch/app.py"`',
             )
-            draft.broken = True
         elif not isinstance(launch, str) or not launch:
-            self.problem(env, "launch_module", f"must be a path string, not {_type_name(launch)}")
-            draft.broken = True
+            self.problem(
+                env,
+                "launch_module",
+                "must not be empty"
+                if launch == ""
+                else f"must be a path string, not {_type_name(launch)}",
+                'e.g. `launch_module = "launch/app.py"` (relative to the spec\'s folder)',
+            )
             launch = None
-        support = sorted(self._string_list(draft, entry, "support_modules") or ())
+        support = sorted(self._string_list(draft, entry, "support_modules")[0] or ())
+        if "" in support:
+            self.problem(
+                env,
+                "support_modules",
+                "entries must not be empty",
+                "remove the empty entry (it would name the spec's whole folder)",
+            )
+            support = [s for s in support if s]
         support_paths = [self.path.parent / s for s in support]
         launch_path = self.path.parent / launch if launch else None
-        # Name clashes are checked before existence, so one rename fixes both.
+        # Name clashes are reported first (as venvstacks does), then whether the modules exist.
         names: dict[str, str] = {}  # module name -> the support module path as written
-        clash = False
         for shown, support_path in zip(support, support_paths, strict=True):
             stem = module_name(support_path)
             if stem in names:
@@ -898,7 +1175,6 @@ class _SpecLoader:
                     f" are both module {_show(stem)}",
                     "rename one of them",
                 )
-                clash = True
             names[stem] = shown
         launch_stem = module_name(launch_path) if launch_path is not None else None
         if launch_stem in names:
@@ -909,10 +1185,6 @@ class _SpecLoader:
                 f" {_show(names[launch_stem])}",
                 "rename the support module",
             )
-            clash = True
-        if clash:
-            draft.broken = True
-            return
         if launch_path is not None and self._check_module(
             env, "launch_module", launch_path, launch or "", launch=True
         ):
@@ -935,6 +1207,11 @@ class _SpecLoader:
         draft.support_modules = tuple(kept)
 
     def _check_module(self, env: str, fld: str, path: Path, shown: str, *, launch: bool) -> bool:
+        """Whether a launch or support module can be copied into the app; warn if it cannot run.
+
+        Like venvstacks, any file or folder is copied as is: the launch module must be a .py
+        file or a package folder, a support module may be anything (data files too).
+        """
         kind = _path_kind(path)
         if kind == "missing":
             self.problem(
@@ -947,35 +1224,46 @@ class _SpecLoader:
         if kind.startswith("unusable"):
             self.problem(env, fld, f"{_show(shown)} cannot be used: {kind.partition(': ')[2]}")
             return False
-        if kind == "other" or (kind == "file" and path.suffix != ".py"):
+        if kind == "other":
+            self.problem(
+                env,
+                fld,
+                f"{_show(shown)} is not a file or a folder",
+                "point it at the module file or package folder to copy",
+            )
+            return False
+        if launch and kind == "file" and path.suffix != ".py":
             self.problem(env, fld, f"{_show(shown)} must be a .py file or a package folder")
             return False
         name = module_name(path)
-        if not name.isidentifier():
-            self.problem(
-                env,
-                fld,
-                f"{_show(shown)} gives module name {_show(name)}, which `python -m` cannot import",
-                "rename it to a valid Python identifier (letters, digits, '_')",
+        where = f"{self.shown}: layer '{env}', field '{fld}'"
+        if launch and "." in name:
+            self.warnings.append(
+                f"{where}: `python -m {name}` cannot run {_show(shown)} (the dot makes it look"
+                f" for a package {_show(name.partition('.')[0])})"
+                "\n  hint: rename it without dots"
             )
-            return False
-        if launch and kind == "dir" and _path_kind(path / "__main__.py") != "file":
-            self.problem(
-                env,
-                fld,
-                f"launch package {_show(shown)} has no __main__.py",
-                "add __main__.py so `python -m` can run it",
+        elif launch and kind == "dir" and _path_kind(path / "__main__.py") != "file":
+            self.warnings.append(
+                f"{where}: launch package {_show(shown)} has no __main__.py, so"
+                f" `python -m {name}` cannot run it\n  hint: add {shown}/__main__.py"
             )
-            return False
+        elif not launch and (kind == "dir" or path.suffix == ".py") and not name.isidentifier():
+            self.warnings.append(
+                f"{where}: support module {_show(shown)} is copied, but `import {name}` cannot"
+                " name it\n  hint: rename it to a Python identifier (letters, digits, '_')"
+                " if it is meant to be imported"
+            )
         return True
 
     # -- across layers
 
     def _resolve(self, drafts: list[_Draft]) -> dict[str, _Resolved]:
         resolved: dict[str, _Resolved] = {}
-        runtimes = {d.name: d for d in drafts if d.kind is LayerKind.RUNTIME}
+        kept = [d for d in drafts if d.kept]
+        runtimes = {d.name: d for d in kept if d.kind is LayerKind.RUNTIME}
         frameworks_seen: dict[str, _Draft] = {}
-        all_frameworks = {d.name for d in drafts if d.kind is LayerKind.FRAMEWORK}
+        all_frameworks = {d.name for d in kept if d.kind is LayerKind.FRAMEWORK}
         for draft in drafts:
             if draft.kind is LayerKind.RUNTIME:
                 platforms = draft.platforms if draft.platforms is not None else PLATFORMS
@@ -986,15 +1274,13 @@ class _SpecLoader:
                         platforms,
                         dict(draft.package_indexes),
                         dict(draft.index_overrides),
+                        platforms_complete=draft.platforms_complete,
                     )
                 continue
-            if not draft.broken:
-                info = self._resolve_layered(
-                    draft, runtimes, frameworks_seen, all_frameworks, resolved
-                )
-                if info is not None:
-                    resolved[draft.env_name] = info
-            if draft.kind is LayerKind.FRAMEWORK:
+            info = self._resolve_layered(draft, runtimes, frameworks_seen, all_frameworks, resolved)
+            if info is not None:
+                resolved[draft.env_name] = info
+            if draft.kind is LayerKind.FRAMEWORK and draft.kept:
                 frameworks_seen[draft.name] = draft
         return resolved
 
@@ -1010,22 +1296,27 @@ class _SpecLoader:
         if draft.runtime_ref is not None:
             runtime = runtimes.get(draft.runtime_ref)
             if runtime is None:
+                if draft.runtime_ref in self.dropped[LayerKind.RUNTIME]:
+                    return None  # that runtime's own problem is reported already
                 hint = (
                     _did_you_mean(draft.runtime_ref, runtimes)
                     or f"known runtimes: {', '.join(runtimes) or 'none'}"
                 )
                 self.problem(env, "runtime", f"unknown runtime '{draft.runtime_ref}'", hint)
                 return None
-            if runtime.env_name not in resolved:
+            if draft.broken or runtime.env_name not in resolved:
                 return None
             runtime_env, linearised = runtime.env_name, ()
         else:
             lower: list[_Draft] = []
-            ok = True
+            ok = not draft.broken
             for ref in draft.framework_refs or ():
                 if ref in frameworks_seen:
                     lower.append(frameworks_seen[ref])
                     continue
+                ok = False
+                if ref in self.dropped[LayerKind.FRAMEWORK]:
+                    continue  # that framework's own problem is reported already
                 if ref in all_frameworks:
                     reason = f"unknown framework '{ref}': it is defined later in the file (or depends on this layer)"
                     hint = "a layer may only refer to layers defined earlier in the file"
@@ -1036,7 +1327,6 @@ class _SpecLoader:
                         or f"known frameworks: {', '.join(sorted(all_frameworks)) or 'none'}"
                     )
                 self.problem(env, "frameworks", reason, hint)
-                ok = False
             if not ok or any(f.env_name not in resolved for f in lower):
                 return None
             runtime_envs = {resolved[f.env_name].runtime for f in lower}
@@ -1071,11 +1361,15 @@ class _SpecLoader:
         available = set(PLATFORMS)
         for dep in below:
             available &= set(resolved[dep].platforms)
+        # Below a layer with invalid platforms, what is available is not known.
+        complete = all(resolved[dep].platforms_complete for dep in below)
         if draft.platforms is None:
             platforms = tuple(p for p in PLATFORMS if p in available)
+            if not platforms and all(resolved[dep].platforms for dep in below):
+                self._warn_no_common_platform(draft, below, resolved)
         else:
             extra = [p for p in draft.platforms if p not in available]
-            if extra:
+            if extra and complete:
                 supported = ", ".join(p for p in PLATFORMS if p in available) or "none"
                 self.problem(
                     env,
@@ -1085,7 +1379,31 @@ class _SpecLoader:
                 )
             platforms = draft.platforms
         indexes, overrides, unresolved = self._merge_indexes(draft, below, resolved)
-        return _Resolved(runtime_env, linearised, platforms, indexes, overrides, unresolved)
+        return _Resolved(
+            runtime_env,
+            linearised,
+            platforms,
+            indexes,
+            overrides,
+            unresolved,
+            platforms_complete=complete and draft.platforms_complete,
+        )
+
+    def _warn_no_common_platform(
+        self, draft: _Draft, below: list[str], resolved: dict[str, _Resolved]
+    ) -> None:
+        """A layer whose enabled lower layers share no platform is disabled: say so."""
+        listed = "; ".join(
+            f"{dep}: {', '.join(resolved[dep].platforms)}"
+            if set(resolved[dep].platforms) != set(PLATFORMS)
+            else f"{dep}: all"
+            for dep in below
+        )
+        self.warnings.append(
+            f"{self.shown}: layer '{draft.env_name}' is disabled: its lower layers have no"
+            f" platform in common ({listed})\n  hint: set `platforms` on the lower layers so"
+            " they share one, or `platforms = []` on this layer to disable it on purpose"
+        )
 
     def _merge_indexes(
         self, draft: _Draft, below: list[str], resolved: dict[str, _Resolved]
@@ -1115,6 +1433,7 @@ class _SpecLoader:
         wanted: dict[str, str] = {}
         unresolved: set[str] = set()
         reported: list[str] = []
+        own_pin_clashes = False  # a clash involving this layer's own package_indexes
         for package, indexes in inherited.items():
             own = merged.get(package)
             if own is None and len(indexes) == 1:
@@ -1136,16 +1455,40 @@ class _SpecLoader:
                 continue  # the layer below that first mixed these indexes reports it
             wanted.update(missing)
             reported.append(package)
+            own_pin_clashes = own_pin_clashes or own is not None
         if wanted:
             table = {**draft.index_overrides, **dict(sorted(wanted.items()))}
             entries = ", ".join(f"{_toml_key(k)} = {_toml_string(v)}" for k, v in table.items())
+            # The fix goes in index_overrides; blame package_indexes only if the layer's own
+            # pin is part of the clash (changing that pin is then another fix).
             self.problem(
                 draft.env_name,
-                "package_indexes",
+                "package_indexes" if own_pin_clashes else "index_overrides",
                 f"inconsistent package index override(s) for {', '.join(sorted(reported))}",
                 f"specify 'index_overrides = {{{entries}}}' to accept",
             )
         return merged, overrides, frozenset(unresolved)
+
+
+def _targets(draft: _Draft, resolved: dict[str, _Resolved]) -> Sequence[str]:
+    """The platforms a layer targets, as far as they are known (a broken layer: its own list)."""
+    if draft.env_name in resolved:
+        return resolved[draft.env_name].platforms
+    if draft.kind is LayerKind.RUNTIME and draft.platforms is None:
+        return PLATFORMS
+    return draft.platforms or ()
+
+
+def _windows_name_problem(env_name: str) -> str | None:
+    """Why Windows cannot create a folder with this name, if it cannot."""
+    bad = _WINDOWS_BAD_CHARS.search(env_name)
+    if bad:
+        return f'it contains {bad.group()!r}; Windows forbids any of : * ? " < > |'
+    if env_name.endswith((" ", ".")):
+        return "it ends with a space or a dot"
+    if env_name.split(".")[0].rstrip(" ").upper() in _WINDOWS_DEVICES:
+        return "it is a reserved device name"
+    return None
 
 
 def _toml_key(key: str) -> str:

@@ -79,3 +79,13 @@ def test_sys_path_order_and_launch_module_are_checked(tmp_path: Path) -> None:
     assert smoke([], paths=[sys.path[-1], sys.path[1]])["problems"][0].startswith(
         "sys.path order is wrong"
     )
+
+
+def test_launch_module_names_python_m_accepts(tmp_path: Path) -> None:
+    """A hyphenated launch module resolves; a dotted one is a reported problem, not a crash."""
+    (tmp_path / "my-app.py").write_text("")
+    assert smoke([], launch="my-app", first=tmp_path)["problems"] == []
+    report = smoke([], launch="no_such_package.app", first=tmp_path)
+    assert report["problems"] == [
+        "launch module no_such_package.app (No module named 'no_such_package') cannot be imported"
+    ]

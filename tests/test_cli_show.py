@@ -240,6 +240,58 @@ def test_json_install_targets_of_versioned_layers(capsys: pytest.CaptureFixture[
     assert document["runtimes"][0]["dependencies"] == []
 
 
+def write_runtime_lock(spec_path: Path, version: int) -> Path:
+    """Give the versioned runtime of a copy of valid_versioned.toml a valid lock at `version`."""
+    from stacks.hashing import hash_file_or_none
+    from stacks.locking import LockMeta, LockOptions, lock_inputs, lock_paths
+
+    spec = load_spec(spec_path, environ={})
+    runtime = spec.layer("cpython-3.12")
+    paths = lock_paths(spec, runtime)
+    paths.folder.mkdir(parents=True)
+    paths.pylock.write_text('lock-version = "1.0"\n', encoding="utf-8")
+    inputs = lock_inputs(spec, runtime, LockOptions())
+    meta = LockMeta(
+        lock_version=version,
+        locked_at="2025-01-01T00:00:00+00:00",
+        requirements_hash="sha256:unused",
+        lock_hash=hash_file_or_none(paths.pylock) or "",
+        lock_input_hash=inputs.lock_input_hash,
+        other_inputs_hash=inputs.other_inputs_hash,
+        version_inputs_hash=inputs.version_inputs_hash,
+        lower_locks={},
+        inputs=inputs.readable(),
+    )
+    paths.meta.write_text(json.dumps(meta.to_json()), encoding="utf-8")
+    return paths.pylock
+
+
+@pytest.mark.usefixtures("clean_env")
+def test_stale_lock_shows_no_version(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    """A valid lock gives `<env>@N`; once it is stale the layer shows `<env>@???`, everywhere."""
+    path = tmp_path / "valid_versioned.toml"
+    path.write_text((SPECS / "valid_versioned.toml").read_text(encoding="utf-8"))
+    (tmp_path / "launch").mkdir()
+    (tmp_path / "launch" / "empty.py").write_text("")
+    pylock = write_runtime_lock(path, version=3)
+    document = show_json(capsys, path)
+    runtime = {"name": "cpython-3.12", "install_target": "cpython-3.12@3", "has_valid_lock": True}
+    assert document["runtimes"][0]["install_target"] == "cpython-3.12@3"
+    assert document["applications"][0]["dependencies"][-1] == runtime
+    code, out, _ = show(capsys, path)
+    assert code == 0 and "\n│   └── cpython-3.12 -> cpython-3.12@3\n" in out
+
+    pylock.write_text('lock-version = "1.0"\n# edited by hand\n', encoding="utf-8")
+    document = show_json(capsys, path)
+    stale = {"name": "cpython-3.12", "install_target": "cpython-3.12@???", "has_valid_lock": False}
+    assert document["runtimes"][0]["install_target"] == "cpython-3.12@???"
+    assert document["applications"][0]["dependencies"][-1] == stale
+    assert [d["dependencies"][-1] for d in document["frameworks"]] == [stale, stale]
+    code, out, _ = show(capsys, path)
+    assert code == 0 and "@3" not in out
+    assert "\n│   └── *cpython-3.12 -> cpython-3.12@???\n" in out
+
+
 @pytest.mark.usefixtures("clean_env")
 def test_include_selects_dependencies_and_dependents(capsys: pytest.CaptureFixture[str]) -> None:
     """--include shows matching layers, what they depend on, and what depends on them."""
@@ -326,6 +378,24 @@ def test_disabled_layers_are_not_shown(capsys: pytest.CaptureFixture[str]) -> No
     }
     code, _, err = show(capsys, path, "--include", "framework-off")
     assert code == 2 and "no layers match: framework-off" in err
+
+
+@pytest.mark.usefixtures("clean_env")
+def test_pattern_matching_only_disabled_layers_says_so(capsys: pytest.CaptureFixture[str]) -> None:
+    """A pattern that matches only disabled layers names them as disabled, and says why."""
+    path = SPECS / "valid_disabled_layers.toml"
+    code, out, err = show(capsys, path, "--include", "*-off", "--include", "nope")
+    assert (code, out) == (2, "")
+    assert err.startswith(
+        "error: no layers match: *-off (only disabled layers: framework-off, framework-above-off, app-on-off), nope\n"
+    )
+    assert "hint: a layer is disabled when it has no target platforms" in err
+    code, _, err = show(capsys, path, "--include", "*-off", "--allow-missing")
+    assert code == 0
+    assert (
+        err
+        == "warning: no layers match: *-off (only disabled layers: framework-off, framework-above-off, app-on-off)\n"
+    )
 
 
 @pytest.mark.usefixtures("clean_env")

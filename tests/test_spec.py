@@ -240,6 +240,34 @@ def test_bad_macosx_environment_is_a_spec_error() -> None:
     (problem,) = caught.value.problems
     assert problem.field == "MACOSX_DEPLOYMENT_TARGET (environment)"
     assert "'sonoma'" in problem.message
+    assert problem.hint and "macosx_target of defaults:" in problem.hint
+
+
+def test_bad_macosx_environment_is_ignored_where_unused(write_spec: Callable[..., Path]) -> None:
+    """A malformed $MACOSX_DEPLOYMENT_TARGET matters only to macOS layers without their own."""
+    path = write_spec(
+        """
+        [[runtimes]]
+        name = "linux"
+        python_implementation = "cpython@3.12"
+        requirements = []
+        platforms = ["linux_x86_64", "win_amd64"]
+
+        [[runtimes]]
+        name = "mac"
+        python_implementation = "cpython@3.12"
+        requirements = []
+        macosx_target = "14"
+
+        [[frameworks]]
+        name = "on-linux"
+        runtime = "linux"
+        requirements = []
+        """
+    )
+    spec = load_spec(path, environ={"MACOSX_DEPLOYMENT_TARGET": "sonoma"})
+    assert spec.layer("mac").macosx_target == (14, 0)
+    assert spec.layer("framework-on-linux").macosx_target == DEFAULT_MACOSX
 
 
 # ---------------------------------------------------------------- runtime sources
@@ -260,6 +288,41 @@ def test_runtime_source_forms_and_tool_stacks_default() -> None:
     )
     assert archive.describe() == "https://example.invalid/cpython-3.12.tar.gz"
     assert spec.layer("pbs").source.describe() == "python-build-standalone"
+
+
+@pytest.mark.parametrize(
+    ("url", "ok"),
+    [
+        ("https://example.invalid/cpython-3.12.tgz", True),
+        ("https://example.invalid/cpython-3.12.tar.zst?x=1", True),
+        ("https://example.invalid/download/cpython", True),  # no telling: accepted
+        ("file:///srv/python.tar.bz2", True),
+        ("https://example.invalid/python-3.12.7-macos11.pkg", False),
+        ("https://example.invalid/python%2Ezip", False),
+    ],
+)
+def test_runtime_archive_urls_by_extension(
+    write_spec: Callable[..., Path], url: str, ok: bool
+) -> None:
+    """A runtime archive URL ending in a format the unpacker cannot read is a spec error."""
+    path = write_spec(
+        f"""
+        [[runtimes]]
+        name = "rt"
+        python_implementation = "cpython@3.12"
+        requirements = []
+        source = {{ url = "{url}", sha256 = "{"a" * 64}" }}
+        """
+    )
+    if ok:
+        assert load_spec(path, environ={}).layer("rt").source == RuntimeSource(
+            "archive", url=url, sha256="a" * 64
+        )
+        return
+    with pytest.raises(SpecError) as caught:
+        load_spec(path, environ={})
+    (problem,) = caught.value.problems
+    assert problem.field == "source.url" and "cannot be unpacked" in problem.message
 
 
 def test_without_tool_stacks_runtimes_are_downloaded() -> None:
@@ -496,6 +559,26 @@ def test_toml_error_at_end_of_document_names_last_line(write_spec: Callable[...,
     assert caught.value.problems[0].file == f"{path}:3"
 
 
+@pytest.mark.parametrize(("name", "here"), [("stack.spec", "'.spec'"), ("stack", "no extension")])
+def test_other_extensions_are_read_as_toml_and_say_so(
+    write_spec: Callable[..., Path], name: str, here: str
+) -> None:
+    """A spec whose extension is neither TOML nor YAML is read as TOML; failing, it says why."""
+    path = write_spec("runtimes:\n  - name: rt\n", name=name)
+    with pytest.raises(SpecError) as caught:
+        load_spec(path, environ={})
+    (problem,) = caught.value.problems
+    assert problem.message.startswith("TOML syntax error")
+    assert problem.hint == (
+        "the format is chosen by extension: .yaml or .yml is read as YAML, anything else"
+        f" (here {here}) as TOML; rename a YAML spec to .yaml"
+    )
+    toml = write_spec("runtimes = [\n", name="stack.toml")
+    with pytest.raises(SpecError) as caught:
+        load_spec(toml, environ={})
+    assert caught.value.problems[0].hint is None  # a .toml file is TOML: nothing to explain
+
+
 def test_yaml_syntax_error_names_file_and_line(write_spec: Callable[..., Path]) -> None:
     """A YAML syntax error points at its line."""
     path = write_spec("runtimes:\n  - name: a\n    requirements: [\n", name="stack.yaml")
@@ -514,6 +597,16 @@ def test_yaml_value_error_names_file_and_line(write_spec: Callable[..., Path]) -
     (problem,) = caught.value.problems
     assert problem.file == f"{path}:3"
     assert "2021-13-45" in problem.message
+
+
+def test_yaml_merge_keys_may_be_overridden(write_spec: Callable[..., Path]) -> None:
+    """A key that overrides one merged in with `<<: *anchor` is no duplicate."""
+    path = write_spec(
+        "defaults: &defaults\n  python_implementation: cpython@3.11\n  requirements: []\n"
+        "runtimes:\n  - <<: *defaults\n    name: rt\n    python_implementation: cpython@3.12\n",
+        name="stack.yaml",
+    )
+    assert load_spec(path, environ={}).layer("rt").python_implementation == "cpython@3.12"
 
 
 @pytest.mark.parametrize(
@@ -585,9 +678,11 @@ def test_misspelt_top_level_key_warns(write_spec: Callable[..., Path]) -> None:
         ('linux_target = "glibc@٢.٢٨"', "linux_target", "libc version"),
         ('launch_module = "x"', "launch_module", "unknown field"),
         ("platforms = [1]", "platforms", "only strings"),
-        ('name = " spaced "', "name", "folder name"),
-        ('name = ".hidden"', "name", "folder name"),
-        ('name = ""', "name", "non-empty"),
+        ('name = " spaced "', "name", "folder name on Windows"),
+        ('name = "a\\\\b"', "name", "cannot be used as a folder name"),
+        ('name = ".."', "name", "cannot be used as a folder name"),
+        ('name = ""', "name", "^must not be empty$"),
+        ('name = "  "', "name", "^must not be only spaces$"),
     ],
 )
 def test_odd_runtime_values(
@@ -607,6 +702,45 @@ def test_odd_runtime_values(
     assert [(p.field, bool(re.search(message, p.message))) for p in caught.value.problems] == [
         (field, True)
     ]
+
+
+@pytest.mark.parametrize(
+    ("text", "field"),
+    [
+        (
+            '[[runtimes]]\nname = ""\npython_implementation = "cpython@3.12"\nrequirements = []\n',
+            "name",
+        ),
+        (
+            '[[tool.uv.index]]\nname = ""\nurl = "https://example.invalid/simple"\n',
+            "tool.uv.index[0].name",
+        ),
+        (
+            '[[runtimes]]\nname = "rt"\npython_implementation = "cpython@3.12"\nrequirements = []\n'
+            '[[applications]]\nname = "app"\nruntime = "rt"\nrequirements = []\nlaunch_module = ""\n',
+            "launch_module",
+        ),
+        (
+            '[[runtimes]]\nname = "rt"\npython_implementation = "cpython@3.12"\nrequirements = []\n'
+            '[[applications]]\nname = "app"\nruntime = "rt"\nrequirements = []\n'
+            'launch_module = "launch/app.py"\nsupport_modules = [""]\n',
+            "support_modules",
+        ),
+    ],
+)
+def test_empty_strings_are_called_empty(
+    write_spec: Callable[..., Path], text: str, field: str
+) -> None:
+    """An empty string is reported as empty (not as 'not a string'), with a hint."""
+    path = write_spec(text)
+    (path.parent / "launch").mkdir()
+    (path.parent / "launch" / "app.py").write_text("")
+    with pytest.raises(SpecError) as caught:
+        load_spec(path, environ={})
+    (problem,) = caught.value.problems
+    assert problem.field == field
+    assert re.fullmatch(r"(entries )?must not be empty", problem.message)
+    assert problem.hint
 
 
 def test_python_versions_with_prereleases(write_spec: Callable[..., Path]) -> None:

@@ -67,16 +67,52 @@ EXPECTED_ERRORS: dict[str, list[Expected]] = {
         Expected("cpython-3.12", "requirements", r"only strings, found an integer \(3\)")
     ],
     "error_wrong_type_versioned.toml": [
-        Expected("cpython-3.12", "versioned", r"must be true or false, not a string")
+        Expected(
+            "cpython-3.12",
+            "versioned",
+            r"must be true or false, not a string \('yes'\)",
+            r"`versioned = true` or `versioned = false`, without quotes",
+        )
     ],
     "error_wrong_type_name.toml": [
-        Expected("runtimes[0]", "name", r"must be a non-empty string, not an integer")
+        Expected("runtimes[0]", "name", r"^must be a string, not an integer$", r'name = "cpython')
     ],
     "error_wrong_type_package_indexes.toml": [
-        Expected("cpython-3.12", "package_indexes", r"must be a table")
+        Expected(
+            "cpython-3.12",
+            "package_indexes",
+            r"must be a table of package names to index names, not an array",
+            r'e.g. package_indexes = \{ torch = "pytorch-cpu" \}',
+        )
+    ],
+    "error_messages_name_the_value.toml": [
+        Expected(
+            "cpython-3.12",
+            "package_indexes",
+            r"the value for 'torch' must be an index name \(a string\), not an integer \(1\)",
+            r"e.g. package_indexes = ",
+        ),
+        Expected(
+            "cpython-3.12",
+            "index_overrides",
+            r"must be a table of index names to index names, not an integer",
+            r'e.g. index_overrides = \{ pytorch-cpu = "pytorch-cu128" \}',
+        ),
+        Expected(
+            "cpython-3.12",
+            "platforms",
+            r"must be an array of strings, not a string",
+            r'e.g. platforms = \["linux_x86_64"\]',
+        ),
+        Expected("cpython-3.12", "source", r"^missing field 'url'$", r"url = \"https://"),
     ],
     "error_wrong_type_dynlib_exclude.toml": [
-        Expected("cpython-3.12", "dynlib_exclude", r"must be an array of strings, not a string")
+        Expected(
+            "cpython-3.12",
+            "dynlib_exclude",
+            r"must be an array of strings, not a string",
+            r'e.g. dynlib_exclude = \["libfoo.so\*"\] \(`\["\*"\]` turns linking off\)',
+        )
     ],
     "error_wrong_type_runtime.toml": [
         Expected("framework-fw", "runtime", r"must be a runtime name \(a string\), not a table")
@@ -128,7 +164,12 @@ EXPECTED_ERRORS: dict[str, list[Expected]] = {
         Expected("app-app", "frameworks", r"must list at least one framework")
     ],
     "error_duplicate_framework_reference.toml": [
-        Expected("app-app", "frameworks", r"lists a framework more than once")
+        Expected(
+            "app-app",
+            "frameworks",
+            r"lists framework 'fw' more than once$",
+            r"list each framework once",
+        )
     ],
     "error_inconsistent_runtimes.toml": [
         Expected(
@@ -181,7 +222,12 @@ EXPECTED_ERRORS: dict[str, list[Expected]] = {
         Expected("cpython-3.12", "linux_target", r"libc version.*'X.Y'.*not ''")
     ],
     "error_invalid_macosx_target.toml": [
-        Expected("cpython-3.12", "macosx_target", r"'X' or 'X.Y'.*not '13.0.1'")
+        Expected(
+            "cpython-3.12",
+            "macosx_target",
+            r"'X' or 'X.Y'.*not '13.0.1'",
+            r'e.g. macosx_target = "13.0"',
+        )
     ],
     "error_macosx_target_number.toml": [
         Expected("cpython-3.12", "macosx_target", r"not 10.1$", r'quote it: macosx_target = "13.0"')
@@ -216,7 +262,7 @@ EXPECTED_ERRORS: dict[str, list[Expected]] = {
     "error_inconsistent_framework_indexes.toml": [
         Expected(
             "app-empty",
-            "package_indexes",
+            "index_overrides",
             r"inconsistent package index override\(s\) for torch$",
             r"^specify 'index_overrides = \{pytorch-cpu = \"pytorch-cu128\"\}' to accept$",
         )
@@ -232,7 +278,7 @@ EXPECTED_ERRORS: dict[str, list[Expected]] = {
     "error_inconsistent_indexes_reported_once.toml": [
         Expected(
             "framework-mixed",
-            "package_indexes",
+            "index_overrides",
             r"for torch$",
             r"index_overrides = \{pytorch-cpu = \"pytorch-cu128\"\}",
         )
@@ -270,17 +316,6 @@ EXPECTED_ERRORS: dict[str, list[Expected]] = {
             r"'launch/helper.py' are both module 'helper'",
         )
     ],
-    "error_launch_module_not_importable.toml": [
-        Expected(
-            "app-app",
-            "launch_module",
-            r"module name 'bad-name', which `python -m` cannot import",
-            r"identifier",
-        )
-    ],
-    "error_launch_package_without_main.toml": [
-        Expected("app-app", "launch_module", r"launch package 'launch/nomain' has no __main__.py")
-    ],
     "error_launch_module_not_python.toml": [
         Expected("app-app", "launch_module", r"must be a .py file or a package folder")
     ],
@@ -308,6 +343,7 @@ EXPECTED_ERRORS: dict[str, list[Expected]] = {
             "cpython-3.12",
             "python_implementation",
             r"'cpython@X.Y' or 'cpython@X.Y.Z', not 'cpython3.12'",
+            r'e.g. python_implementation = "cpython@3.12"',
         )
     ],
     "error_unsupported_implementation.toml": [
@@ -319,6 +355,15 @@ EXPECTED_ERRORS: dict[str, list[Expected]] = {
     "error_runtime_source_table.toml": [
         Expected("cpython-3.12", "source.sha", r"unknown field", r"did you mean 'sha256'"),
         Expected("cpython-3.12", "source.url", r"http\(s\):// or file:// URL, not 'ftp://"),
+        Expected("cpython-3.12", "source", r"^missing field 'sha256'$", r"sha256 = \"<64 hex"),
+    ],
+    "error_runtime_source_zip.toml": [
+        Expected(
+            "cpython-3.12",
+            "source.url",
+            r"^a .zip archive cannot be unpacked as a runtime$",
+            r"use a tar archive: .tar.gz, .tgz, .tar.xz, .*.tar.zst",
+        ),
         Expected("cpython-3.12", "source.sha256", r"sha256 as 64 hex digits"),
     ],
     "error_runtime_source_type.toml": [
@@ -338,7 +383,24 @@ EXPECTED_ERRORS: dict[str, list[Expected]] = {
             r"did you mean 'runtime_source'",
         )
     ],
-    "error_reserved_runtime_prefix.toml": [Expected("framework-x", "name", r"reserved prefix")],
+    "error_env_name_clash.toml": [
+        Expected(
+            "framework-x",
+            "name",
+            r"env name clashes with runtime 'framework-x'$",
+            r"rename one of them: their build and deployed folders would be the same",
+        )
+    ],
+    "error_windows_layer_names.toml": [
+        Expected(
+            "cpython:3.12",
+            "name",
+            r"'cpython:3.12' cannot be a folder name on Windows \(it contains ':'",
+            r"rename the layer, or give it `platforms` without win_amd64 and win_arm64$",
+        ),
+        Expected("nul.rt", "name", r"on Windows \(it is a reserved device name\)", r"win_amd64$"),
+        Expected("framework-trailing.", "name", r"on Windows \(it ends with a space or a dot\)"),
+    ],
     "error_bad_layer_name.toml": [
         Expected("cpython/3.12", "name", r"'cpython/3.12' cannot be used as a folder name")
     ],
@@ -349,19 +411,89 @@ EXPECTED_ERRORS: dict[str, list[Expected]] = {
         Expected(None, "tool.uv.sources.torch", r"unknown package index 'pytorch-cu'")
     ],
     "error_uv_duplicate_index_name.toml": [
-        Expected(None, "tool.uv.index[1].name", r"'PyTorch_CPU' is defined more than once")
+        Expected(None, "tool.uv.index[1].name", r"'pytorch-cpu' is defined more than once")
+    ],
+    "error_uv_source_fields.toml": [
+        Expected(
+            None,
+            "tool.uv.sources.torch.marker",
+            r"invalid marker \"sys_platform = 'linux'\"",
+            r"PEP 508 marker",
+        ),
+        Expected(None, "tool.uv.sources.torchvision.extra", r"layers have no extras", r"marker"),
+        Expected(None, "tool.uv.sources.torchaudio.git", r"cannot be combined with 'index'"),
+        Expected(
+            None,
+            "tool.uv.sources.numpy.markers",
+            r"unknown field of an index source",
+            r"did you mean 'marker'",
+        ),
     ],
     "uv_sibling/error_inline_hides_sibling.toml": [
         Expected(
             "cpython-3.12", "package_indexes", r"unknown package index 'from-sibling' for 'torch'"
         )
     ],
+    "error_bad_name_checks_the_rest.toml": [
+        Expected("cpython/3.12", "name", r"'cpython/3.12' cannot be used as a folder name"),
+        Expected("cpython/3.12", "platforms", r"invalid target platform 'linux_x86'"),
+        Expected("cpython/3.12", "versoined", r"unknown field", r"did you mean 'versioned'"),
+        Expected("cpython/3.12", "requirements", r"missing 'requirements'"),
+        Expected("cpython/3.12", "python_implementation", r"missing 'python_implementation'"),
+        Expected("runtimes[1]", "name", r"missing 'name'"),
+        Expected("runtimes[1]", "requirements", r"invalid requirement syntax 'bad<>'"),
+        Expected("frameworks[1]", "name", r"^must not be empty$", r'e.g. name = "scipy"'),
+        Expected("frameworks[1]", "runtime", r"unknown runtime 'cpython-3.12'"),
+        Expected("app-app/x", "name", r"'app/x' cannot be used as a folder name"),
+        Expected("app-app/x", "launch_module", r"missing 'launch_module'"),
+    ],
+    "error_list_items_all_reported.toml": [
+        Expected(
+            "cpython-3.12",
+            "requirements",
+            r"only strings, found an integer \(1\)$",
+            r'requirements = \["attrs>=23.1"\]',
+        ),
+        Expected("cpython-3.12", "requirements", r"invalid requirement syntax 'bad<>'"),
+        Expected("cpython-3.12", "platforms", r"only strings, found a table \(\{\}\)$"),
+        Expected("cpython-3.12", "platforms", r"invalid target platform 'linux_x86'"),
+    ],
+    "error_support_clash_and_missing.toml": [
+        Expected("app-layer", "launch_module", r"launch module 'empty' conflicts with support"),
+        Expected(
+            "app-layer", "support_modules", r"support modules do not exist: 'launch/gone.py'$"
+        ),
+    ],
+    "error_unknown_and_unsupported_platforms.toml": [
+        Expected("framework-fw", "platforms", r"invalid target platform 'win32_x86_64'"),
+        Expected(
+            "framework-fw",
+            "platforms",
+            r"not supported by lower layers \(win_amd64\)",
+            r"lower layers support: linux_x86_64$",
+        ),
+    ],
+    "error_reference_to_invalid_layer.toml": [
+        Expected("framework-bad/name", "name", r"'bad/name' cannot be used as a folder name"),
+        Expected(
+            "app-app", "frameworks", r"unknown framework 'nowhere'$", r"known frameworks: ok$"
+        ),
+    ],
     "error_toml_syntax.toml": [Expected(None, None, r"^TOML syntax error: Invalid value", line=10)],
     "error_yaml_syntax.yaml": [
         Expected(None, None, r"^YAML syntax error: .*expected <block end>", line=9)
     ],
+    "error_yaml_duplicate_key.yaml": [
+        Expected(
+            None,
+            None,
+            r"^YAML error: duplicate key 'name' \(first on line 4\)$",
+            r"remove one of them",
+            line=7,
+        )
+    ],
     "error_yaml_wrong_types.yaml": [
-        Expected("runtimes[0]", "name", r"must be a non-empty string, not a number"),
+        Expected("runtimes[0]", "name", r"^must be a string, not a number$"),
         Expected("cpython-3.11", "requirements", r"must be an array of strings, not null"),
         Expected("cpython-3.11", "versioned", r"must be true or false, not a string"),
     ],
@@ -381,6 +513,24 @@ EXPECTED_ERRORS: dict[str, list[Expected]] = {
 }
 
 EXPECTED_WARNINGS: dict[str, list[str]] = {
+    "warning_tool_near_miss.toml": [
+        r"^\S+: \[tool.stack\] is ignored \(did you mean \[tool.stacks\]\?\)$"
+    ],
+    "warning_launch_package_without_main.toml": [
+        r"layer 'app-app', field 'launch_module': launch package 'launch/nomain' has no "
+        r"__main__.py, so `python -m nomain` cannot run it\n  hint: add launch/nomain/__main__.py$"
+    ],
+    "warning_module_names.toml": [
+        r"layer 'app-app', field 'launch_module': `python -m dotted.app` cannot run "
+        r"'launch/dotted.app.py' \(the dot makes it look for a package 'dotted'\)",
+        r"layer 'app-app', field 'support_modules': support module 'launch/bad-name.py' is "
+        r"copied, but `import bad-name` cannot name it\n  hint: rename it to a Python identifier",
+    ],
+    "warning_no_common_platform.toml": [
+        r"layer 'app-both' is disabled: its lower layers have no platform in common "
+        r"\(framework-linux: linux_x86_64; framework-windows: win_amd64; cpython-3.12: all\)"
+        r"\n  hint: set `platforms` on the lower layers .* `platforms = \[\]` on this layer"
+    ],
     "warning_fully_versioned.toml": [
         r"layer 'cpython-3.11': converting legacy field 'fully_versioned_name' "
         r"to 'python_implementation'"

@@ -51,6 +51,14 @@ LAYER_NAMES = [
     "../up",
     "framework-f",
 ]
+# Names Windows cannot give a folder (the runtimes generated below target Windows too).
+WINDOWS_DEVICES = {
+    "CON",
+    "PRN",
+    "AUX",
+    "NUL",
+    *(f"{p}{n}" for p in ("COM", "LPT") for n in range(1, 10)),
+}
 INDEX_NAMES = ["cpu", "cu128", "Cpu", "nope", ""]
 REQUIREMENTS = [
     "attrs",
@@ -277,6 +285,7 @@ def valid_stacks(draw: st.DrawFn, toml: bool) -> dict[str, Any]:
         st.lists(name_chars, min_size=1, max_size=6)
         .map("".join)
         .filter(lambda n: n.strip() == n and n[0] not in ".-")
+        .filter(lambda n: not n.endswith(".") and n.split(".")[0].upper() not in WINDOWS_DEVICES)
     )
     runtimes = draw(st.lists(names, min_size=1, max_size=2, unique=True))
     frameworks = draw(st.lists(names, max_size=4, unique=True))

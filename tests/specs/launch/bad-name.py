@@ -1,1 +1,1 @@
-"""A module whose name `python -m` cannot import (it has a dash)."""
+"""A module whose name is not a Python identifier (it has a dash): `python -m bad-name` runs it."""
