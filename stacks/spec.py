@@ -1,7 +1,7 @@
 """The stack spec model: frozen, validated layer objects, and how to load and select them.
 
-Parsing and validation live in `spec_loader`; every problem in a spec is collected and
-reported at once in one SpecError.
+Parsing and validation live in `spec_loader` and the `spec_*` modules it drives; every
+problem in a spec is collected and reported at once in one SpecError.
 """
 
 from __future__ import annotations
