@@ -286,11 +286,13 @@ class LockState:
     meta: LockMeta | None
 
 
-def layer_options(spec: StackSpec, layer: LayerSpec, options: LockOptions) -> LockOptions:
-    """The options a layer locks with: those given, or else those its lock recorded."""
+def layer_options(
+    spec: StackSpec, layer: LayerSpec, options: LockOptions, meta: LockMeta | None = None
+) -> LockOptions:
+    """The options a layer locks with: those given, or else those its lock (`meta`) recorded."""
     if options.given:
         return options
-    meta = read_lock_meta(spec, layer)
+    meta = meta or read_lock_meta(spec, layer)
     other = meta.inputs.get("other") if meta else None
     if not isinstance(other, Mapping):
         return options
@@ -319,9 +321,9 @@ def _recorded_index(spec: StackSpec, shown: Any) -> str | None:
 
 def lock_state(spec: StackSpec, layer: LayerSpec, options: LockOptions | None) -> LockState:
     """Check a layer's lock against its current inputs (no uv, no network)."""
-    options = layer_options(spec, layer, options or LockOptions())
     paths = lock_paths(spec, layer)
     meta = read_lock_meta(spec, layer)
+    options = layer_options(spec, layer, options or LockOptions(), meta)
     if meta is None:
         return LockState(False, (f"not locked yet (no readable {paths.meta.name})",), None)
     reasons: list[str] = []
