@@ -361,8 +361,13 @@ def _add_spec_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _load(args: argparse.Namespace) -> Any:
+    import os
+    from pathlib import Path
+
+    from .output_folders import check_path_encoding
     from .spec import load_spec
 
+    check_path_encoding("spec", Path(os.path.abspath(args.spec)))
     spec = load_spec(
         args.spec, runtime_source=args.runtime_source, python_mirror=args.python_mirror
     )
@@ -520,12 +525,14 @@ def _context(args: argparse.Namespace, spec: Any) -> Any:
     from pathlib import Path
 
     from .locking import LockOptions
+    from .output_folders import check_path_encoding
     from .tasks import RunContext
 
     def folder(value: str | None, default: str, option: str) -> Path:
         path = (
             Path(os.path.abspath(os.path.expanduser(value))) if value else spec.spec_dir / default
         )
+        check_path_encoding(option, path)
         if path.exists() and not path.is_dir():
             raise UsageError(
                 f"{option} {path}: not a folder", hint="pass a folder (or a path to create)"
@@ -536,6 +543,7 @@ def _context(args: argparse.Namespace, spec: Any) -> Any:
         Path(os.path.abspath(os.path.expanduser(w))) for w in getattr(args, "local_wheels", [])
     )
     for wheel_dir in wheels:
+        check_path_encoding("--local-wheels", wheel_dir)
         if not wheel_dir.is_dir():
             raise UsageError(f"--local-wheels {wheel_dir}: no such folder")
     index_url = getattr(args, "index_url", None)
@@ -586,6 +594,11 @@ def _cmd_steps(args: argparse.Namespace) -> int:
     layers = _selected(args, spec, with_dependents=False)
     _check_reset_patterns(args, spec)
     ctx = _context(args, spec)
+    if args.step in ("archive", "export"):
+        from .output_folders import check_output_folder
+        from .tasks import builds_here
+
+        check_output_folder(ctx, args.step, [lay for lay in layers if builds_here(ctx, lay)])
     if args.include:
         ctx = ctx.with_options(selected=frozenset(layer.env_name for layer in layers))
     wanted = _wanted(ctx, args.step, layers)
@@ -800,9 +813,8 @@ def _cmd_forget(args: argparse.Namespace) -> int:
 def _cmd_clean(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from .atomic import remove_tree
     from .engine import project_lock
-    from .tasks import STACK_TASK, run_manifest, stack_manifest_path, task_products
+    from .tasks import STACK_TASK, remove_products, run_manifest, stack_manifest_path
 
     spec = _load(args)
     ctx = _context(args, spec)
@@ -812,12 +824,10 @@ def _cmd_clean(args: argparse.Namespace) -> int:
     with project_lock(ctx.cache_dir, wait=not args.no_wait):
         for name in names:
             step, _, env = name.partition(":")
-            for path in task_products(ctx, name):
-                if path.exists() or path.is_symlink():
-                    remove_tree(path)
-                    removed += 1
-                    if step in ("archive", "export") and env != STACK_TASK:
-                        refresh.add((step, path.parent))
+            for path in remove_products(ctx, name):
+                removed += 1
+                if step in ("archive", "export") and env != STACK_TASK:
+                    refresh.add((step, path.parent))
         for step, folder in sorted(refresh):
             if f"{step}:{STACK_TASK}" in names or folder.name == "env_metadata":
                 continue

@@ -486,9 +486,19 @@ def archive_current(ctx: RunContext, env_name: str) -> bool:
     archive = ctx.output_dir / outputs.get("archive_name", "")
     metadata = ctx.output_dir / "__stacks__" / "env_metadata" / outputs.get("metadata_name", "")
     try:
-        return archive.stat().st_size == outputs.get("archive_size") and metadata.is_file()
+        return archive.stat().st_size == outputs.get("archive_size") and _unchanged(
+            metadata, outputs
+        )
     except OSError:
         return False
+
+
+def _unchanged(metadata: Path, outputs: dict[str, Any]) -> bool:
+    """Whether a small metadata file a step wrote is still there with the bytes it wrote."""
+    recorded = outputs.get("metadata_hash")
+    if recorded is None:  # a stamp from before metadata hashes were recorded
+        return metadata.is_file()
+    return hashing.hash_file_or_none(metadata) == recorded
 
 
 def run_archive(ctx: RunContext, env_name: str) -> Any:
@@ -532,6 +542,7 @@ def run_archive(ctx: RunContext, env_name: str) -> Any:
     )
     atomic.write_json(meta_path, metadata)
     outputs = {
+        "metadata_hash": hashing.hash_file_or_none(meta_path),
         "archive_name": name,
         "archive_size": result.size,
         "sha256": result.sha256,
@@ -573,7 +584,7 @@ def export_current(ctx: RunContext, env_name: str) -> bool:
     metadata = (
         ctx.export_dir / "__stacks__" / "env_metadata" / metadata_name(ctx, env_name, tagged=False)
     )
-    if not (target.is_dir() and metadata.is_file()):
+    if not (target.is_dir() and _unchanged(metadata, stamp.get("outputs", {}))):
         return False
     # An export is edited easily (it is meant to be run): any stat drift redoes it.
     return not tree_drift(target, manifest_path(ctx, "export", env_name))
@@ -604,11 +615,15 @@ def run_export(ctx: RunContext, env_name: str) -> Any:
         return _fail(exc, env_name)
     exported = hashing.scan_tree(target, skip=hashing.skip_bytecode)
     atomic.write_json(manifest_path(ctx, "export", env_name), exported.to_json())
-    atomic.write_json(
-        ctx.export_dir / "__stacks__" / "env_metadata" / metadata_name(ctx, env_name, tagged=False),
-        metadata,
+    meta_path = (
+        ctx.export_dir / "__stacks__" / "env_metadata" / metadata_name(ctx, env_name, tagged=False)
     )
-    outputs = {"install_target": metadata["install_target"], "export_dir": str(ctx.export_dir)}
+    atomic.write_json(meta_path, metadata)
+    outputs = {
+        "install_target": metadata["install_target"],
+        "export_dir": str(ctx.export_dir),
+        "metadata_hash": hashing.hash_file_or_none(meta_path),
+    }
     _write_stamp(ctx, "export", env_name, key, outputs)
     return None
 
@@ -647,7 +662,13 @@ def stack_manifest_path(ctx: RunContext, step: str) -> Path:
 def manifest_current(ctx: RunContext, step: str) -> bool:
     """Up-to-date check of the stack manifest task."""
     stamp = _stamp_matches(ctx, "manifest", step, manifest_inputs(ctx, step))
-    return stamp is not None and stack_manifest_path(ctx, step).is_file()
+    if stamp is None:
+        return False
+    outputs = stamp.get("outputs", {})
+    path = stack_manifest_path(ctx, step)
+    if outputs.get("path") not in (None, str(path)):
+        return False  # written for another output folder
+    return _unchanged(path, outputs)
 
 
 def run_manifest(ctx: RunContext, step: str) -> None:
@@ -664,8 +685,10 @@ def run_manifest(ctx: RunContext, step: str) -> None:
         if path.is_file():
             layers[layer.kind.table].append(json.loads(path.read_text(encoding="utf-8")))
     key = manifest_inputs(ctx, step)
-    atomic.write_json(stack_manifest_path(ctx, step), {"layers": layers})
-    _write_stamp(ctx, "manifest", step, key, {"path": str(stack_manifest_path(ctx, step))})
+    path = stack_manifest_path(ctx, step)
+    atomic.write_json(path, {"layers": layers})
+    outputs = {"path": str(path), "metadata_hash": hashing.hash_file_or_none(path)}
+    _write_stamp(ctx, "manifest", step, key, outputs)
 
 
 # ---------------------------------------------------------------- task generation
@@ -684,6 +707,7 @@ def _task(
     return {
         "name": layer.env_name,
         "actions": [(run_step, [action, ctx, layer.env_name])],
+        "clean": [(remove_products, [ctx, task_name(step, layer.env_name)])],
         "uptodate": [(check, [ctx, layer.env_name])],
         "task_dep": deps,
         "targets": targets,
@@ -782,6 +806,7 @@ def _manifest_task(ctx: RunContext, step: str, names: list[str]) -> dict[str, An
     return {
         "name": STACK_TASK,
         "actions": [(run_step, [run_manifest, ctx, step])],
+        "clean": [(remove_products, [ctx, task_name(step, STACK_TASK)])],
         "uptodate": [(manifest_current, [ctx, step])],
         "task_dep": names,
         "targets": [os.fspath(ctx.stamp_path("manifest", step))],
@@ -875,6 +900,18 @@ def task_products(ctx: RunContext, name: str) -> list[Path]:
                 folder / "__stacks__" / "env_metadata" / metadata_name(ctx, env_name, tagged=False)
             )
     return products
+
+
+def remove_products(ctx: RunContext, name: str) -> list[Path]:
+    """Remove what a task produced (`task_products`); return what was there to remove."""
+    from .atomic import remove_tree
+
+    removed = []
+    for path in task_products(ctx, name):
+        if path.exists() or path.is_symlink():
+            remove_tree(path)
+            removed.append(path)
+    return removed
 
 
 def _plain_name(name: Any) -> bool:

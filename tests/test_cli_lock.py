@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import re
 import shutil
 from pathlib import Path
@@ -163,6 +164,14 @@ def test_doit_lock_runs_the_same_tasks_and_writes_the_same_files(
     again = doit("lock", f"spec={other}")
     assert not [line for line in again.stdout.splitlines() if line.startswith(".")], again.stdout
     assert stacks("lock", other, "--json").ran() == []
+    # `doit clean TASK` removes what the task produced, as `stacks clean` does (never locks).
+    stamp = other.parent / "cache" / "stamps" / "runtime" / "cpython-3.12.json"
+    assert stamp.is_file() and (other.parent / "cache" / "runtimes" / "cpython-3.12").is_dir()
+    doit("clean", f"spec={other}", "runtime:cpython-3.12", "lock:app-app")
+    assert (
+        not stamp.exists() and not (other.parent / "cache" / "runtimes" / "cpython-3.12").exists()
+    )
+    assert lock_files(other) == lock_files(spec)
 
 
 @pytest.mark.slow
@@ -456,6 +465,59 @@ def test_folder_options_naming_a_file_exit_2(spec_only: Path, args: tuple[str, s
     out = stacks(command, spec_only, option, spec_only, check=False)
     assert out.code == 2
     assert out.stderr.startswith(f"error: {option} {spec_only}: not a folder")
+    no_traceback(out)
+
+
+def _fake_manifest(folder: Path, *, published: bool) -> None:
+    """A stack manifest like a publish (with archive fields) or an export leaves."""
+    entry = {"layer_name": "app-app", **({"archive_name": "app-app.tar.xz"} if published else {})}
+    (folder / "__stacks__").mkdir(parents=True)
+    (folder / "__stacks__" / "stack.json").write_text(
+        json.dumps({"layers": {"applications": [entry], "frameworks": [], "runtimes": []}})
+    )
+
+
+def test_output_folders_that_would_overwrite_what_they_must_not(spec_only: Path) -> None:
+    """Outputs never go into the cache, the lock files, a module, a foreign folder, or a
+    folder of the other kind; the check runs before anything (so with --dry-run too)."""
+    root = spec_only.parent
+    foreign = root / "out" / "app-app" / "notes.txt"
+    foreign.parent.mkdir(parents=True)
+    foreign.write_text("mine\n")
+    _fake_manifest(root / "published", published=True)
+    _fake_manifest(root / "exported", published=False)
+    cases = [
+        ("export", root / "cache" / "build", "is inside the cache folder"),
+        ("publish", root / "requirements" / "x", "is inside the lock files folder"),
+        ("export", root / "app.py" / "x", "is inside a launch or support module"),
+        ("export", root / "out", f"{root / 'out' / 'app-app'} exists and was not exported"),
+        ("export", root / "published", "it holds published archives; exporting there"),
+        ("publish", root / "exported", "it holds an exported stack; publishing there"),
+        ("export", Path(os.fsdecode(bytes(root) + b"/bad\xffname")), "is not valid UTF-8"),
+    ]
+    for command, folder, message in cases:
+        out = stacks(command, spec_only, "--output-dir", folder, "--dry-run", check=False)
+        assert out.code == 2, (command, folder, out.stderr)
+        assert message in out.stderr, out.stderr
+        assert "hint: " in out.stderr
+        no_traceback(out)
+    assert foreign.read_text() == "mine\n"
+    assert not (root / "cache" / "build").exists()
+
+
+def test_export_never_replaces_a_source_folder(tmp_path: Path) -> None:
+    """A runtime named like the folder of the launch module: exporting into the spec folder
+    would replace that folder with the runtime."""
+    spec = write_project(
+        tmp_path / "proj",
+        SPEC.replace('name = "cpython-3.12"', 'name = "mods"')
+        .replace('runtime = "cpython-3.12"', 'runtime = "mods"')
+        .replace('launch_module = "app.py"', 'launch_module = "mods/app.py"'),
+        {"mods/app.py": APP},
+    )
+    out = stacks("export", spec, "--output-dir", spec.parent, "--dry-run", check=False)
+    assert out.code == 2, out.stderr
+    assert f"{spec.parent / 'mods'} would replace {spec.parent / 'mods' / 'app.py'}" in out.stderr
     no_traceback(out)
 
 

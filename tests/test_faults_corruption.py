@@ -136,6 +136,21 @@ def test_edited_export_and_archive_are_reported_and_fixed(project: Path) -> None
     assert verify(project) == (0, {})
 
 
+def test_edited_published_and_exported_metadata_are_rewritten(project: Path) -> None:
+    """Metadata is an output too: a run redoes the step whose metadata file was changed."""
+    folders = {"publish": project.parent / "_artifacts", "export": project.parent / "_export"}
+    for command, folder in folders.items():
+        layer = folder / "__stacks__" / "env_metadata" / "framework-fw.json"
+        stack = folder / "__stacks__" / "stack.json"
+        originals = {path: path.read_bytes() for path in (layer, stack)}
+        layer.write_text("{}\n", encoding="utf-8")
+        step = "archive" if command == "publish" else "export"
+        assert stacks(command, project, "--json").ran() == [f"{step}:framework-fw"]
+        stack.write_text("{}\n", encoding="utf-8")
+        assert stacks(command, project, "--json").ran() == [f"{step}:__stack__"]
+        assert {path: path.read_bytes() for path in originals} == originals
+
+
 def test_hand_edited_lock_is_reported_and_relocked_identically(project: Path) -> None:
     pylock = project.parent / "requirements" / "framework-fw" / "pylock.framework-fw.toml"
     original = pylock.read_bytes()
