@@ -79,11 +79,20 @@ def verify_stack(ctx: Any, layers: list[Any], spec_arg: str) -> list[Finding]:
 
 
 def _verify_lock(ctx: Any, layer: Any, spec_arg: str) -> Finding:
-    from .locking import lock_paths, read_lock_meta
+    from .locking import folders_in_the_way, lock_paths, read_lock_meta
 
     paths = lock_paths(ctx.spec, layer)
     meta = read_lock_meta(ctx.spec, layer)
     found = Finding(layer.env_name, "lock", str(paths.pylock), "ok")
+    in_the_way = folders_in_the_way(paths)
+    if in_the_way:
+        found.status = "differs"
+        found.differences = [f"a folder, not a file: {path.name}" for path in in_the_way]
+        removal = " ".join(quote(str(path)) for path in in_the_way)
+        found.fix = (
+            f"rm -r {removal} && stacks lock {quote(spec_arg)} --include {quote(layer.env_name)}"
+        )
+        return found
     if meta is None:
         found.status = "absent"
         return found

@@ -197,6 +197,24 @@ def test_hand_edited_lock_is_reported_and_relocked_identically(project: Path) ->
     assert stacks("build", project, "--json").ran() == []
 
 
+def test_folder_in_place_of_lock_metadata_is_named_and_fixed(project: Path) -> None:
+    folder = project.parent / "requirements" / "framework-fw"
+    meta = folder / "pylock.framework-fw.meta.json"
+    original = {p.name: p.read_bytes() for p in folder.iterdir()}
+    meta.unlink()
+    meta.mkdir()
+    failed = stacks("lock", project, check=False)
+    assert failed.code == 1 and "Traceback" not in failed.stderr
+    assert "cannot lock layer 'framework-fw': a folder is where" in failed.stderr
+    assert f"hint: remove the folder (`rm -r {meta}`)" in failed.stderr
+    code, differing = verify(project)
+    finding = differing[("lock", "framework-fw")]
+    assert code == 1 and finding["differences"] == [f"a folder, not a file: {meta.name}"]
+    run_fix(finding["fix"], project.parent)
+    assert {p.name: p.read_bytes() for p in folder.iterdir()} == original
+    assert stacks("build", project, "--json").ran() == []
+
+
 def test_deployed_layers_are_verified_against_what_was_unpacked(
     project: Path, tmp_path: Path
 ) -> None:

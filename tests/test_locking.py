@@ -555,6 +555,29 @@ def test_conflict_with_lower_pins_names_them(make_stack, wheels: Path) -> None:
     assert stack.files("framework-web") == before
 
 
+@pytest.mark.parametrize("which", ["meta", "pylock"])
+def test_a_folder_in_place_of_a_lock_file_names_the_layer(
+    make_stack, wheels: Path, which: str
+) -> None:
+    stack = make_stack(runtime("dep") + framework("web", "tool"), local(wheels))
+    stack.lock()
+    in_the_way = getattr(stack.paths("framework-web"), which)
+    in_the_way.unlink()
+    in_the_way.mkdir()
+    state = stack.state("framework-web")
+    assert not state.valid
+    assert state.reasons == (f"{in_the_way.name}: a folder where a lock file belongs",)
+    assert stack.state("cpython-3.12").valid
+    with pytest.raises(LockError) as caught:
+        stack.lock("framework-web")
+    assert str(caught.value).startswith("cannot lock layer 'framework-web': a folder is where")
+    assert str(in_the_way) in caught.value.message
+    assert caught.value.hint == f"remove the folder (`rm -r {in_the_way}`) and run again"
+    in_the_way.rmdir()
+    stack.lock("framework-web")
+    assert stack.state("framework-web").valid
+
+
 def test_uv_write_failures_name_the_folder_not_the_requirements(tmp_path: Path) -> None:
     from stacks.errors import DiskError
     from stacks.uvproject import uv_write_failure
