@@ -357,9 +357,9 @@ def _run_uv(request: BuildRequest, arguments: list[str], what: str) -> None:
         check=False,
     )
     if result.returncode != 0:
-        raise BuildError(
-            f"layer '{request.layer.env_name}': {what} failed:\n{_indent((result.stderr or result.stdout).strip())}"
-        )
+        detail = (result.stderr or result.stdout).strip()
+        _raise_if_unwritable(detail, f"layer '{request.layer.env_name}': {what} failed")
+        raise BuildError(f"layer '{request.layer.env_name}': {what} failed:\n{_indent(detail)}")
 
 
 def _run_uv_install(request: BuildRequest, python: Path, *, reinstall: Sequence[str] = ()) -> None:
@@ -401,10 +401,22 @@ def _run_uv_install(request: BuildRequest, python: Path, *, reinstall: Sequence[
     )
     if result.returncode != 0:
         detail = (result.stderr or result.stdout).strip()
+        _raise_if_unwritable(
+            detail, f"layer '{layer.env_name}': installing its locked packages failed"
+        )
         raise BuildError(
             f"layer '{layer.env_name}': installing its locked packages failed:\n{_indent(detail)}",
             hint="if the lock is stale, run `stacks lock SPEC --reset-lock " + layer.env_name + "`",
         )
+
+
+def _raise_if_unwritable(output: str, doing: str) -> None:
+    """Fail with the path and cause when uv could not write a file (not a lock problem)."""
+    from .uvproject import uv_write_failure
+
+    unwritable = uv_write_failure(output, doing=doing, environ=subprocess_env())
+    if unwritable is not None:
+        raise unwritable
 
 
 def _indent(text: str, prefix: str = "    ") -> str:

@@ -4,7 +4,8 @@
     python deploy.py ARCHIVE_DIR --target DIR [LAYER...]
 
 Reads `ARCHIVE_DIR/__stacks__/stack[-<platform>].json`, picks the requested layers and
-every layer they need, checks each archive's size and sha256, unpacks it safely into a
+every layer they need, checks that every archive to unpack is there with its recorded size
+(before unpacking any), then checks each archive's sha256, unpacks it safely into a
 temporary folder inside the target and renames it into place (lowest layer first), then
 runs the layer's `postinstall.py` with its base Python. A layer already deployed from an
 archive with the same sha256 is left alone (it is only reconfigured if it was moved).
@@ -49,11 +50,16 @@ _CHUNK = 1 << 20
 
 
 class DeployError(Exception):
-    """A deployment failed; the message says which layer and why."""
+    """A deployment failed; the message says which layer and why, the hint how to fix it."""
 
-    def __init__(self, message: str, *, exit_code: int = 1) -> None:
+    def __init__(self, message: str, *, exit_code: int = 1, hint: str | None = None) -> None:
         super().__init__(message)
+        self.message = message
         self.exit_code = exit_code
+        self.hint = hint
+
+    def __str__(self) -> str:
+        return f"{self.message}\n  hint: {self.hint}" if self.hint else self.message
 
 
 @dataclass(frozen=True)
@@ -217,19 +223,55 @@ def deploy(
     selected = select_layers(read_manifest(archive_dir, platform_name=platform_name), layers)
     if target.exists() and not target.is_dir():
         raise DeployError(f"--target {target} is not a folder", exit_code=2)
+    # Every archive first: a missing one must not leave the layers below it half deployed.
+    check_archives(
+        archive_dir,
+        [r for r in selected if _action(target / r.install_target, r) == "deployed"],
+    )
     target.mkdir(parents=True, exist_ok=True)
     return [_deploy_layer(archive_dir, target, record) for record in selected]
 
 
+def check_archives(archive_dir: Path, records: Sequence[LayerRecord]) -> None:
+    """Refuse (listing each) when an archive to unpack is missing or not its recorded size."""
+    problems = []
+    for record in records:
+        archive = archive_dir / record.archive_name
+        try:
+            size = archive.stat().st_size if archive.is_file() else None
+        except OSError as exc:
+            problems.append(f"{record.install_target}: cannot read {archive}: {exc}")
+            continue
+        if size is None:
+            problems.append(f"{record.install_target}: {archive} is missing")
+        elif size != record.size:
+            problems.append(
+                f"{record.install_target}: {archive} is {size} bytes, the metadata says "
+                f"{record.size}; the archive is incomplete or was replaced"
+            )
+    if problems:
+        count = f"{len(problems)} archive{'s' if len(problems) > 1 else ''}"
+        raise DeployError(
+            f"{count} missing or incomplete in {archive_dir}; nothing was unpacked:\n"
+            + "\n".join(f"  - {problem}" for problem in problems),
+            hint=f"publish them again (`stacks publish SPEC --output-dir {shlex.quote(str(archive_dir))}`), "
+            f"or copy every archive {METADATA_DIR}/ lists into that folder, and deploy again",
+        )
+
+
+def _action(layer: Path, record: LayerRecord) -> str:
+    """What deploying `record` into `layer` does: "unchanged", "reconfigured" or "deployed"."""
+    marker = _read_marker(layer)
+    if marker.get("sha256") != record.sha256:
+        return "deployed"
+    # Same archive: moved along with the deployment folder if the recorded path differs.
+    return "unchanged" if marker.get("path") == str(layer) else "reconfigured"
+
+
 def _deploy_layer(archive_dir: Path, target: Path, record: LayerRecord) -> DeployedLayer:
     layer = target / record.install_target
-    marker = _read_marker(layer)
-    if marker.get("sha256") == record.sha256 and marker.get("path") == str(layer):
-        action = "unchanged"
-    elif marker.get("sha256") == record.sha256:
-        action = "reconfigured"  # the deployment folder was moved
-    else:
-        action = "deployed"
+    action = _action(layer, record)
+    if action == "deployed":
         archive = archive_dir / record.archive_name
         verify_archive(archive, record)
         staging = Path(

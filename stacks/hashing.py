@@ -40,10 +40,10 @@ def hash_file(path: Path) -> str:
 
 
 def hash_file_or_none(path: Path) -> str | None:
-    """Hash of a file, or None if it does not exist."""
+    """Hash of a file, or None if there is no file there (nothing, or a folder)."""
     try:
         return hash_file(path)
-    except FileNotFoundError:
+    except (FileNotFoundError, IsADirectoryError):
         return None
 
 

@@ -62,6 +62,24 @@ def lock_paths(spec: StackSpec, layer: LayerSpec) -> LockPaths:
     )
 
 
+def folders_in_the_way(paths: LockPaths) -> list[Path]:
+    """The lock files of a layer that are folders (made by hand): nothing can be written there."""
+    return [path for path in (paths.pylock, paths.meta, paths.summary) if path.is_dir()]
+
+
+def folders_in_the_way_error(layer: LayerSpec, folders: list[Path]) -> LockError:
+    """The error for lock files that are folders: it names the layer and how to remove them."""
+    from shlex import quote
+
+    listed = ", ".join(str(path) for path in folders)
+    return LockError(
+        f"cannot lock layer '{layer.env_name}': a folder is where its lock file must be "
+        f"written: {listed}",
+        hint=f"remove the folder (`rm -r {' '.join(quote(str(p)) for p in folders)}`) "
+        "and run again",
+    )
+
+
 @dataclass(frozen=True)
 class LockMeta:
     """The lock metadata file: versions, times and the hashes that make a lock valid."""
@@ -324,6 +342,10 @@ def lock_state(spec: StackSpec, layer: LayerSpec, options: LockOptions | None) -
     paths = lock_paths(spec, layer)
     meta = read_lock_meta(spec, layer)
     options = layer_options(spec, layer, options or LockOptions(), meta)
+    in_the_way = folders_in_the_way(paths)
+    if in_the_way:
+        names = ", ".join(path.name for path in in_the_way)
+        return LockState(False, (f"{names}: a folder where a lock file belongs",), None)
     if meta is None:
         return LockState(False, (f"not locked yet (no readable {paths.meta.name})",), None)
     reasons: list[str] = []
@@ -428,9 +450,12 @@ def lock_layer(
     from . import pylock as pl
     from .uvproject import resolve, uv_project
 
+    paths = lock_paths(spec, layer)
+    in_the_way = folders_in_the_way(paths)
+    if in_the_way:
+        raise folders_in_the_way_error(layer, in_the_way)
     _require_lower_locks(spec, layer, given)
     options = layer_options(spec, layer, given)
-    paths = lock_paths(spec, layer)
     inputs = lock_inputs(spec, layer, options)
     exclude_newer = effective_exclude_newer(spec, options)
     # Lower layers in constraint priority: the runtime first, then frameworks in sys.path order.

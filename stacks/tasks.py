@@ -198,13 +198,22 @@ def runtime_inputs(ctx: RunContext, env_name: str) -> dict[str, Any]:
 
 
 def runtime_current(ctx: RunContext, env_name: str) -> bool:
-    """Up-to-date check of runtime:<env>."""
+    """Up-to-date check of runtime:<env>: same inputs, and the runtime folder unchanged (stat only)."""
     stamp = _stamp_matches(ctx, "runtime", env_name, runtime_inputs(ctx, env_name))
-    return stamp is not None and (ctx.runtime_dir(env_name) / "bin" / "python").exists()
+    if stamp is None or not (ctx.runtime_dir(env_name) / "bin" / "python").exists():
+        return False
+    # The build of the runtime layer links its files from here: a damaged runtime is provided again.
+    return not runtime_drift(ctx, env_name)
+
+
+def runtime_drift(ctx: RunContext, env_name: str) -> list[str]:
+    """How a provided runtime differs from its manifest by stat data (cheap), or why it can't be checked."""
+    return tree_drift(ctx.runtime_dir(env_name), manifest_path(ctx, "runtime", env_name))
 
 
 def run_runtime(ctx: RunContext, env_name: str) -> Any:
-    """Action of runtime:<env>: fetch or make the runtime, then stamp it."""
+    """Action of runtime:<env>: fetch or make the runtime, record its tree manifest, stamp it."""
+    from . import atomic
     from .runtimes import provide_runtime
 
     layer = ctx.spec.layer(env_name)
@@ -219,12 +228,19 @@ def run_runtime(ctx: RunContext, env_name: str) -> Any:
         )
     except StacksError as exc:
         return _fail(exc, env_name)
+    manifest = hashing.scan_tree(ctx.runtime_dir(env_name), skip=hashing.skip_bytecode)
+    atomic.write_json(manifest_path(ctx, "runtime", env_name), manifest.to_json())
     _write_stamp(
         ctx,
         "runtime",
         env_name,
         runtime_inputs(ctx, env_name),
-        {"python_version": provided.python_version, "source": provided.source},
+        {
+            "python_version": provided.python_version,
+            "source": provided.source,
+            # In the runtime layer's build inputs: a runtime provided with other content rebuilds it.
+            "digest": manifest.digest(),
+        },
     )
     return None
 
@@ -319,9 +335,11 @@ def tree_drift(tree: Path, manifest: Path) -> list[str]:
     data = hashing.read_stamp(manifest)
     if data is None:
         return ["missing: its manifest"]
-    return hashing.TreeManifest.from_json(data).stat_drift(
-        tree, limit=5, skip=hashing.skip_bytecode
-    )
+    try:
+        recorded = hashing.TreeManifest.from_json(data)
+    except (ValueError, TypeError):
+        return ["unreadable: its manifest"]
+    return recorded.stat_drift(tree, limit=5, skip=hashing.skip_bytecode)
 
 
 def build_current(ctx: RunContext, env_name: str) -> bool:
@@ -956,6 +974,10 @@ def explain(ctx: RunContext, step: str, env_name: str) -> list[str]:
         return [f"{name} changed" for name in changed]
     if step == "build":
         return [f"build folder drifted: {item}" for item in build_drift(ctx, env_name)] or [
+            "outputs missing"
+        ]
+    if step == "runtime":
+        return [f"runtime folder drifted: {item}" for item in runtime_drift(ctx, env_name)] or [
             "outputs missing"
         ]
     return ["outputs missing or changed since the last run"]

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from . import atomic
-from .errors import LockError
+from .errors import DiskError, LockError
 from .platforms import platforms_marker
 from .spec import LayerSpec, StackSpec, normalise_package
 
@@ -66,6 +66,12 @@ _NETWORK_FAILURE = re.compile(
     r"HTTP status (server|client) error|error decoding response body|operation timed out",
     re.MULTILINE,
 )
+# uv's words for a file it could not write: `... (os error 30) at path "/x"` or
+# ``failed to write to file `/x`: No space left on device (os error 28)``.
+_OS_ERROR = re.compile(r"\(os error (?P<code>\d+)\)")
+_OS_ERROR_PATH = re.compile(r'at path "(?P<quoted>[^"]+)"|`(?P<ticked>[^`]+)`')
+# errno values that mean "cannot write here": EPERM, EACCES, ENOSPC, EROFS, EDQUOT.
+_WRITE_ERRORS = {1: "denied", 13: "denied", 28: "full", 30: "denied", 122: "full"}
 
 
 @dataclass(frozen=True)
@@ -216,6 +222,9 @@ def resolve(
     write_project(project, work_dir)
     locked = _run(["lock", *(["--upgrade"] if reset else [])], project, work_dir, python)
     if locked.returncode != 0:
+        unwritable = uv_write_failure(locked.stderr, doing=f"cannot lock layer '{env_name}'")
+        if unwritable is not None:
+            raise unwritable
         if _MISSING_WHEELS.search(locked.stderr):
             raise _missing_wheels_error(project, work_dir, python, env_name, locked.stderr)
         if _NETWORK_FAILURE.search(locked.stderr):
@@ -245,6 +254,9 @@ def resolve(
         python,
     )
     if exported.returncode != 0:
+        unwritable = uv_write_failure(exported.stderr, doing=f"cannot lock layer '{env_name}'")
+        if unwritable is not None:
+            raise unwritable
         raise LockError(
             f"cannot lock layer '{env_name}': uv export failed\n{_trim(exported.stderr)}"
         )
@@ -314,6 +326,73 @@ def uv_environment(environ: Mapping[str, str] | None = None) -> dict[str, str]:
         if (not key.startswith("UV_") or _KEPT_UV_VARIABLES.match(key))
         and key not in ("VIRTUAL_ENV", "CONDA_PREFIX", "PYTHONPATH")
     }
+
+
+def uv_write_failure(
+    output: str, *, doing: str, environ: Mapping[str, str] | None = None
+) -> DiskError | None:
+    """uv's failure as a DiskError if it could not write a file (read-only, no permission, disk full)."""
+    for line in output.splitlines():
+        error = _OS_ERROR.search(line)
+        if error is None or int(error.group("code")) not in _WRITE_ERRORS:
+            continue
+        code = int(error.group("code"))
+        paths = [m.group("quoted") or m.group("ticked") for m in _OS_ERROR_PATH.finditer(line)]
+        path = paths[-1] if paths else None
+        env = uv_environment(environ)
+        cache = uv_cache_dir(env)
+        in_cache = cache is not None and path is not None and _is_within(path, cache)
+        where = f"to {path}" if path else "a file"
+        message = f"{doing}: uv could not write {where}: {os.strerror(code)} (os error {code})"
+        if in_cache:
+            chosen = "set by UV_CACHE_DIR" if env.get("UV_CACHE_DIR") else "UV_CACHE_DIR moves it"
+            message += f"\n  that is uv's cache, {cache} ({chosen})"
+        return DiskError(f"{message}\n{_trim(output)}", hint=_write_hint(code, in_cache))
+    return None
+
+
+def _write_hint(code: int, in_cache: bool) -> str:
+    full = _WRITE_ERRORS[code] == "full"
+    if in_cache and full:
+        return (
+            "free some space on that disk, or point UV_CACHE_DIR at a folder on a disk with "
+            "room, and run again"
+        )
+    if in_cache:
+        return "make uv's cache writable, or point UV_CACHE_DIR at a writable folder, and run again"
+    if full:
+        return "free some space on that disk and run again"
+    return (
+        "make that folder writable (or point --cache-dir or UV_CACHE_DIR elsewhere) and run again"
+    )
+
+
+def uv_cache_dir(environ: Mapping[str, str]) -> str | None:
+    """The folder uv uses as its cache in this environment (UV_CACHE_DIR, or asked from uv)."""
+    if environ.get("UV_CACHE_DIR"):
+        return os.path.abspath(environ["UV_CACHE_DIR"])
+    from uv import find_uv_bin
+
+    try:
+        done = subprocess.run(
+            [find_uv_bin(), "cache", "dir", "--no-config"],
+            env=dict(environ),
+            capture_output=True,
+            text=True,
+            timeout=30,
+            check=False,
+        )
+    except (OSError, subprocess.SubprocessError):
+        return None
+    found = done.stdout.strip()
+    return os.path.abspath(found) if done.returncode == 0 and found else None
+
+
+def _is_within(path: str, folder: str) -> bool:
+    try:
+        return os.path.commonpath([os.path.abspath(path), folder]) == folder
+    except ValueError:
+        return False
 
 
 def _trim(stderr: str) -> str:

@@ -1,9 +1,10 @@
 """Verify what stacks made against what it recorded, by full content hash.
 
 `verify_stack` checks, for every layer of a spec: the committed lock against its metadata,
-the build folder and the export folder against the tree manifests the build and export
-steps recorded (`<cache>/stamps/<step>/<env>.manifest.json`, xxh3 of every file), and the
-archive against the sha256 in its stamp and publish metadata.
+a runtime layer's provided runtime (`<cache>/runtimes/<env>`), the build folder and the
+export folder against the tree manifests the runtime, build and export steps recorded
+(`<cache>/stamps/<step>/<env>.manifest.json`, xxh3 of every file), and the archive against
+the sha256 in its stamp and publish metadata.
 
 `verify_deployed` checks a deployment folder: every layer with a deploy marker is compared
 with `.stacks-content.json`, the sha256 of every entry that deploy unpacked from an archive
@@ -30,10 +31,10 @@ LIMIT = 50  # differences listed per item
 
 @dataclass
 class Finding:
-    """The verdict on one thing: a layer's lock, build, archive, export or deployed folder."""
+    """The verdict on one thing: a layer's lock, runtime, build, archive, export or deployed folder."""
 
     layer: str
-    item: str  # "lock", "build", "archive", "export" or "deployed"
+    item: str  # "lock", "runtime", "build", "archive", "export" or "deployed"
     path: str
     status: str  # "ok", "differs" or "absent" (never made: not a difference)
     differences: list[str] = field(default_factory=list)
@@ -60,12 +61,16 @@ class Finding:
 
 
 def verify_stack(ctx: Any, layers: list[Any], spec_arg: str) -> list[Finding]:
-    """Check the locks, builds, archives and exports of `layers` (tasks.RunContext `ctx`)."""
+    """Check the locks, runtimes, builds, archives and exports of `layers` (tasks.RunContext `ctx`)."""
+    from .spec import LayerKind
     from .tasks import builds_here
 
     findings: list[Finding] = []
     for layer in layers:
         findings.append(_verify_lock(ctx, layer, spec_arg))
+        if layer.kind is LayerKind.RUNTIME:
+            # Before the build: the build is linked from it, so its fix comes first.
+            findings.append(_verify_runtime(ctx, layer.env_name, spec_arg))
         if builds_here(ctx, layer):
             findings.append(_verify_build(ctx, layer.env_name, spec_arg))
             findings.append(_verify_archive(ctx, layer.env_name, spec_arg))
@@ -74,11 +79,20 @@ def verify_stack(ctx: Any, layers: list[Any], spec_arg: str) -> list[Finding]:
 
 
 def _verify_lock(ctx: Any, layer: Any, spec_arg: str) -> Finding:
-    from .locking import lock_paths, read_lock_meta
+    from .locking import folders_in_the_way, lock_paths, read_lock_meta
 
     paths = lock_paths(ctx.spec, layer)
     meta = read_lock_meta(ctx.spec, layer)
     found = Finding(layer.env_name, "lock", str(paths.pylock), "ok")
+    in_the_way = folders_in_the_way(paths)
+    if in_the_way:
+        found.status = "differs"
+        found.differences = [f"a folder, not a file: {path.name}" for path in in_the_way]
+        removal = " ".join(quote(str(path)) for path in in_the_way)
+        found.fix = (
+            f"rm -r {removal} && stacks lock {quote(spec_arg)} --include {quote(layer.env_name)}"
+        )
+        return found
     if meta is None:
         found.status = "absent"
         return found
@@ -93,6 +107,18 @@ def _verify_lock(ctx: Any, layer: Any, spec_arg: str) -> Finding:
         ]
         found.fix = f"stacks lock {quote(spec_arg)} --include {quote(layer.env_name)}"
     return found
+
+
+def _verify_runtime(ctx: Any, env_name: str, spec_arg: str) -> Finding:
+    from .tasks import manifest_path
+
+    tree = ctx.runtime_dir(env_name)
+    # Provide it again, then rebuild the runtime layer, which links its files from it.
+    fix = (
+        f"stacks clean {quote(spec_arg)} runtime:{quote(env_name)} && "
+        f"stacks build {quote(spec_arg)} --clean --include {quote(env_name)}"
+    )
+    return _verify_tree(env_name, "runtime", tree, manifest_path(ctx, "runtime", env_name), fix)
 
 
 def _verify_build(ctx: Any, env_name: str, spec_arg: str) -> Finding:

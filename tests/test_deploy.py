@@ -176,6 +176,43 @@ def test_tampered_archive_fails_its_check(published: Path, tmp_path: Path) -> No
         deploy(artifacts, target, [APP])
 
 
+def test_missing_or_short_archives_are_all_named_before_anything_is_unpacked(
+    published: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    artifacts = tmp_path / "artifacts"
+    shutil.copytree(published, artifacts)
+    (artifacts / f"{FRAMEWORK}.tar.gz").unlink()
+    app_archive = artifacts / f"{APP}.tar.gz"
+    app_archive.write_bytes(app_archive.read_bytes()[:-10])
+    target = tmp_path / "t"
+    with pytest.raises(DeployError) as caught:
+        deploy(artifacts, target)
+    message = str(caught.value)
+    assert "2 archives missing or incomplete" in message and "nothing was unpacked" in message
+    assert f"{FRAMEWORK}: {artifacts / FRAMEWORK}.tar.gz is missing" in message
+    assert f"{APP}: {app_archive} is " in message and "bytes, the metadata says" in message
+    assert caught.value.hint is not None and "stacks publish" in caught.value.hint
+    assert not target.exists()  # not even the runtime, whose archive is fine
+    # From the command line: exit 1, every problem and the hint, no traceback.
+    assert main([str(artifacts), "--target", str(target)]) == 1
+    err = capsys.readouterr().err
+    assert "is missing" in err and "hint: publish them again" in err and "Traceback" not in err
+    assert not target.exists()
+    # A layer already deployed from the same archive needs no archive; the others still do.
+    deploy(published, target, [RUNTIME])
+    (artifacts / f"{RUNTIME}.tar.gz").unlink()
+    with pytest.raises(DeployError, match="1 archive missing") as caught:
+        deploy(artifacts, target, [FRAMEWORK])
+    assert RUNTIME not in str(caught.value)
+    assert sorted(os.listdir(target)) == [RUNTIME]
+    shutil.copy2(published / f"{FRAMEWORK}.tar.gz", artifacts)
+    deployed = deploy(artifacts, target, [FRAMEWORK])
+    assert [(d.install_target, d.action) for d in deployed] == [
+        (RUNTIME, "unchanged"),
+        (FRAMEWORK, "deployed"),
+    ]
+
+
 def test_cli_exit_codes_and_output(
     published: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -1,5 +1,5 @@
-"""Corruption, caused for real: a garbage doit database, files edited or deleted in build and
-export folders, a hand-edited lock, a truncated or altered download in the cache, a tampered
+"""Corruption, caused for real: a garbage doit database, files edited or deleted in provided
+runtimes, build and export folders, a hand-edited lock, a truncated or altered download in the cache, a tampered
 deployed layer. Each is detected (`stacks verify`, or the step's own check) and either
 repaired by redoing the affected step or reported with the command that fixes it."""
 
@@ -22,11 +22,15 @@ from faults import (
     stacks_env,
 )
 from http_server import FaultyServer
-from stackrun import stacks
+from projects import private_uv_cache
+from stackrun import run_python, stacks
 
 pytestmark = pytest.mark.slow
 
 SITE = "lib/python3.12/site-packages"
+DYNLOAD = "lib/python3.12/lib-dynload"
+
+uv_cache = pytest.fixture(scope="module", autouse=True)(private_uv_cache)
 
 
 @pytest.fixture(scope="module")
@@ -68,7 +72,7 @@ def test_all_outputs_verify_clean(project: Path) -> None:
     code, differing = verify(project)
     assert (code, differing) == (0, {})
     text = stacks("verify", project).stdout
-    assert "12 checked, all match" in text
+    assert "13 checked, all match" in text
 
 
 def test_garbage_doit_database_is_set_aside(project: Path) -> None:
@@ -114,6 +118,44 @@ def test_file_deleted_or_edited_in_a_build_is_found_and_rebuilt(project: Path) -
     assert finding["differences"] == [f"changed: {SITE}/app.py"]
     run_fix(finding["fix"], project.parent)
     assert verify(project) == (0, {})
+
+
+def test_damaged_provided_runtime_is_provided_again(project: Path) -> None:
+    cache = project.parent / "cache"
+    runtime, build = cache / "runtimes" / "cpython-3.12", cache / "build" / "cpython-3.12"
+    # A folder removed from the runtime the runtime layer's build links from: the cheap stat
+    # check notices, the runtime is provided again, and a clean build copies a whole runtime.
+    subprocess.run(["rm", "-rf", str(runtime / DYNLOAD)], check=True)
+    code, differing = verify(project)
+    assert code == 1 and set(differing) == {("runtime", "cpython-3.12")}
+    assert f"missing: {DYNLOAD}" in differing[("runtime", "cpython-3.12")]["differences"]
+    plan = stacks("build", project, "--dry-run", "--json").data["plan"]
+    reasons = {p["task"]: p["reasons"] for p in plan}
+    assert f"runtime folder drifted: missing: {DYNLOAD}" in reasons["runtime:cpython-3.12"]
+    out = stacks("build", project, "--clean", "--include", "cpython-3.12", "--json")
+    assert {"runtime:cpython-3.12", "build:cpython-3.12"} <= set(out.ran())
+    assert (runtime / DYNLOAD).is_dir() and (build / DYNLOAD).is_dir()
+    # The app imports its extension modules from the build, not from the build machine.
+    done = run_python(
+        cache / "build" / "app-app" / "bin" / "python", "-c", "import _json; print(_json.__file__)"
+    )
+    assert done.returncode == 0 and done.stdout.startswith(str(build / DYNLOAD)), done
+    assert stacks("build", project, "--json").ran() == []  # a no-op again: stat checks only
+    # An in-place edit that keeps size and mtime slips past the stat check; verify finds it
+    # by content, and its fix command provides the runtime again.
+    edited = runtime / "lib" / "python3.12" / "os.py"
+    before = edited.stat()
+    data = bytearray(edited.read_bytes())
+    data[-2] = ord("#") if data[-2] != ord("#") else ord("!")
+    edited.unlink()  # a new inode: the build keeps its own copy
+    edited.write_bytes(bytes(data))
+    os.utime(edited, ns=(before.st_atime_ns, before.st_mtime_ns))
+    code, differing = verify(project)
+    finding = differing[("runtime", "cpython-3.12")]
+    assert finding["differences"] == ["changed: lib/python3.12/os.py"]
+    run_fix(finding["fix"], project.parent)
+    assert verify(project) == (0, {})
+    assert stacks("build", project, "--json").ran() == []
 
 
 def test_edited_export_and_archive_are_reported_and_fixed(project: Path) -> None:
@@ -167,6 +209,24 @@ def test_hand_edited_lock_is_reported_and_relocked_identically(project: Path) ->
     assert any("edited by hand" in r for r in reasons["lock:framework-fw"])
     run_fix(finding["fix"], project.parent)
     assert pylock.read_bytes() == original
+    assert stacks("build", project, "--json").ran() == []
+
+
+def test_folder_in_place_of_lock_metadata_is_named_and_fixed(project: Path) -> None:
+    folder = project.parent / "requirements" / "framework-fw"
+    meta = folder / "pylock.framework-fw.meta.json"
+    original = {p.name: p.read_bytes() for p in folder.iterdir()}
+    meta.unlink()
+    meta.mkdir()
+    failed = stacks("lock", project, check=False)
+    assert failed.code == 1 and "Traceback" not in failed.stderr
+    assert "cannot lock layer 'framework-fw': a folder is where" in failed.stderr
+    assert f"hint: remove the folder (`rm -r {meta}`)" in failed.stderr
+    code, differing = verify(project)
+    finding = differing[("lock", "framework-fw")]
+    assert code == 1 and finding["differences"] == [f"a folder, not a file: {meta.name}"]
+    run_fix(finding["fix"], project.parent)
+    assert {p.name: p.read_bytes() for p in folder.iterdir()} == original
     assert stacks("build", project, "--json").ran() == []
 
 

@@ -1,5 +1,8 @@
 """Full disks and read-only folders, for real: small tmpfs mounts (root only; skipped otherwise).
 
+Also for uv's cache (UV_CACHE_DIR): uv's own "os error" must be reported as the folder uv
+could not write to, not as a resolution failure or a stale lock.
+
 Root ignores permission bits, so "unwritable" is a read-only mount, and "full" is a
 size-limited tmpfs. Each run must fail with exit 1, a message naming the path and the
 cause, no traceback, and leave the outputs of earlier runs exactly as they were.
@@ -15,9 +18,12 @@ from pathlib import Path
 
 import pytest
 from faults import make_small_project, snapshot
+from projects import private_uv_cache
 from stackrun import stacks
 
 pytestmark = pytest.mark.slow
+
+uv_cache = pytest.fixture(scope="module", autouse=True)(private_uv_cache)
 
 
 def _mount(folder: Path, options: str) -> None:
@@ -132,3 +138,37 @@ def test_lock_into_a_read_only_requirements_folder(tmp_path: Path) -> None:
         _remount_read_only(spec.parent / "requirements")
         failed = stacks("lock", spec, check=False)
         assert_clear_failure(failed, "Read-only file system", "lock:")
+
+
+def assert_uv_could_not_write(out: object, folder: Path, *words: str) -> None:
+    """A uv failure reported as the uv cache it could not write to, not as a lock problem."""
+    assert_clear_failure(out, "uv could not write to " + str(folder), "UV_CACHE_DIR", *words)
+    stderr = out.stderr  # type: ignore[attr-defined]
+    for misleading in ("no solution", "relax the conflicting", "if the lock is stale"):
+        assert misleading not in stderr, stderr
+
+
+def test_read_only_uv_cache_is_named_with_a_fix(built: Path, tmp_path: Path) -> None:
+    locks = snapshot(built.parent / "requirements")
+    with tmpfs(tmp_path / "uv-cache") as cache:
+        _remount_read_only(cache)
+        env = {"UV_CACHE_DIR": str(cache)}
+        locked = stacks("lock", built, "--reset-lock", "cpython-*", env=env, check=False)
+        assert_uv_could_not_write(locked, cache, "Read-only file system", "lock:cpython-3.12")
+        assert "hint: make uv's cache writable, or point UV_CACHE_DIR" in locked.stderr
+        built_out = stacks(
+            "build", built, "--clean", "--include", "cpython-*", env=env, check=False
+        )
+        assert_uv_could_not_write(built_out, cache, "Read-only file system", "build:cpython-3.12")
+    assert snapshot(built.parent / "requirements") == locks
+    assert stacks("build", built, "--json").ran() == []  # the failed runs changed nothing
+
+
+def test_full_uv_cache_is_named_with_a_fix(built: Path, tmp_path: Path) -> None:
+    with tmpfs(tmp_path / "uv-cache", "1m") as cache:
+        _fill(cache, leave=0)
+        env = {"UV_CACHE_DIR": str(cache)}
+        out = stacks("build", built, "--clean", "--include", "cpython-*", env=env, check=False)
+        assert_uv_could_not_write(out, cache, "No space left on device", "build:cpython-3.12")
+        assert "hint: free some space on that disk, or point UV_CACHE_DIR" in out.stderr
+    assert stacks("build", built, "--json").ran() == []

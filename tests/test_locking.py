@@ -555,6 +555,59 @@ def test_conflict_with_lower_pins_names_them(make_stack, wheels: Path) -> None:
     assert stack.files("framework-web") == before
 
 
+@pytest.mark.parametrize("which", ["meta", "pylock"])
+def test_a_folder_in_place_of_a_lock_file_names_the_layer(
+    make_stack, wheels: Path, which: str
+) -> None:
+    stack = make_stack(runtime("dep") + framework("web", "tool"), local(wheels))
+    stack.lock()
+    in_the_way = getattr(stack.paths("framework-web"), which)
+    in_the_way.unlink()
+    in_the_way.mkdir()
+    state = stack.state("framework-web")
+    assert not state.valid
+    assert state.reasons == (f"{in_the_way.name}: a folder where a lock file belongs",)
+    assert stack.state("cpython-3.12").valid
+    with pytest.raises(LockError) as caught:
+        stack.lock("framework-web")
+    assert str(caught.value).startswith("cannot lock layer 'framework-web': a folder is where")
+    assert str(in_the_way) in caught.value.message
+    assert caught.value.hint == f"remove the folder (`rm -r {in_the_way}`) and run again"
+    in_the_way.rmdir()
+    stack.lock("framework-web")
+    assert stack.state("framework-web").valid
+
+
+def test_uv_write_failures_name_the_folder_not_the_requirements(tmp_path: Path) -> None:
+    from stacks.errors import DiskError
+    from stacks.uvproject import uv_write_failure
+
+    cache = tmp_path / "uv-cache"
+    # uv's words when it cannot write (28 and 30 as uv printed them for a full and a read-only
+    # tmpfs cache in tests/test_faults_disk.py).
+    outputs = {
+        13: f"error: failed to create directory `{cache}/wheels-v5`: Permission denied (os error 13)",
+        28: f"  cause: failed to write to file `{cache}/.tmpX/a.py`: No space left on device (os error 28)",
+        30: f'  cause: Read-only file system (os error 30) at path "{cache}/.tmpB1CmvN"',
+    }
+    for code, output in outputs.items():
+        found = uv_write_failure(
+            output, doing="cannot lock layer 'x'", environ={"UV_CACHE_DIR": str(cache)}
+        )
+        assert isinstance(found, DiskError), code
+        assert found.message.startswith(f"cannot lock layer 'x': uv could not write to {cache}/")
+        assert f"(os error {code})" in found.message and "set by UV_CACHE_DIR" in found.message
+        assert found.hint is not None and "UV_CACHE_DIR" in found.hint
+        assert ("free some space" in found.hint) == (code == 28)
+    # Outside uv's cache (e.g. the build folder): the folder, without blaming the cache.
+    other = uv_write_failure(outputs[30], doing="d", environ={"UV_CACHE_DIR": str(tmp_path / "c")})
+    assert other is not None and "uv's cache" not in other.message
+    assert other.hint is not None and other.hint.startswith("make that folder writable")
+    # Not a write failure: left to the resolution and network checks.
+    assert uv_write_failure("error: No solution found when resolving", doing="d") is None
+    assert uv_write_failure("No such file or directory (os error 2)", doing="d") is None
+
+
 def test_missing_wheels_for_some_platforms_suggest_platforms(make_stack, wheels: Path) -> None:
     build_wheel(wheels, "native", "1.0", tag="cp312-cp312-manylinux_2_17_x86_64")
     stack = make_stack(runtime("dep") + framework("web", "native"), local(wheels))

@@ -83,8 +83,9 @@ def render_launcher(base_python: str, dynlib_dirs: list[str], *, macos: bool = F
     lines = [
         f"#!{shell}",
         f"# {GENERATED}",
-        "# Runs the base Python as this virtual environment; paths are relative to this",
-        "# script, so the deployment folder can be moved.",
+        "# Runs the base Python as this virtual environment; paths here are relative to this",
+        "# script, but pyvenv.cfg and sitecustomize.py hold absolute ones: after moving the",
+        "# deployment folder, run each layer's postinstall.py (or stacks deploy) again.",
         "set -eu",
         'script_path="$(readlink -f -- "$0")"',
         'script_dir="$(dirname -- "$script_path")"',
