@@ -32,6 +32,8 @@ _KIND_FIELDS = {
 # What no folder name can hold: path separators, control characters, and lone
 # surrogates (which no file system encoding can write).
 _NAME_BAD_CHARS = re.compile(r"[/\\\x00-\x1f\x7f\ud800-\udfff]")
+# The oldest runtime Python: uv and the post-install step support nothing older.
+MIN_PYTHON = (3, 8)
 _IMPLEMENTATION = re.compile(
     r"(?P<impl>[A-Za-z]+)@(?P<version>[0-9]+\.[0-9]+(?:\.[0-9]+)?(?:(?:a|b|rc)[0-9]+)?)"
 )
@@ -203,6 +205,15 @@ class LayerReader(FieldReader):
                 "python_implementation",
                 f"unsupported implementation {show(match.group('impl'))}",
                 "stacks builds CPython runtimes only: use 'cpython@X.Y'",
+            )
+            draft.broken = True
+        elif tuple(map(int, re.findall(r"[0-9]+", match.group("version"))[:2])) < MIN_PYTHON:
+            self.report.problem(
+                env,
+                "python_implementation",
+                f"CPython {match.group('version')} is older than the oldest runtime stacks "
+                f"builds ({'.'.join(map(str, MIN_PYTHON))})",
+                'use a supported CPython, e.g. python_implementation = "cpython@3.12"',
             )
             draft.broken = True
         else:

@@ -346,6 +346,15 @@ EXPECTED_ERRORS: dict[str, list[Expected]] = {
             r'e.g. python_implementation = "cpython@3.12"',
         )
     ],
+    "error_python_too_old.toml": [
+        Expected(
+            "cpython-3.7",
+            "python_implementation",
+            r"CPython 3.7 is older than the oldest runtime stacks builds \(3.8\)",
+            r"cpython@3.12",
+        ),
+        Expected("cpython-2.7", "python_implementation", r"CPython 2.7.18 is older"),
+    ],
     "error_unsupported_implementation.toml": [
         Expected("pypy-3.10", "python_implementation", r"unsupported implementation 'pypy'")
     ],
