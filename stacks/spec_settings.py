@@ -188,14 +188,12 @@ def load_settings(
                 "unknown setting",
                 did_you_mean(str(key), _TOOL_STACKS_FIELDS),
             )
-    source = table.get("runtime_source", "python-build-standalone")
-    origin = "tool.stacks.runtime_source"
-    for override, label in (
-        (environ.get("STACKS_RUNTIME_SOURCE"), "STACKS_RUNTIME_SOURCE (environment)"),
-        (runtime_source, "--runtime-source"),
-    ):
-        if override:
-            source, origin = override, label
+    source, origin = _overridden(
+        table.get("runtime_source", "python-build-standalone"),
+        "runtime_source",
+        environ.get("STACKS_RUNTIME_SOURCE"),
+        runtime_source,
+    )
     if source not in RUNTIME_SOURCES:
         report.problem(
             None,
@@ -204,14 +202,12 @@ def load_settings(
             f"use one of {', '.join(repr(s) for s in RUNTIME_SOURCES)}",
         )
         source = "python-build-standalone"
-    mirror = table.get("python_mirror")
-    origin = "tool.stacks.python_mirror"
-    for override, label in (
-        (environ.get("STACKS_PYTHON_MIRROR"), "STACKS_PYTHON_MIRROR (environment)"),
-        (python_mirror, "--python-mirror"),
-    ):
-        if override:
-            mirror, origin = override, label
+    mirror, origin = _overridden(
+        table.get("python_mirror"),
+        "python_mirror",
+        environ.get("STACKS_PYTHON_MIRROR"),
+        python_mirror,
+    )
     if mirror is not None and (
         not isinstance(mirror, str) or not re.match(r"^(https?|file)://", mirror)
     ):
@@ -225,3 +221,21 @@ def index_hint(name: str, index_names: set[str]) -> str:
     if not index_names:
         return "define it as a [[tool.uv.index]] entry with this name"
     return did_you_mean(name, index_names) or f"known indexes: {', '.join(sorted(index_names))}"
+
+
+def _overridden(
+    value: Any, setting: str, from_environment: str | None, from_command_line: str | None
+) -> tuple[Any, str]:
+    """A `[tool.stacks]` setting after its overrides, with where it came from (for messages).
+
+    The command line wins over `STACKS_<SETTING>` in the environment, which wins over the spec.
+    """
+    variable = f"STACKS_{setting.upper()}"
+    option = "--" + setting.replace("_", "-")
+    for override, origin in (
+        (from_command_line, option),
+        (from_environment, f"{variable} (environment)"),
+    ):
+        if override:
+            return override, origin
+    return value, f"tool.stacks.{setting}"
