@@ -56,13 +56,15 @@ def _run(argv: Sequence[str] | None) -> int:
     _tolerant_output()
     parser = _build_parser()
     args, extra = parser.parse_known_args(argv)
+    # Errors about a command's arguments show that command's usage.
+    command_parser = getattr(args, "command_parser", parser)
     if extra and getattr(args, "handler", None) is _cmd_deploy:
         # `stacks deploy DIR --target T LAYER...`: layers may follow the options too.
         if any(word.startswith("-") for word in extra):
-            parser.error(f"unrecognized arguments: {' '.join(extra)}")
+            command_parser.error(f"unrecognized arguments: {' '.join(extra)}")
         args.layers = [*args.layers, *extra]
     elif extra:
-        parser.error(f"unrecognized arguments: {' '.join(extra)}")
+        command_parser.error(f"unrecognized arguments: {' '.join(extra)}")
     if getattr(args, "handler", None) is None:
         parser.print_help(sys.stderr)
         return EXIT_USAGE
@@ -113,7 +115,9 @@ def _build_parser() -> argparse.ArgumentParser:
     original_add_parser = commands.add_parser
 
     def add_parser(name: str, **kwargs: Any) -> argparse.ArgumentParser:
-        return original_add_parser(name, parents=[common], **kwargs)
+        command = original_add_parser(name, parents=[common], **kwargs)
+        command.set_defaults(command_parser=command)
+        return command
 
     commands.add_parser = add_parser  # type: ignore[method-assign]
 
@@ -249,6 +253,11 @@ def _build_parser() -> argparse.ArgumentParser:
     verify.add_argument(
         "--export-dir", metavar="DIR", help="export folder (default: where it was exported)"
     )
+    verify.add_argument(
+        "--allow-missing",
+        action="store_true",
+        help="a pattern that matches no layer is a warning, not an error",
+    )
     verify.add_argument("--json", action="store_true", help="print the findings as JSON")
     verify.add_argument(
         "--no-wait", action="store_true", help="fail at once if another run holds the project"
@@ -282,7 +291,7 @@ def _add_run_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "-n",
         "--jobs",
-        type=int,
+        type=_positive_int,
         default=None,
         metavar="N",
         help="run up to N independent tasks at once (default: the number of cores)",
@@ -332,6 +341,17 @@ def _add_lock_arguments(parser: argparse.ArgumentParser, *, reset: bool = True) 
         default=[],
         help="a folder of wheels to lock from (repeatable)",
     )
+
+
+def _positive_int(text: str) -> int:
+    """An argparse type: a whole number of at least 1."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"invalid int value: {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, not {value}")
+    return value
 
 
 def _add_spec_arguments(parser: argparse.ArgumentParser) -> None:
@@ -412,7 +432,8 @@ def _report_unmatched(
                 " or no platform shared by the layers below it); " + hint
             )
         raise UsageError(message, hint=hint)
-    print(f"warning: {message}", file=sys.stderr)
+    if not getattr(args, "quiet", False):
+        print(f"warning: {message}", file=sys.stderr)
 
 
 def _check_reset_patterns(args: argparse.Namespace, spec: Any) -> None:
@@ -723,10 +744,27 @@ def _cmd_list(args: argparse.Namespace) -> int:
         # The tasks of the selected layers (those matched, and the layers they need).
         layers = {layer.env_name for layer in _selected(args, spec, with_dependents=False)}
         names = [name for name in task_graph(ctx) if name.partition(":")[2] in layers]
-    command = ["list", "--all", *(["--status"] if args.status else [])]
     if args.include and not names:
         return 0  # --allow-missing and nothing matched: doit would list everything
-    return run_doit_command(ctx, [*command, *names])
+    if args.status:
+        return _list_status(ctx, names)
+    return run_doit_command(ctx, ["list", "--all", *names])
+
+
+def _list_status(ctx: Any, names: list[str]) -> int:
+    """Each step task with the status `--dry-run` would give it: R run, M may run, U up to date."""
+    from .engine import plan, task_graph
+    from .tasks import all_tasks
+
+    docs = {f"{step}:{task['name']}": task.get("doc", "") for step, task in all_tasks(ctx)}
+    planned = {item.task: item.status for item in plan(ctx, names or list(task_graph(ctx)))}
+    shown = sorted(names or planned)
+    width = max(map(len, shown), default=0) + 3
+    codes = {"run": "R", "maybe": "M", "up-to-date": "U"}
+    for name in shown:
+        print(f"{codes[planned[name]]} {name:<{width}}{docs.get(name, '')}")
+    print("R: will run, M: may run (after a task it needs), U: up to date", file=sys.stderr)
+    return 0
 
 
 def _cmd_info(args: argparse.Namespace) -> int:
@@ -788,26 +826,33 @@ def _tasks_for(args: argparse.Namespace, ctx: Any) -> list[str]:
 
 
 def _cmd_forget(args: argparse.Namespace) -> int:
-    from .engine import project_lock, run_doit_command
+    from .engine import project_lock
     from .tasks import task_stamp
 
     spec = _load(args)
     ctx = _context(args, spec)
     names = _tasks_for(args, ctx)
+    # The stamps alone decide what is up to date (doit's own database does not).
     with project_lock(ctx.cache_dir, wait=not args.no_wait):
         for name in names:
             if not name.startswith("lock:"):
                 task_stamp(ctx, name).unlink(missing_ok=True)
-    code = run_doit_command(ctx, ["forget", *names], wait=not args.no_wait)
     locks = sum(1 for name in names if name.startswith("lock:"))
-    print(f"forgot {len(names) - locks} task(s); they will run again", file=sys.stderr)
-    if locks:
+    if not args.quiet:
+        forgotten = len(names) - locks
         print(
-            "note: lock tasks follow the committed lock files; "
-            "`stacks lock SPEC --reset-lock PATTERN` re-resolves them",
+            f"forgot {forgotten} task(s); they will run again"
+            if forgotten
+            else "nothing to forget",
             file=sys.stderr,
         )
-    return code
+        if locks:
+            print(
+                "note: lock tasks follow the committed lock files; "
+                "`stacks lock SPEC --reset-lock PATTERN` re-resolves them",
+                file=sys.stderr,
+            )
+    return 0
 
 
 def _cmd_clean(args: argparse.Namespace) -> int:
@@ -837,7 +882,8 @@ def _cmd_clean(args: argparse.Namespace) -> int:
             )
             if stack_manifest_path(folder_ctx, step).is_file():
                 run_manifest(folder_ctx, step)
-    print(f"removed {removed} item(s) for {len(names)} task(s)", file=sys.stderr)
+    if not args.quiet:
+        print(f"removed {removed} item(s) for {len(names)} task(s)", file=sys.stderr)
     return 0
 
 
@@ -870,7 +916,9 @@ def _cmd_verify(args: argparse.Namespace) -> int:
         document = {"ok": not failed, "findings": [f.to_json() for f in findings]}
         print(json.dumps(document, indent=2))
     else:
-        print(render(findings))
+        text = render(findings, quiet=args.quiet)
+        if text:
+            print(text)
     return 1 if failed else 0
 
 

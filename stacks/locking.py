@@ -420,13 +420,22 @@ def _changes(recorded: Any, current: Mapping[str, Any], fallback: str) -> list[s
             else:
                 found.append(f"{label} changed: {_short(old)} -> {_short(new)}")
         else:
-            found.append(f"{label} changed: {old!r} -> {new!r}")
+            found.append(f"{label} changed: {_plain(old)} -> {_plain(new)}")
     return found or [fallback]
 
 
 def _label_order(key: str) -> tuple[int, str]:
     order = list(_LABELS)
     return (order.index(key) if key in order else len(order), key)
+
+
+def _plain(value: Any) -> str:
+    """A recorded setting in words: on/off for flags, 'none' when unset, else quoted."""
+    if value is None:
+        return "none"
+    if isinstance(value, bool):
+        return "on" if value else "off"
+    return repr(value)
 
 
 def _short(value: Any) -> str:

@@ -888,6 +888,7 @@ def task_products(ctx: RunContext, name: str) -> list[Path]:
 
     The stamp, the task's tree manifest, and the task's outputs: a runtime or build folder,
     an archive with its metadata, an exported layer with its metadata, a stack manifest.
+    Without a stamp (forgotten), the outputs are looked for where this run would write them.
     """
     step, _, env_name = name.partition(":")
     if step == "lock":
@@ -895,6 +896,8 @@ def task_products(ctx: RunContext, name: str) -> list[Path]:
     stamp = task_stamp(ctx, name)
     products = [stamp]
     outputs = (hashing.read_stamp(stamp) or {}).get("outputs") or {}
+    if not outputs and step in ("archive", "export"):
+        outputs = _expected_outputs(ctx, step, env_name)
     if env_name == STACK_TASK:
         if isinstance(outputs.get("path"), str):
             products.append(Path(outputs["path"]))
@@ -918,6 +921,27 @@ def task_products(ctx: RunContext, name: str) -> list[Path]:
                 folder / "__stacks__" / "env_metadata" / metadata_name(ctx, env_name, tagged=False)
             )
     return products
+
+
+def _expected_outputs(ctx: RunContext, step: str, env_name: str) -> dict[str, Any]:
+    """The outputs an archive or export task writes in this run's folder, if they are there."""
+    from .output_folders import EXPORT_MARK
+
+    folder = ctx.output_dir if step == "archive" else ctx.export_dir
+    if folder is None:
+        return {}
+    if env_name == STACK_TASK:
+        return {"path": str(stack_manifest_path(ctx, step))}
+    if step == "archive":
+        return {
+            "output_dir": str(folder),
+            "archive_name": archive_name(ctx, env_name),
+            "metadata_name": metadata_name(ctx, env_name, tagged=ctx.tag_outputs),
+        }
+    target = deployed_name(ctx, env_name)
+    if not (folder / target / EXPORT_MARK).is_file():
+        return {}  # not an export of ours: never removed on a guess
+    return {"export_dir": str(folder), "install_target": target}
 
 
 def remove_products(ctx: RunContext, name: str) -> list[Path]:

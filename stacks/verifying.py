@@ -324,11 +324,14 @@ def _content_tree(root: Path, *, layered: bool) -> dict[str, list[Any]]:
     return found
 
 
-def render(findings: list[Finding]) -> str:
-    """Human-readable lines: one per checked item, then the differences and the fix."""
+def render(findings: list[Finding], *, quiet: bool = False) -> str:
+    """Human-readable lines: one per checked item, then the differences and the fix.
+
+    Quiet: only the items that differ (nothing when all match).
+    """
     lines = []
     for item in findings:
-        if item.status == "absent":
+        if item.status == "absent" or (quiet and not item.failed):
             continue
         label = "ok" if item.status == "ok" else "DIFFERS"
         lines.append(f"{label:8} {item.item:8} {item.layer}  {item.path}")
@@ -338,7 +341,12 @@ def render(findings: list[Finding]) -> str:
             lines.append(f"           fix: {item.fix}")
     failed = sum(f.failed for f in findings)
     checked = sum(f.status != "absent" for f in findings)
-    lines.append(
-        f"{checked} checked, {failed} differ" if failed else f"{checked} checked, all match"
-    )
+    if quiet:
+        pass
+    elif not checked:
+        lines.append("nothing to verify: no lock, build, archive or export is recorded yet")
+    else:
+        lines.append(
+            f"{checked} checked, {failed} differ" if failed else f"{checked} checked, all match"
+        )
     return "\n".join(lines)

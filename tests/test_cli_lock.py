@@ -250,7 +250,7 @@ def test_local_wheels_lock_with_relative_paths_and_reset_lock_re_resolves(
     assert {p["status"] for p in plan if p["task"].startswith("lock:")} == {"up-to-date"}
     plan = stacks("lock", spec, "--index", "--dry-run", "--json").data["plan"]
     reasons = {p["task"]: p["reasons"] for p in plan}
-    assert "no-index changed: True -> False" in reasons["lock:framework-fw"]
+    assert "no-index changed: on -> off" in reasons["lock:framework-fw"]
     assert any("local wheel folders changed" in r for r in reasons["lock:framework-fw"])
 
     # A newer wheel appears: an up-to-date lock keeps its pins ...
@@ -521,6 +521,18 @@ def test_export_never_replaces_a_source_folder(tmp_path: Path) -> None:
     no_traceback(out)
 
 
+def test_bad_job_counts_and_unknown_options_name_the_command(spec_only: Path) -> None:
+    for jobs in ("0", "-1", "abc"):
+        out = stacks("build", spec_only, "-n", jobs, "--dry-run", check=False)
+        assert out.code == 2 and "stacks build: error: argument -n/--jobs" in out.stderr
+    out = stacks("publish", spec_only, "--bogus", check=False)
+    assert out.code == 2
+    assert out.stderr.startswith("usage: ") and "stacks publish: error: unrecognized" in out.stderr
+    # Nothing recorded yet: verify says so instead of "all match".
+    out = stacks("verify", spec_only)
+    assert "nothing to verify" in out.stdout
+
+
 def test_unknown_task_for_info_exits_2(spec_only: Path) -> None:
     out = stacks("info", spec_only, "lock:nothing", check=False)
     assert out.code == 2 and "unknown task 'lock:nothing'" in out.stderr
@@ -585,7 +597,10 @@ def test_forget_and_clean_do_what_their_help_says(wheel_project: Path) -> None:
     # forget --include: only the matching layer's tasks run again.
     out = stacks("forget", spec, "--include", "app-*")
     no_traceback(out)
+    assert out.stdout == ""
     assert "forgot 3 task(s)" in out.stderr  # build:, archive: and export:app-app
+    nothing = stacks("-q", "forget", spec, "--include", "nomatch*", "--allow-missing")
+    assert (nothing.stdout, nothing.stderr) == ("", "")
     assert stacks("build", spec, *options, "--json").ran() == ["build:app-app"]
 
     # forget everything: every step runs again except locking (the lock files are sources).
@@ -624,6 +639,15 @@ def test_forget_and_clean_do_what_their_help_says(wheel_project: Path) -> None:
         assert stack["layers"]["applications"] == []
         assert [e["layer_name"] for e in stack["layers"]["frameworks"]] == ["framework-fw"]
     assert stacks("build", spec, *options, "--json").ran() == ["build:app-app"]
+
+    # A forgotten archive or export (no stamp) is still found where this run would write it.
+    stacks("publish", spec, *options)
+    stacks("export", spec, *options)
+    stacks("forget", spec, "archive:app-app", "export:app-app")
+    assert (artifacts / "app-app.tar.xz").is_file() and (exported / "app-app").is_dir()
+    quiet = stacks("clean", spec, "archive:app-app", "export:app-app", "-q")
+    assert (quiet.stdout, quiet.stderr) == ("", "")
+    assert not (artifacts / "app-app.tar.xz").exists() and not (exported / "app-app").exists()
 
     # clean: every build folder, runtime, archive, export and stamp; the lock files stay.
     stacks("clean", spec)

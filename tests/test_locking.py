@@ -437,7 +437,7 @@ def test_lock_options_are_lock_inputs(make_stack, wheels: Path) -> None:
     stack = make_stack(runtime("dep"), local(wheels))
     stack.lock()
     other = LockOptions(local_wheels=(wheels,))
-    assert stack.state("cpython-3.12", other).reasons == ("no-index changed: True -> False",)
+    assert stack.state("cpython-3.12", other).reasons == ("no-index changed: on -> off",)
     moved = local(wheels.parent / "elsewhere")
     assert stack.state("cpython-3.12", moved).reasons == (
         "local wheel folders changed: [../wheels] -> [../elsewhere]",
