@@ -768,9 +768,9 @@ def _list_status(ctx: Any, names: list[str]) -> int:
 
 
 def _cmd_info(args: argparse.Namespace) -> int:
-    from .engine import closure, plan, run_doit_command, task_graph
+    from .engine import closure, plan, task_graph
     from .hashing import read_stamp
-    from .tasks import is_current, task_stamp
+    from .tasks import all_tasks, is_current, task_products, task_stamp
 
     spec = _load(args)
     ctx = _context(args, spec)
@@ -794,15 +794,21 @@ def _cmd_info(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(data, indent=2))
         return 0
-    # doit's own status line would show our check functions' arguments; ours says why in words.
-    code = run_doit_command(ctx, ["info", "--no-status", args.task])
+    # In words, not doit's `info` (it would show our check functions and their arguments).
+    doc = next((t.get("doc", "") for s, t in all_tasks(ctx) if f"{s}:{t['name']}" == args.task), "")
+    print(f"{args.task}: {doc}")
+    print(f"needs: {', '.join(data['depends_on']) or 'nothing'}")
+    stamps = ctx.cache_dir / "stamps"
+    products = [p for p in task_products(ctx, args.task) if p.exists() and stamps not in p.parents]
+    if products:
+        print("wrote: " + "\n       ".join(map(str, products)))
     label = {"run": "will run", "maybe": "may run", "up-to-date": "up to date"}[planned.status]
     print(f"status: {label}")
     for reason in data["reasons"]:
         print(f"  because: {reason}")
     if data["last_finished"]:
         print(f"last finished: {data['last_finished']}")
-    return code
+    return 0
 
 
 def _tasks_for(args: argparse.Namespace, ctx: Any) -> list[str]:
