@@ -180,7 +180,11 @@ def test_info_says_why_a_lock_would_run(locked: tuple[Path, Outcome], tmp_path: 
     # Committed locks stay valid in another folder: only the runtime is provided.
     assert stacks("lock", spec, "--json").ran() == ["runtime:cpython-3.12"]
     current = stacks("info", spec, "lock:framework-fw")
+    assert current.stdout.startswith("lock:framework-fw: lock framework-fw for linux_x86_64")
+    assert "\nneeds: runtime:cpython-3.12, lock:cpython-3.12\n" in current.stdout
     assert "status: up to date" in current.stdout
+    runtime = stacks("info", spec, "runtime:cpython-3.12").stdout
+    assert f"wrote: {spec.parent / 'cache' / 'runtimes' / 'cpython-3.12'}\n" in runtime
     replace_in(spec, '["attrs"]', '["attrs", "iniconfig"]')
 
     own = stacks("info", spec, "lock:framework-fw")
