@@ -35,7 +35,7 @@ except StacksError as _error:
 _CTX = RunContext(
     spec=_SPEC,
     cache_dir=_SPEC.spec_dir / "cache",
-    lock_options=LockOptions(),
+    lock_options=LockOptions(given=False),  # each lock keeps the index settings it recorded
     output_dir=_SPEC.spec_dir / "_artifacts",
     export_dir=_SPEC.spec_dir / "_export",
 )

@@ -246,6 +246,11 @@ def test_local_wheels_lock_with_relative_paths_and_reset_lock_re_resolves(
     assert 'path = "../../wheels/tinypkg-1.0-py3-none-any.whl"' in fw
     assert str(spec.parent) not in fw and "file:" not in fw
     assert lock_meta(spec, "app-app")["inputs"]["other"]["local_wheels"] == ["wheels"]
+    # doit through the root dodo.py (which takes no index options) agrees: nothing to lock.
+    by_doit = doit("lock", f"spec={spec}")
+    assert not [line for line in by_doit.stdout.splitlines() if line.startswith(".")], (
+        by_doit.stdout
+    )
     assert 'shared-from = "framework-fw"' in pylock(spec, "app-app")
 
     # The lock records how it was made. Without any index option a run keeps those settings
