@@ -827,7 +827,7 @@ def _tasks_for(args: argparse.Namespace, ctx: Any) -> list[str]:
 
 def _cmd_forget(args: argparse.Namespace) -> int:
     from .engine import project_lock
-    from .tasks import task_stamp
+    from .tasks import recorded_stamps
 
     spec = _load(args)
     ctx = _context(args, spec)
@@ -836,7 +836,8 @@ def _cmd_forget(args: argparse.Namespace) -> int:
     with project_lock(ctx.cache_dir, wait=not args.no_wait):
         for name in names:
             if not name.startswith("lock:"):
-                task_stamp(ctx, name).unlink(missing_ok=True)
+                for stamp in recorded_stamps(ctx, name):  # of every destination
+                    stamp.unlink(missing_ok=True)
     locks = sum(1 for name in names if name.startswith("lock:"))
     if not args.quiet:
         forgotten = len(names) - locks
