@@ -248,10 +248,14 @@ def _build_parser() -> argparse.ArgumentParser:
         "--cache-dir", metavar="DIR", help="cache folder (default: <spec dir>/cache)"
     )
     verify.add_argument(
-        "--output-dir", metavar="DIR", help="publish folder (default: where it was published)"
+        "--output-dir",
+        metavar="DIR",
+        help="publish folder (default: every folder it was published to)",
     )
     verify.add_argument(
-        "--export-dir", metavar="DIR", help="export folder (default: where it was exported)"
+        "--export-dir",
+        metavar="DIR",
+        help="export folder (default: every folder it was exported to)",
     )
     verify.add_argument(
         "--allow-missing",

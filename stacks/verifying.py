@@ -3,8 +3,8 @@
 `verify_stack` checks, for every layer of a spec: the committed lock against its metadata,
 a runtime layer's provided runtime (`<cache>/runtimes/<env>`), the build folder and the
 export folder against the tree manifests the runtime, build and export steps recorded
-(`<cache>/stamps/<step>/<env>.manifest.json`, xxh3 of every file), and the archive against
-the sha256 in its stamp and publish metadata.
+(`<cache>/stamps/<step>/[<key>/]<env>.manifest.json`, xxh3 of every file), and the archives
+against the sha256 in their stamps and publish metadata, in every destination recorded.
 
 `verify_deployed` checks a deployment folder: every layer with a deploy marker is compared
 with `.stacks-content.json`, the sha256 of every entry that deploy unpacked from an archive
