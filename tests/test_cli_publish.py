@@ -321,12 +321,13 @@ def test_deploy_named_layers_brings_what_they_need(pair: tuple[Path, Path], tmp_
     quiet = stacks("-q", "deploy", published, "--target", target, "app-two")
     assert (quiet.stdout, quiet.stderr) == ("", "")
     for args, message in (
-        ((tmp_path / "nothing here", "--target", target), "no stack metadata"),
+        ((tmp_path / "nothing here", "--target", target), "here does not exist\n  hint: "),
         ((published, "--target", target, "app-three"), "no layer 'app-three'"),
         ((published, "--target", target / "app-two" / "postinstall.py"), "is not a folder"),
     ):
         bad = stacks("deploy", *args, check=False)
         assert bad.code == 2 and message in bad.stderr
+        assert bad.stderr.startswith("error: ")
         no_traceback(bad)
 
 
