@@ -248,10 +248,14 @@ def _build_parser() -> argparse.ArgumentParser:
         "--cache-dir", metavar="DIR", help="cache folder (default: <spec dir>/cache)"
     )
     verify.add_argument(
-        "--output-dir", metavar="DIR", help="publish folder (default: where it was published)"
+        "--output-dir",
+        metavar="DIR",
+        help="publish folder (default: every folder it was published to)",
     )
     verify.add_argument(
-        "--export-dir", metavar="DIR", help="export folder (default: where it was exported)"
+        "--export-dir",
+        metavar="DIR",
+        help="export folder (default: every folder it was exported to)",
     )
     verify.add_argument(
         "--allow-missing",
@@ -833,7 +837,7 @@ def _tasks_for(args: argparse.Namespace, ctx: Any) -> list[str]:
 
 def _cmd_forget(args: argparse.Namespace) -> int:
     from .engine import project_lock
-    from .tasks import task_stamp
+    from .tasks import recorded_stamps
 
     spec = _load(args)
     ctx = _context(args, spec)
@@ -842,7 +846,8 @@ def _cmd_forget(args: argparse.Namespace) -> int:
     with project_lock(ctx.cache_dir, wait=not args.no_wait):
         for name in names:
             if not name.startswith("lock:"):
-                task_stamp(ctx, name).unlink(missing_ok=True)
+                for stamp in recorded_stamps(ctx, name):  # of every destination
+                    stamp.unlink(missing_ok=True)
     locks = sum(1 for name in names if name.startswith("lock:"))
     if not args.quiet:
         forgotten = len(names) - locks

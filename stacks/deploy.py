@@ -107,6 +107,13 @@ def current_platform() -> str:
 
 def read_manifest(archive_dir: Path, *, platform_name: str | None = None) -> list[LayerRecord]:
     """The layers of `ARCHIVE_DIR/__stacks__/stack[-platform].json`, lowest kind first."""
+    if not archive_dir.is_dir():
+        problem = "is not a folder" if archive_dir.exists() else "does not exist"
+        raise DeployError(
+            f"ARCHIVE_DIR {archive_dir} {problem}",
+            exit_code=2,
+            hint=f"give the publish output folder (the one holding the archives and {METADATA_DIR}/)",
+        )
     folder = archive_dir / METADATA_DIR
     names = ["stack.json", f"stack-{platform_name or current_platform()}.json"]
     if platform_name:
@@ -117,9 +124,9 @@ def read_manifest(archive_dir: Path, *, platform_name: str | None = None) -> lis
             break
     else:
         raise DeployError(
-            f"no stack metadata in {folder} (looked for {' and '.join(names)}); "
-            "point ARCHIVE_DIR at the folder holding the archives and __stacks__/",
+            f"no stack metadata in {folder} (looked for {' and '.join(names)})",
             exit_code=2,
+            hint=f"point ARCHIVE_DIR at the folder holding the archives and {METADATA_DIR}/",
         )
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
@@ -300,7 +307,8 @@ def verify_archive(archive: Path, record: LayerRecord) -> None:
         if size != record.size:
             raise DeployError(
                 f"{record.install_target}: {archive} is {size} bytes, the metadata says "
-                f"{record.size}; the archive is incomplete or was replaced"
+                f"{record.size}; the archive is incomplete or was replaced",
+                hint="copy the archive again from the publish folder (or publish again), then deploy",
             )
         digest = hashlib.sha256()
         with open(archive, "rb") as handle:
@@ -311,7 +319,8 @@ def verify_archive(archive: Path, record: LayerRecord) -> None:
     if digest.hexdigest() != record.sha256:
         raise DeployError(
             f"{record.install_target}: sha256 of {archive} is {digest.hexdigest()}, the "
-            f"metadata says {record.sha256}; refusing a tampered or corrupt archive"
+            f"metadata says {record.sha256}; refusing a tampered or corrupt archive",
+            hint="copy the archive again from the publish folder (or publish again), then deploy",
         )
 
 
@@ -604,8 +613,8 @@ def _run_postinstall(layer: Path, record: LayerRecord) -> None:
     python = _layer_python(layer, record)
     if not os.access(python, os.X_OK):
         raise DeployError(
-            f"{record.install_target}: base Python {python} is missing; "
-            f"deploy its runtime {record.runtime_layer} too"
+            f"{record.install_target}: base Python {python} is missing",
+            hint=f"deploy its runtime {record.runtime_layer} too",
         )
     env = {k: v for k, v in os.environ.items() if not k.startswith("PYTHON")}
     env.pop("VIRTUAL_ENV", None)
@@ -665,10 +674,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         deployed = deploy(args.archive_dir, args.target, args.layers, platform_name=args.platform)
     except DeployError as exc:
-        print(f"deploy: error: {exc}", file=sys.stderr)
+        # As the rest of stacks: `error: <message>`, then `  hint: <fix>` on its own line.
+        print(f"error: {exc}", file=sys.stderr)
         return exc.exit_code
     except OSError as exc:
-        print(f"deploy: error: {exc}", file=sys.stderr)
+        print(f"error: {exc}", file=sys.stderr)
         return 1
     if args.quiet:
         return 0

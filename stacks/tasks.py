@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterator
+from contextlib import suppress
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 from fnmatch import fnmatchcase
@@ -22,6 +23,7 @@ from .errors import StacksError
 from .spec import LayerKind, LayerSpec, StackSpec
 
 STEPS = ("runtime", "lock", "build", "archive", "export")
+PUBLISH_STEPS = ("archive", "export")  # steps writing into a destination folder the user picks
 # Bump when the layout a step produces changes, so old outputs are redone.
 _STEP_FORMATS = {"runtime": 2, "build": 1, "archive": 1, "export": 1}
 
@@ -63,8 +65,31 @@ class RunContext:
         return build_platform() or "unknown"
 
     def stamp_path(self, step: str, env_name: str) -> Path:
-        """The stamp a step writes for a layer."""
-        return self.cache_dir / "stamps" / step / f"{env_name}.json"
+        """The stamp a step writes for a layer (or, for step "manifest", a stack manifest).
+
+        Archive and export stamps, and the stack manifest stamps, are kept per destination
+        (`stamps/<step>/<key>/<name>.json`, see `destination_key`): going back to an earlier
+        folder or format whose outputs are intact redoes nothing.
+        """
+        folder = self.cache_dir / "stamps" / step
+        if step in PUBLISH_STEPS:
+            folder = folder / self.destination_key(step)
+        elif step == "manifest":
+            folder = folder / self.destination_key(env_name)
+        return folder / f"{env_name}.json"
+
+    def destination_key(self, step: str) -> str:
+        """A short hash of where a publish or export writes: its folder and the settings naming its files."""
+        if step == "archive":
+            settings: list[Any] = [
+                step,
+                str(self.output_dir),
+                self.archive_format,
+                self.tag_outputs,
+            ]
+        else:
+            settings = [step, str(self.export_dir), self.symlinks]
+        return hashing.hash_json(settings).removeprefix(hashing.PREFIX)[:16]
 
     def runtime_dir(self, env_name: str) -> Path:
         """The provisioned, pristine runtime of a runtime layer."""
@@ -874,7 +899,7 @@ def step_inputs(ctx: RunContext, step: str, env_name: str) -> dict[str, Any] | N
 
 
 def task_stamp(ctx: RunContext, name: str) -> Path:
-    """The stamp file of a task (the stack manifest tasks keep theirs in `stamps/manifest/`)."""
+    """The stamp file of a task for this run's destination (stack manifests: `stamps/manifest/`)."""
     step, _, env_name = name.partition(":")
     return (
         ctx.stamp_path("manifest", step)
@@ -883,26 +908,46 @@ def task_stamp(ctx: RunContext, name: str) -> Path:
     )
 
 
-def task_products(ctx: RunContext, name: str) -> list[Path]:
-    """What a task produced, as its stamp records it (lock files are sources: never listed).
+def recorded_stamps(ctx: RunContext, name: str) -> list[Path]:
+    """Every stamp of a task: this run's, and for archive and export tasks those of other destinations."""
+    step = name.partition(":")[0]
+    current = task_stamp(ctx, name)
+    if step not in PUBLISH_STEPS:
+        return [current]
+    keys = current.parent.parent
+    found = sorted(key / current.name for key in keys.glob("*") if (key / current.name).is_file())
+    legacy = keys / current.name  # from before stamps were kept per destination
+    found += [legacy] if legacy.is_file() else []
+    return found if current in found else [current, *found]
 
-    The stamp, the task's tree manifest, and the task's outputs: a runtime or build folder,
-    an archive with its metadata, an exported layer with its metadata, a stack manifest.
-    Without a stamp (forgotten), the outputs are looked for where this run would write them.
+
+def task_products(ctx: RunContext, name: str) -> list[Path]:
+    """What a task produced, as its stamps record it (lock files are sources: never listed).
+
+    The stamps, the task's tree manifests, and the task's outputs: a runtime or build folder,
+    archives with their metadata, exported layers with their metadata, stack manifests. An
+    archive or export task lists what it made in every destination it has a stamp for, and what
+    it would write in this run's folder (found there even when forgotten).
     """
     step, _, env_name = name.partition(":")
     if step == "lock":
         return []
-    stamp = task_stamp(ctx, name)
-    products = [stamp]
-    outputs = (hashing.read_stamp(stamp) or {}).get("outputs") or {}
-    if not outputs and step in ("archive", "export"):
-        outputs = _expected_outputs(ctx, step, env_name)
+    products: list[Path] = []
+    for stamp in recorded_stamps(ctx, name):
+        outputs = (hashing.read_stamp(stamp) or {}).get("outputs") or {}
+        products += [stamp, *_outputs_of(ctx, step, env_name, stamp, outputs)]
+    if step in PUBLISH_STEPS:
+        products += _outputs_of(ctx, step, env_name, None, _expected_outputs(ctx, step, env_name))
+    return list(dict.fromkeys(products))
+
+
+def _outputs_of(
+    ctx: RunContext, step: str, env_name: str, stamp: Path | None, outputs: dict[str, Any]
+) -> list[Path]:
+    """The files and folders one stamp's outputs name (a tree manifest sits next to its stamp)."""
     if env_name == STACK_TASK:
-        if isinstance(outputs.get("path"), str):
-            products.append(Path(outputs["path"]))
-        return products
-    products.append(manifest_path(ctx, step, env_name))
+        return [Path(outputs["path"])] if isinstance(outputs.get("path"), str) else []
+    products = [] if stamp is None else [stamp.with_suffix(".manifest.json")]
     if step == "runtime":
         products.append(ctx.runtime_dir(env_name))
     elif step == "build":
@@ -913,8 +958,8 @@ def task_products(ctx: RunContext, name: str) -> list[Path]:
             products.append(folder / outputs["archive_name"])
         if _plain_name(outputs.get("metadata_name")):
             products.append(folder / "__stacks__" / "env_metadata" / outputs["metadata_name"])
-    elif step == "export":
-        folder = Path(outputs.get("export_dir") or ctx.export_dir or "")
+    elif step == "export" and isinstance(outputs.get("export_dir"), str):
+        folder = Path(outputs["export_dir"])
         if folder.name and _plain_name(outputs.get("install_target")):
             products.append(folder / outputs["install_target"])
             products.append(
@@ -953,6 +998,10 @@ def remove_products(ctx: RunContext, name: str) -> list[Path]:
         if path.exists() or path.is_symlink():
             remove_tree(path)
             removed.append(path)
+    if name.partition(":")[0] in PUBLISH_STEPS:
+        for stamp in recorded_stamps(ctx, name):
+            with suppress(OSError):
+                stamp.parent.rmdir()  # a destination's stamp folder, once empty
     return removed
 
 
@@ -982,11 +1031,12 @@ def explain(ctx: RunContext, step: str, env_name: str) -> list[str]:
     inputs = step_inputs(ctx, step, env_name)
     if inputs is None:
         return ["what it is made from is not there yet (an earlier step must run first)"]
-    stamp_step = "manifest" if env_name == STACK_TASK else step
-    stamp = hashing.read_stamp(
-        ctx.stamp_path(stamp_step, step if env_name == STACK_TASK else env_name)
-    )
+    stamp = hashing.read_stamp(task_stamp(ctx, task_name(step, env_name)))
     if stamp is None:
+        if step == "archive":
+            return ["never published to this folder with these settings (no stamp)"]
+        if step == "export":
+            return ["never exported to this folder with these settings (no stamp)"]
         return ["never done (no stamp)"]
     recorded = stamp.get("input_detail") or {}
     changed = [

@@ -3,8 +3,8 @@
 `verify_stack` checks, for every layer of a spec: the committed lock against its metadata,
 a runtime layer's provided runtime (`<cache>/runtimes/<env>`), the build folder and the
 export folder against the tree manifests the runtime, build and export steps recorded
-(`<cache>/stamps/<step>/<env>.manifest.json`, xxh3 of every file), and the archive against
-the sha256 in its stamp and publish metadata.
+(`<cache>/stamps/<step>/[<key>/]<env>.manifest.json`, xxh3 of every file), and the archives
+against the sha256 in their stamps and publish metadata, in every destination recorded.
 
 `verify_deployed` checks a deployment folder: every layer with a deploy marker is compared
 with `.stacks-content.json`, the sha256 of every entry that deploy unpacked from an archive
@@ -73,8 +73,8 @@ def verify_stack(ctx: Any, layers: list[Any], spec_arg: str) -> list[Finding]:
             findings.append(_verify_runtime(ctx, layer.env_name, spec_arg))
         if builds_here(ctx, layer):
             findings.append(_verify_build(ctx, layer.env_name, spec_arg))
-            findings.append(_verify_archive(ctx, layer.env_name, spec_arg))
-            findings.append(_verify_export(ctx, layer.env_name, spec_arg))
+            findings += _verify_archives(ctx, layer.env_name, spec_arg)
+            findings += _verify_exports(ctx, layer.env_name, spec_arg)
     return findings
 
 
@@ -129,17 +129,37 @@ def _verify_build(ctx: Any, env_name: str, spec_arg: str) -> Finding:
     return _verify_tree(env_name, "build", tree, build_manifest_path(ctx, env_name), fix)
 
 
-def _verify_export(ctx: Any, env_name: str, spec_arg: str) -> Finding:
-    from .tasks import manifest_path
+def _recorded(ctx: Any, step: str, env_name: str) -> list[tuple[Path, Path, dict[str, Any]]]:
+    """(folder, stamp, stamp data) of every destination a step recorded for a layer.
 
-    stamp = hashing.read_stamp(ctx.stamp_path("export", env_name))
-    if stamp is None:
-        return Finding(env_name, "export", "", "absent")
-    detail = stamp.get("input_detail", {}).get("export") or [None]
-    folder = ctx.export_dir or Path(detail[0] or ctx.spec.spec_dir / "_export")
-    tree = Path(folder) / str(stamp.get("outputs", {}).get("install_target", env_name))
-    fix = f"rm -r {quote(str(tree))} && stacks export {quote(spec_arg)} --output-dir {quote(str(folder))}"
-    return _verify_tree(env_name, "export", tree, manifest_path(ctx, "export", env_name), fix)
+    Only those in the folder `--output-dir`/`--export-dir` names, when given; the newest first.
+    """
+    from .tasks import recorded_stamps, task_name
+
+    given = ctx.output_dir if step == "archive" else ctx.export_dir
+    found = []
+    for path in recorded_stamps(ctx, task_name(step, env_name)):
+        stamp = hashing.read_stamp(path)
+        if stamp is None:
+            continue
+        outputs = stamp.get("outputs", {})
+        folder = outputs.get("output_dir" if step == "archive" else "export_dir")
+        if isinstance(folder, str) and (given is None or Path(folder) == given):
+            found.append((Path(folder), path, stamp))
+    return sorted(found, key=lambda item: str(item[2].get("finished_at")), reverse=True)
+
+
+def _verify_exports(ctx: Any, env_name: str, spec_arg: str) -> list[Finding]:
+    findings = []
+    for folder, path, stamp in _recorded(ctx, "export", env_name):
+        tree = folder / str(stamp.get("outputs", {}).get("install_target", env_name))
+        fix = (
+            f"rm -r {quote(str(tree))} && stacks export {quote(spec_arg)} "
+            f"--output-dir {quote(str(folder))}"
+        )
+        manifest = path.with_suffix(".manifest.json")
+        findings.append(_verify_tree(env_name, "export", tree, manifest, fix))
+    return findings or [Finding(env_name, "export", "", "absent")]
 
 
 def _verify_tree(env_name: str, item: str, tree: Path, manifest: Path, fix: str) -> Finding:
@@ -165,12 +185,16 @@ def _verify_tree(env_name: str, item: str, tree: Path, manifest: Path, fix: str)
     return found
 
 
-def _verify_archive(ctx: Any, env_name: str, spec_arg: str) -> Finding:
-    stamp = hashing.read_stamp(ctx.stamp_path("archive", env_name))
-    if stamp is None:
-        return Finding(env_name, "archive", "", "absent")
+def _verify_archives(ctx: Any, env_name: str, spec_arg: str) -> list[Finding]:
+    findings = [
+        _verify_archive(env_name, folder, stamp, spec_arg)
+        for folder, _, stamp in _recorded(ctx, "archive", env_name)
+    ]
+    return findings or [Finding(env_name, "archive", "", "absent")]
+
+
+def _verify_archive(env_name: str, folder: Path, stamp: dict[str, Any], spec_arg: str) -> Finding:
     outputs = stamp.get("outputs", {})
-    folder = Path(ctx.output_dir or outputs.get("output_dir") or ctx.spec.spec_dir / "_artifacts")
     archive = folder / str(outputs.get("archive_name", ""))
     metadata = folder / "__stacks__" / "env_metadata" / str(outputs.get("metadata_name", ""))
     found = Finding(env_name, "archive", str(archive), "ok")
@@ -193,9 +217,17 @@ def _verify_archive(ctx: Any, env_name: str, spec_arg: str) -> Finding:
         found.status, found.differences = "differs", problems
         found.fix = (
             f"rm -f {quote(str(archive))} && stacks publish {quote(spec_arg)} "
-            f"--output-dir {quote(str(folder))}"
+            f"--output-dir {quote(str(folder))}{_publish_options(env_name, stamp)}"
         )
     return found
+
+
+def _publish_options(env_name: str, stamp: dict[str, Any]) -> str:
+    """The publish options (besides the folder) that made a recorded archive: format, tags."""
+    detail = stamp.get("input_detail", {}).get("archive") or [None, "tar.xz"]
+    options = f" --format {quote(str(detail[1]))}" if detail[1] != "tar.xz" else ""
+    tagged = stamp.get("outputs", {}).get("metadata_name") not in (None, f"{env_name}.json")
+    return options + (" --tag-outputs" if tagged else "")
 
 
 def _sha256(path: Path) -> str:

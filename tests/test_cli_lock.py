@@ -575,7 +575,11 @@ def outputs_of(spec: Path) -> set[str]:
         else set()
     )
     found |= {f"runtimes/{p.name}" for p in (cache / "runtimes").glob("*")}
-    found |= {p.relative_to(cache).as_posix() for p in (cache / "stamps").rglob("*.json")}
+    stamps = [p.relative_to(cache).parts for p in (cache / "stamps").rglob("*.json")]
+    # Archive, export and stack manifest stamps sit in a folder per destination (a hash).
+    found |= {
+        "/".join(parts if len(parts) == 3 else (*parts[:2], "<key>", parts[3])) for parts in stamps
+    }
     return found
 
 
@@ -633,9 +637,9 @@ def test_forget_and_clean_do_what_their_help_says(wheel_project: Path) -> None:
         "build/app-app",
         "stamps/build/app-app.json",
         "stamps/build/app-app.manifest.json",  # archives have no tree manifest
-        "stamps/archive/app-app.json",
-        "stamps/export/app-app.json",
-        "stamps/export/app-app.manifest.json",
+        "stamps/archive/<key>/app-app.json",
+        "stamps/export/<key>/app-app.json",
+        "stamps/export/<key>/app-app.manifest.json",
     }
     assert before_published - published_files(artifacts, exported) == {
         "_artifacts/app-app.tar.xz",

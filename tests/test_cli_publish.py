@@ -23,6 +23,7 @@ from projects import (
     EXCLUDE_NEWER,
     LOCKED_AT,
     PYTHON_310,
+    SMALL_STACK,
     no_traceback,
     private_uv_cache,
     sha256_of,
@@ -320,12 +321,13 @@ def test_deploy_named_layers_brings_what_they_need(pair: tuple[Path, Path], tmp_
     quiet = stacks("-q", "deploy", published, "--target", target, "app-two")
     assert (quiet.stdout, quiet.stderr) == ("", "")
     for args, message in (
-        ((tmp_path / "nothing here", "--target", target), "no stack metadata"),
+        ((tmp_path / "nothing here", "--target", target), "here does not exist\n  hint: "),
         ((published, "--target", target, "app-three"), "no layer 'app-three'"),
         ((published, "--target", target / "app-two" / "postinstall.py"), "is not a folder"),
     ):
         bad = stacks("deploy", *args, check=False)
         assert bad.code == 2 and message in bad.stderr
+        assert bad.stderr.startswith("error: ")
         no_traceback(bad)
 
 
@@ -479,12 +481,10 @@ def test_incremental_publish_versioned_layers_and_tagged_outputs(
 ) -> None:
     spec = pair[1]  # copy B: changed from here on
     out = spec.parent / "out-tar.gz"
-    # 1. Copy B published tar.xz last: going back to tar.gz only re-archives (the archive
-    # stamp remembers one publish), keeping archive_build as the bytes are the same.
-    assert {task.partition(":")[0] for task in statuses_ran(spec)} == {"archive"}
-    assert {e["archive_build"] for e in stack_entries(out).values()} == {1}
-    # Nothing changed: nothing runs.
+    # 1. Copy B published tar.xz last: going back to tar.gz redoes nothing (a stamp per
+    # destination), and archive_build stays 1.
     assert statuses_ran(spec) == []
+    assert {e["archive_build"] for e in stack_entries(out).values()} == {1}
 
     # 2. One app changes: only that app is rebuilt and re-archived.
     before = {p.name: sha256_of(p) for p in out.glob("*.tar.gz")}
@@ -568,3 +568,48 @@ def test_incremental_publish_versioned_layers_and_tagged_outputs(
     third = tmp_path / f"{ODD} tagged"
     stacks("deploy", tagged, "--target", third)
     assert_apps_run_from(third, versions)
+
+
+# ---------------------------------------------------------------- destinations
+
+
+def test_going_back_to_an_earlier_folder_or_format_redoes_nothing(tmp_path: Path) -> None:
+    """A stamp per destination: A (tar.gz), B (zip), A again runs nothing; clean empties both."""
+    spec = write_project(tmp_path / "project", SMALL_STACK, {"app.py": "print('app')\n"})
+    a, b = tmp_path / "publish A", tmp_path / "publish B"
+    ran = stacks("publish", spec, "--format", "tar.gz", "--output-dir", a, "--json").ran("archive")
+    assert "archive:app-app" in ran
+    assert stacks("publish", spec, "--format", "zip", "--output-dir", b, "--json").ran("archive")
+    again = stacks("publish", spec, "--format", "tar.gz", "--output-dir", a, "--json")
+    assert again.ran() == []
+    dry = stacks("publish", spec, "--format", "tar.gz", "--output-dir", a, "--dry-run")
+    assert "archive changed" not in dry.stdout + dry.stderr
+    # `stacks info` looks at the default folder, never published to.
+    info = stacks("info", spec, "archive:app-app", "--json").data
+    assert info["status"] == "run"
+    assert any("never published to this folder" in r for r in info["reasons"])
+
+    e1, e2 = tmp_path / "export 1", tmp_path / "export 2"
+    assert stacks("export", spec, "--output-dir", e1, "--json").ran("export")
+    assert stacks("export", spec, "--output-dir", e2, "--json").ran("export")
+    assert stacks("export", spec, "--output-dir", e1, "--json").ran() == []
+
+    # verify checks every recorded destination, or the one named.
+    findings = stacks("verify", spec, "--json").data["findings"]
+    paths = {f["path"] for f in findings if f["layer"] == "app-app" and f["status"] == "ok"}
+    assert {str(a / "app-app.tar.gz"), str(b / "app-app.zip")} <= paths
+    assert {str(e1 / "app-app"), str(e2 / "app-app")} <= paths
+    (b / "app-app.zip").write_bytes(b"damaged")
+    assert stacks("verify", spec, "--output-dir", a).code == 0
+    damaged = stacks("verify", spec, check=False)
+    assert (
+        damaged.code == 1 and f"--output-dir {shlex.quote(str(b))} --format zip" in damaged.stdout
+    )
+
+    stacks("clean", spec)
+    for folder in (a, b):
+        assert not [p for p in folder.iterdir() if p.is_file()], folder
+        assert not list((folder / "__stacks__").rglob("*.json")), folder
+    for folder in (e1, e2):
+        assert sorted(os.listdir(folder)) in ([], ["__stacks__"]), folder
+    assert not list((spec.parent / "cache" / "stamps").rglob("*.json"))

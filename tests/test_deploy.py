@@ -225,7 +225,16 @@ def test_cli_exit_codes_and_output(
     err = capsys.readouterr().err
     assert "no layer 'nope'" in err and "Traceback" not in err
     assert main([str(tmp_path), "--target", str(target)]) == 2
-    assert "no stack metadata" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    # As the rest of stacks: `error: <message>`, the fix on a `  hint:` line of its own.
+    assert err.startswith(f"error: no stack metadata in {tmp_path / '__stacks__'} (looked for ")
+    assert "\n  hint: point ARCHIVE_DIR at the folder holding the archives" in err
+    assert main([str(tmp_path / "missing"), "--target", str(target)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: ARCHIVE_DIR {tmp_path / 'missing'} does not exist\n  hint: ")
+    archive = next(published.glob(f"{APP}.*"))
+    assert main([str(archive), "--target", str(target)]) == 2
+    assert f"error: ARCHIVE_DIR {archive} is not a folder\n" in capsys.readouterr().err
 
 
 def test_module_and_standalone_script(published: Path, tmp_path: Path) -> None:
@@ -236,6 +245,7 @@ def test_module_and_standalone_script(published: Path, tmp_path: Path) -> None:
         check=False,
     )
     assert done.returncode == 2 and "Traceback" not in done.stderr
+    assert done.stderr.startswith(f"error: ARCHIVE_DIR {tmp_path / 'missing'} does not exist")
     alone = tmp_path / "alone"
     alone.mkdir()
     shutil.copy2(deploy_module.__file__, alone / "deploy.py")

@@ -84,12 +84,12 @@ class Project:
             "publish": [
                 self.root / "_artifacts",
                 stamps / "archive",
-                stamps / "manifest" / "archive.json",
+                *stamps.glob("manifest/*/archive.json"),  # one per destination
             ],
             "export": [
                 self.root / "_export",
                 stamps / "export",
-                stamps / "manifest" / "export.json",
+                *stamps.glob("manifest/*/export.json"),  # one per destination
             ],
         }[step]
         for path in doomed:
