@@ -467,19 +467,36 @@ def _read_owner(path: Path) -> str:
 
 @contextlib.contextmanager
 def sigterm_as_interrupt() -> Iterator[None]:
-    """Treat SIGTERM like Ctrl-C, so doit saves its state and steps clean up their temp files."""
+    """Treat SIGTERM like Ctrl-C, so doit saves its state and steps clean up their temp files.
+
+    In processes forked from this one, both signals end the process at once until it sets
+    its own handlers (see `prepare_workers`).
+    """
     if os.name != "posix":
         yield
         return
 
+    owner = os.getpid()
+
     def _raise(signum: int, frame: Any) -> None:
+        if os.getpid() != owner:
+            # A worker forked from here that is still starting (inside Python's at-fork
+            # hooks, before `prepare_workers` gave it its own handlers): raising there would
+            # only print "Exception ignored ... Traceback". It has done nothing yet: stop.
+            os._exit(128 + signum)
         raise KeyboardInterrupt
 
-    previous = signal.signal(signal.SIGTERM, _raise)
+    previous_term = signal.signal(signal.SIGTERM, _raise)
+    # Ctrl-C reaches the whole process group, workers included: the same rule for SIGINT
+    # (unless it is ignored, e.g. in a background job).
+    ours_int = signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    previous_int = signal.signal(signal.SIGINT, _raise) if ours_int else None
     try:
         yield
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        signal.signal(signal.SIGTERM, previous_term)
+        if previous_int is not None:
+            signal.signal(signal.SIGINT, previous_int)
 
 
 _WORKERS_PREPARED: list[int] = []
