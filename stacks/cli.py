@@ -551,7 +551,7 @@ def _context(args: argparse.Namespace, spec: Any) -> Any:
 
     from .locking import LockOptions
     from .output_folders import check_path_encoding
-    from .tasks import RunContext
+    from .run_context import RunContext
 
     def folder(value: str | None, default: str, option: str) -> Path:
         path = (
@@ -600,7 +600,7 @@ def _context(args: argparse.Namespace, spec: Any) -> Any:
 
 
 def _wanted(ctx: Any, step: str, layers: Sequence[Any]) -> list[str]:
-    from .tasks import STACK_TASK, builds_here, task_name
+    from .run_context import STACK_TASK, builds_here, task_name
 
     if step == "lock":
         return [task_name("lock", layer.env_name) for layer in layers]
@@ -621,7 +621,7 @@ def _cmd_steps(args: argparse.Namespace) -> int:
     ctx = _context(args, spec)
     if args.step in ("archive", "export"):
         from .output_folders import check_output_folder
-        from .tasks import builds_here
+        from .run_context import builds_here
 
         check_output_folder(ctx, args.step, [lay for lay in layers if builds_here(ctx, lay)])
     if args.include:
@@ -675,8 +675,8 @@ def _asked(args: argparse.Namespace, layers: Sequence[Any]) -> list[Any]:
 def _print_next_steps(ctx: Any, step: str, layers: Sequence[Any]) -> None:
     import shlex
 
+    from .run_context import deployed_name
     from .spec import LayerKind
-    from .tasks import deployed_name
 
     apps = [
         layer
@@ -716,7 +716,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
     import os
     import subprocess
 
-    from .tasks import build_current
+    from .build_steps import build_current
 
     spec = _load(args)
     if args.app is None:
@@ -774,7 +774,8 @@ def _list_status(ctx: Any, names: list[str]) -> int:
 def _cmd_info(args: argparse.Namespace) -> int:
     from .engine import closure, plan, task_graph
     from .hashing import read_stamp
-    from .tasks import all_tasks, is_current, task_products, task_stamp
+    from .stamps import task_products, task_stamp
+    from .tasks import all_tasks, is_current
 
     spec = _load(args)
     ctx = _context(args, spec)
@@ -837,7 +838,7 @@ def _tasks_for(args: argparse.Namespace, ctx: Any) -> list[str]:
 
 def _cmd_forget(args: argparse.Namespace) -> int:
     from .engine import project_lock
-    from .tasks import recorded_stamps
+    from .stamps import recorded_stamps
 
     spec = _load(args)
     ctx = _context(args, spec)
@@ -870,7 +871,9 @@ def _cmd_clean(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from .engine import project_lock
-    from .tasks import STACK_TASK, remove_products, run_manifest, stack_manifest_path
+    from .publish_steps import run_manifest
+    from .run_context import STACK_TASK, stack_manifest_path
+    from .stamps import remove_products
 
     spec = _load(args)
     ctx = _context(args, spec)

@@ -16,7 +16,8 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from .errors import BusyError
-from .tasks import GENERATORS, RunContext
+from .run_context import RunContext
+from .tasks import GENERATORS
 
 # ---------------------------------------------------------------- results
 

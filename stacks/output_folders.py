@@ -61,7 +61,7 @@ def check_output_folder(ctx: Any, step: str, layers: Iterable[Any]) -> None:
 
 def _check_export_targets(ctx: Any, folder: Path, layers: Iterable[Any]) -> None:
     """Each exported layer replaces `<folder>/<install target>`: it must be ours to replace."""
-    from .tasks import deployed_name
+    from .run_context import deployed_name
 
     spec = ctx.spec
     sources = [spec.path, spec.spec_dir / "requirements", ctx.cache_dir, *_modules(spec.layers)]

@@ -61,9 +61,9 @@ class Finding:
 
 
 def verify_stack(ctx: Any, layers: list[Any], spec_arg: str) -> list[Finding]:
-    """Check the locks, runtimes, builds, archives and exports of `layers` (tasks.RunContext `ctx`)."""
+    """Check the locks, runtimes, builds, archives and exports of `layers` (run_context.RunContext `ctx`)."""
+    from .run_context import builds_here
     from .spec import LayerKind
-    from .tasks import builds_here
 
     findings: list[Finding] = []
     for layer in layers:
@@ -110,7 +110,7 @@ def _verify_lock(ctx: Any, layer: Any, spec_arg: str) -> Finding:
 
 
 def _verify_runtime(ctx: Any, env_name: str, spec_arg: str) -> Finding:
-    from .tasks import manifest_path
+    from .stamps import manifest_path
 
     tree = ctx.runtime_dir(env_name)
     # Provide it again, then rebuild the runtime layer, which links its files from it.
@@ -122,7 +122,7 @@ def _verify_runtime(ctx: Any, env_name: str, spec_arg: str) -> Finding:
 
 
 def _verify_build(ctx: Any, env_name: str, spec_arg: str) -> Finding:
-    from .tasks import build_manifest_path
+    from .stamps import build_manifest_path
 
     tree = ctx.build_dir(env_name)
     fix = f"stacks build {quote(spec_arg)} --clean --include {quote(env_name)}"
@@ -134,7 +134,8 @@ def _recorded(ctx: Any, step: str, env_name: str) -> list[tuple[Path, Path, dict
 
     Only those in the folder `--output-dir`/`--export-dir` names, when given; the newest first.
     """
-    from .tasks import recorded_stamps, task_name
+    from .run_context import task_name
+    from .stamps import recorded_stamps
 
     given = ctx.output_dir if step == "archive" else ctx.export_dir
     found = []

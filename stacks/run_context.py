@@ -1,0 +1,161 @@
+"""What the tasks of one run share: the RunContext, task names, and where each step writes.
+
+The names here (task names, deployed folder names, archive and metadata file names,
+destination keys) are what stamps record and what later runs look for, so they never change
+without a step format bump.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+from . import hashing
+from .spec import LayerSpec, StackSpec
+
+STEPS = ("runtime", "lock", "build", "archive", "export")
+
+PUBLISH_STEPS = ("archive", "export")  # steps writing into a destination folder the user picks
+
+# Bump when the layout a step produces changes, so old outputs are redone.
+STEP_FORMATS = {"runtime": 2, "build": 1, "archive": 1, "export": 1}
+
+STACK_TASK = "__stack__"
+
+
+@dataclass(frozen=True, repr=False)
+class RunContext:
+    """Everything the tasks of one run need: the spec, folders and step options."""
+
+    spec: StackSpec
+    cache_dir: Path
+    lock_options: Any = None  # locking.LockOptions; Any keeps this module light to import
+    reset_lock: tuple[str, ...] = ()
+    output_dir: Path | None = None
+    export_dir: Path | None = None
+    archive_format: str = "tar.xz"
+    tag_outputs: bool = False
+    symlinks: bool = True
+    forced: frozenset[str] = field(default_factory=frozenset)  # task names to redo regardless
+    # With `--include`: the layers this run publishes or exports. The stack manifest then waits
+    # for those only (it gathers whatever layer metadata the output folder holds). None: all.
+    selected: frozenset[str] | None = None
+
+    @property
+    def build_root(self) -> Path:
+        """Where build environments live."""
+        return self.cache_dir / "build"
+
+    @property
+    def download_dir(self) -> Path:
+        """The download cache (shareable between projects via STACKS_DOWNLOAD_CACHE)."""
+        shared = os.environ.get("STACKS_DOWNLOAD_CACHE")
+        return Path(shared) if shared else self.cache_dir / "downloads"
+
+    @property
+    def platform_tag(self) -> str:
+        """The target platform name of this machine."""
+        from .platforms import build_platform
+
+        return build_platform() or "unknown"
+
+    def stamp_path(self, step: str, env_name: str) -> Path:
+        """The stamp a step writes for a layer (or, for step "manifest", a stack manifest).
+
+        Archive and export stamps, and the stack manifest stamps, are kept per destination
+        (`stamps/<step>/<key>/<name>.json`, see `destination_key`): going back to an earlier
+        folder or format whose outputs are intact redoes nothing.
+        """
+        folder = self.cache_dir / "stamps" / step
+        if step in PUBLISH_STEPS:
+            folder = folder / self.destination_key(step)
+        elif step == "manifest":
+            folder = folder / self.destination_key(env_name)
+        return folder / f"{env_name}.json"
+
+    def destination_key(self, step: str) -> str:
+        """A short hash of where a publish or export writes: its folder and the settings naming its files."""
+        if step == "archive":
+            settings: list[Any] = [
+                step,
+                str(self.output_dir),
+                self.archive_format,
+                self.tag_outputs,
+            ]
+        else:
+            settings = [step, str(self.export_dir), self.symlinks]
+        return hashing.hash_json(settings).removeprefix(hashing.PREFIX)[:16]
+
+    def runtime_dir(self, env_name: str) -> Path:
+        """The provisioned, pristine runtime of a runtime layer."""
+        return self.cache_dir / "runtimes" / env_name
+
+    def build_dir(self, env_name: str) -> Path:
+        """The build environment of a layer."""
+        return self.build_root / env_name
+
+    def lock_work_dir(self, env_name: str) -> Path:
+        """The uv project folder used to lock a layer."""
+        return self.cache_dir / "locking" / env_name
+
+    def __repr__(self) -> str:
+        # Short: `doit info` prints the arguments of a task's up-to-date check.
+        return f"RunContext({self.spec.path}, cache={self.cache_dir})"
+
+    def with_options(self, **changes: Any) -> RunContext:
+        """A copy with some fields changed."""
+        return replace(self, **changes)
+
+
+def builds_here(ctx: RunContext, layer: LayerSpec) -> bool:
+    """Whether a layer targets this machine's platform (only those are built and published)."""
+    return ctx.platform_tag in layer.platforms
+
+
+def task_name(step: str, env_name: str) -> str:
+    """The doit task name of a step for a layer, e.g. `lock:framework-scipy`."""
+    return f"{step}:{env_name}"
+
+
+# ---------------------------------------------------------------- names
+
+
+def lock_version_of(ctx: RunContext, env_name: str) -> int | None:
+    """The lock version recorded for a layer, if it has lock metadata."""
+    from .locking import read_lock_meta
+
+    meta = read_lock_meta(ctx.spec, ctx.spec.layer(env_name))
+    return meta.lock_version if meta is not None else None
+
+
+def deployed_name(ctx: RunContext, env_name: str) -> str:
+    """The deployed folder name of a layer (`<env>@N` when versioned)."""
+    layer = ctx.spec.layer(env_name)
+    return layer.deployed_name(lock_version_of(ctx, env_name) if layer.versioned else None)
+
+
+def archive_name(ctx: RunContext, env_name: str) -> str:
+    """The archive file name of a layer."""
+    base = deployed_name(ctx, env_name)
+    if ctx.tag_outputs:
+        base = f"{base}-{ctx.platform_tag}"
+    return f"{base}.{ctx.archive_format}"
+
+
+def metadata_name(ctx: RunContext, env_name: str, *, tagged: bool) -> str:
+    """The per-layer metadata file name (`<layer>[-<platform>].json`)."""
+    return f"{env_name}-{ctx.platform_tag}.json" if tagged else f"{env_name}.json"
+
+
+def output_root(ctx: RunContext, step: str) -> Path:
+    folder = ctx.output_dir if step == "archive" else ctx.export_dir
+    assert folder is not None
+    return folder
+
+
+def stack_manifest_path(ctx: RunContext, step: str) -> Path:
+    """The whole-stack metadata file of a publish or an export."""
+    tag = f"-{ctx.platform_tag}" if ctx.tag_outputs and step == "archive" else ""
+    return output_root(ctx, step) / "__stacks__" / f"stack{tag}.json"
