@@ -755,12 +755,18 @@ def _cmd_list(args: argparse.Namespace) -> int:
     return run_doit_command(ctx, ["list", "--all", *names])
 
 
+def _task_docs(ctx: Any) -> dict[str, str]:
+    """task name -> its one-line description."""
+    from .tasks import all_tasks
+
+    return {f"{step}:{task['name']}": task.get("doc", "") for step, task in all_tasks(ctx)}
+
+
 def _list_status(ctx: Any, names: list[str]) -> int:
     """Each step task with the status `--dry-run` would give it: R run, M may run, U up to date."""
     from .engine import plan, task_graph
-    from .tasks import all_tasks
 
-    docs = {f"{step}:{task['name']}": task.get("doc", "") for step, task in all_tasks(ctx)}
+    docs = _task_docs(ctx)
     planned = {item.task: item.status for item in plan(ctx, names or list(task_graph(ctx)))}
     shown = sorted(names or planned)
     width = max(map(len, shown), default=0) + 3
@@ -775,7 +781,7 @@ def _cmd_info(args: argparse.Namespace) -> int:
     from .engine import closure, plan, task_graph
     from .hashing import read_stamp
     from .stamps import task_products, task_stamp
-    from .tasks import all_tasks, is_current
+    from .tasks import is_current
 
     spec = _load(args)
     ctx = _context(args, spec)
@@ -800,8 +806,7 @@ def _cmd_info(args: argparse.Namespace) -> int:
         print(json.dumps(data, indent=2))
         return 0
     # In words, not doit's `info` (it would show our check functions and their arguments).
-    doc = next((t.get("doc", "") for s, t in all_tasks(ctx) if f"{s}:{t['name']}" == args.task), "")
-    print(f"{args.task}: {doc}")
+    print(f"{args.task}: {_task_docs(ctx).get(args.task, '')}")
     print(f"needs: {', '.join(data['depends_on']) or 'nothing'}")
     stamps = ctx.cache_dir / "stamps"
     products = [p for p in task_products(ctx, args.task) if p.exists() and stamps not in p.parents]
@@ -885,10 +890,12 @@ def _cmd_clean(args: argparse.Namespace) -> int:
             step, _, env = name.partition(":")
             for path in remove_products(ctx, name):
                 removed += 1
-                if step in ("archive", "export") and env != STACK_TASK:
+                # An archive or an exported layer (not its stamp or metadata file): its folder.
+                output = ctx.cache_dir not in path.parents and path.parent.name != "env_metadata"
+                if step in ("archive", "export") and env != STACK_TASK and output:
                     refresh.add((step, path.parent))
         for step, folder in sorted(refresh):
-            if f"{step}:{STACK_TASK}" in names or folder.name == "env_metadata":
+            if f"{step}:{STACK_TASK}" in names:
                 continue
             # A partial clean: the stack manifest of that folder lists what is left.
             folder_ctx = ctx.with_options(

@@ -65,11 +65,12 @@ def _check_export_targets(ctx: Any, folder: Path, layers: Iterable[Any]) -> None
 
     spec = ctx.spec
     sources = [spec.path, spec.spec_dir / "requirements", ctx.cache_dir, *_modules(spec.layers)]
+    real_sources = [(source, _real(source)) for source in sources]  # resolved once, not per layer
     problems = []
     for layer in layers:
         target = folder / deployed_name(ctx, layer.env_name)
         real = _real(target)
-        clash = next((s for s in sources if _within(_real(s), real)), None)
+        clash = next((s for s, real_s in real_sources if _within(real_s, real)), None)
         if clash is not None:
             problems.append(f"{target} would replace {clash}")
         elif (target.exists() or target.is_symlink()) and not _is_export(target):
