@@ -13,11 +13,10 @@ from pathlib import Path
 
 from doit import get_var
 
-from stacks.engine import doit_config, project_lock
 from stacks.errors import StacksError
-from stacks.locking import LockOptions
-from stacks.spec import load_spec
-from stacks.tasks import (
+from stacks.lock.locking import LockOptions
+from stacks.pipeline.engine import doit_config, project_lock
+from stacks.pipeline.tasks import (
     RunContext,
     archive_tasks,
     build_tasks,
@@ -25,6 +24,7 @@ from stacks.tasks import (
     lock_tasks,
     runtime_tasks,
 )
+from stacks.spec import load_spec
 
 try:
     _SPEC = load_spec(get_var("spec", "specs/demo.toml"))

@@ -3,7 +3,7 @@
     python bench/bench_publish.py TREE [--layered] [--formats tar.xz tar.zst ...]
     python bench/bench_publish.py --demo-runtime      # the trimmed CPython 3.12 of the tests
 
-For each format it writes the archive with `stacks.publishing.write_archive`, then the same
+For each format it writes the archive with `stacks.publish.archives.write_archive`, then the same
 tree with `tar --sort=name | xz -T0 -6` (or `zstd -T0 -<level>`, `gzip -6`), and prints the
 time and size of both and their ratios (ours / reference; below 1 means ours is better).
 """
@@ -21,7 +21,13 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from stacks.publishing import ARCHIVE_FORMATS, GZIP_LEVEL, XZ_PRESET, ZSTD_LEVEL, write_archive
+from stacks.publish.archives import (
+    ARCHIVE_FORMATS,
+    GZIP_LEVEL,
+    XZ_PRESET,
+    ZSTD_LEVEL,
+    write_archive,
+)
 
 MTIME = 1_756_252_800
 

@@ -12,7 +12,7 @@ from typing import Any
 
 import xxhash
 
-from . import atomic
+from stacks import atomic
 
 PREFIX = "xxh3_128:"
 _CHUNK = 1 << 20

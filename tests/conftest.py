@@ -35,7 +35,7 @@ if TYPE_CHECKING:
 
     from http_server import FaultyServer
 
-    from stacks.runtimes import ProvidedRuntime
+    from stacks.runtime.sources import ProvidedRuntime
 
 
 @pytest.fixture
@@ -51,7 +51,7 @@ def http_server() -> Iterator[FaultyServer]:
 def local_runtime(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, ProvidedRuntime]:
     """A relocatable runtime made from the local CPython 3.12, shared by the session: read only."""
     from stacks.errors import RuntimeFetchError
-    from stacks.runtimes import find_local_interpreter, provide_runtime
+    from stacks.runtime.sources import find_local_interpreter, provide_runtime
     from stacks.spec import RuntimeSource
 
     try:

@@ -18,7 +18,7 @@ from typing import Any
 
 import pytest
 
-from stacks._injected.postinstall import METADATA_PATH, configure_layer
+from stacks.deploy.postinstall import METADATA_PATH, configure_layer
 
 RUNTIME = "cpython-3.12"
 FRAMEWORK = "framework-x@2"

@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from stacks.building import _SMOKE
+from stacks.build.environment import _SMOKE
 
 
 def smoke(

@@ -7,7 +7,7 @@ import hashlib
 import os
 from pathlib import Path
 
-from stacks.building import VerifiedFiles, verify_installed
+from stacks.build.environment import VerifiedFiles, verify_installed
 
 
 def record_hash(data: bytes) -> str:

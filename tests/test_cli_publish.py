@@ -32,7 +32,7 @@ from projects import (
 )
 from stackrun import REPO, stacks
 
-from stacks.deploy import current_platform
+from stacks.deploy.deploy import current_platform
 
 pytestmark = pytest.mark.slow
 
@@ -359,7 +359,7 @@ def test_deploy_py_alone_with_python_310(pair: tuple[Path, Path], tmp_path: Path
         pytest.skip("Python 3.10 needs the zstd command for .tar.zst")
     lone = tmp_path / "lone"
     lone.mkdir()
-    shutil.copy2(REPO / "stacks" / "deploy.py", lone / "deploy.py")
+    shutil.copy2(REPO / "stacks" / "deploy" / "deploy.py", lone / "deploy.py")
     target = tmp_path / f"{ODD} 3.10"
     done = subprocess.run(
         [

@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 from stacks import __version__
-from stacks.cli import main
+from stacks.cli.commands import main
 from stacks.spec import LayerKind, load_spec
 
 SPECS = Path(__file__).parent / "specs"
@@ -243,7 +243,7 @@ def test_json_install_targets_of_versioned_layers(capsys: pytest.CaptureFixture[
 def write_runtime_lock(spec_path: Path, version: int) -> Path:
     """Give the versioned runtime of a copy of valid_versioned.toml a valid lock at `version`."""
     from stacks.hashing import hash_file_or_none
-    from stacks.locking import LockMeta, LockOptions, lock_inputs, lock_paths
+    from stacks.lock.locking import LockMeta, LockOptions, lock_inputs, lock_paths
 
     spec = load_spec(spec_path, environ={})
     runtime = spec.layer("cpython-3.12")
@@ -530,7 +530,7 @@ def test_ctrl_c_at_any_moment_is_no_traceback(moment: str) -> None:
     """A Ctrl-C during parsing or as the run ends: 'interrupted', exit 130, no traceback."""
     script = (
         "import os, signal, sys\n"
-        "from stacks import cli\n"
+        "from stacks.cli import commands as cli\n"
         + _SIGINT_AT[moment]
         + f"sys.argv = ['stacks', 'show', {str(SPECS / 'valid_runtime_only.toml')!r}]\n"
         "cli.console_main()\n"

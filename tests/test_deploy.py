@@ -1,4 +1,4 @@
-"""stacks/deploy.py: real archives of a real stack deployed, moved, re-deployed; hostile archives refused."""
+"""stacks/deploy/deploy.py: real archives of a real stack deployed, moved, re-deployed; hostile archives refused."""
 
 from __future__ import annotations
 
@@ -30,10 +30,10 @@ from stack_trees import (
     run_app,
 )
 
-from stacks import deploy as deploy_module
-from stacks._injected.postinstall import load_layer_config
-from stacks.deploy import DeployError, current_platform, deploy, main
-from stacks.publishing import write_archive, write_stack_metadata
+from stacks.deploy import deploy as deploy_module
+from stacks.deploy.deploy import DeployError, current_platform, deploy, main
+from stacks.deploy.postinstall import load_layer_config
+from stacks.publish.archives import write_archive, write_stack_metadata
 
 KINDS = {RUNTIME: "runtime", FRAMEWORK: "framework", APP: "application"}
 ODD_FOLDER = "dé ploy 🦎"

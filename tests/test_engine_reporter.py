@@ -5,7 +5,7 @@ from __future__ import annotations
 import io
 from types import SimpleNamespace
 
-from stacks.engine import StacksReporter
+from stacks.pipeline.engine import StacksReporter
 
 
 class Terminal(io.StringIO):

@@ -27,7 +27,7 @@ from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 from test_deploy import ROOT, hostile_tar, hostile_zip, publish_raw, snapshot, tar_member
 
-from stacks.deploy import DeployError, deploy, main
+from stacks.deploy.deploy import DeployError, deploy, main
 
 FUZZ = settings(
     max_examples=150,

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from stacks.errors import LockError
-from stacks.locking import (
+from stacks.lock.locking import (
     LockMeta,
     LockOptions,
     LockPaths,
@@ -24,8 +24,8 @@ from stacks.locking import (
     lock_state,
     read_lock_meta,
 )
+from stacks.lock.pylock import SHARED_MARKER, PlatformScope
 from stacks.platforms import PLATFORMS, target_platform, wheel_supports
-from stacks.pylock import SHARED_MARKER, PlatformScope
 from stacks.spec import StackSpec, load_spec
 from tests.wheels import build_wheel
 
@@ -580,7 +580,7 @@ def test_a_folder_in_place_of_a_lock_file_names_the_layer(
 
 def test_uv_write_failures_name_the_folder_not_the_requirements(tmp_path: Path) -> None:
     from stacks.errors import DiskError
-    from stacks.uvproject import uv_write_failure
+    from stacks.lock.uv_project import uv_write_failure
 
     cache = tmp_path / "uv-cache"
     # uv's words when it cannot write (28 and 30 as uv printed them for a full and a read-only

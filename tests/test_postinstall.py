@@ -1,4 +1,4 @@
-"""stacks/_injected/postinstall.py: exact generated text, and real layers configured with it."""
+"""stacks/deploy/postinstall.py: exact generated text, and real layers configured with it."""
 
 from __future__ import annotations
 
@@ -23,8 +23,8 @@ from stack_trees import (
     write_metadata,
 )
 
-from stacks._injected import postinstall
-from stacks._injected.postinstall import (
+from stacks.deploy import postinstall
+from stacks.deploy.postinstall import (
     METADATA_PATH,
     configure_layer,
     install_layer,

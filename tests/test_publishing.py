@@ -1,4 +1,4 @@
-"""stacks/publishing.py: reproducible archives in four formats, and local exports."""
+"""stacks/publish/archives.py: reproducible archives in four formats, and local exports."""
 
 from __future__ import annotations
 
@@ -28,7 +28,7 @@ from stack_trees import (
 )
 
 from stacks.errors import PublishError
-from stacks.publishing import (
+from stacks.publish.archives import (
     ARCHIVE_FORMATS,
     INJECTED_POSTINSTALL,
     _compressed,

@@ -20,10 +20,10 @@ import pytest
 import zstandard
 from http_server import Fault, FaultyServer
 
-from stacks.downloads import cached_download, download
 from stacks.errors import RuntimeFetchError
-from stacks.relocation import ELF_MAGIC, patchelf_binary
-from stacks.runtimes import (
+from stacks.runtime.downloads import cached_download, download
+from stacks.runtime.relocation import ELF_MAGIC, patchelf_binary
+from stacks.runtime.sources import (
     PBS_RELEASES,
     ProvidedRuntime,
     find_local_interpreter,
@@ -325,7 +325,7 @@ def test_always_stalling_server_reports_the_timeout(
 _DOWNLOAD_IN_CHILD = """
 import sys
 from pathlib import Path
-from stacks.downloads import download
+from stacks.runtime.downloads import download
 print(download(sys.argv[1], sys.argv[2], Path(sys.argv[3]), progress=False, timeout=30))
 """
 
@@ -450,7 +450,7 @@ def test_retry_count_comes_from_the_environment(
 
 
 def test_importing_runtimes_does_not_import_requests() -> None:
-    code = "import sys, stacks.runtimes; print(sorted({'requests', 'pbs_installer'} & set(sys.modules)))"
+    code = "import sys, stacks.runtime.sources; print(sorted({'requests', 'pbs_installer'} & set(sys.modules)))"
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert result.stdout.strip() == "[]", result.stderr
 

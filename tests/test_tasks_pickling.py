@@ -6,9 +6,9 @@ import pickle
 import shutil
 from pathlib import Path
 
-from stacks.locking import LockOptions
+from stacks.lock.locking import LockOptions
+from stacks.pipeline.tasks import GENERATORS, RunContext
 from stacks.spec import load_spec
-from stacks.tasks import GENERATORS, RunContext
 
 REPO = Path(__file__).resolve().parent.parent
 

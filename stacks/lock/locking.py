@@ -18,10 +18,10 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
-from . import atomic
-from .errors import LockError
-from .hashing import hash_bytes, hash_file_or_none, hash_json, scan_tree
-from .spec import LayerSpec, StackSpec, module_name
+from stacks import atomic
+from stacks.errors import LockError
+from stacks.hashing import hash_bytes, hash_file_or_none, hash_json, scan_tree
+from stacks.spec import LayerSpec, StackSpec, module_name
 
 # Bump when post-processing changes what a lock contains, so older locks are redone.
 LOCK_FORMAT = 1
@@ -456,8 +456,8 @@ def lock_layer(
 ) -> LockMeta:
     """Resolve a layer with uv and write its pylock, metadata and summary (only if changed)."""
     given = options or LockOptions()
-    from . import pylock as pl
-    from .uvproject import resolve, uv_project
+    from stacks.lock import pylock as pl
+    from stacks.lock.uv_project import resolve, uv_project
 
     paths = lock_paths(spec, layer)
     in_the_way = folders_in_the_way(paths)
@@ -525,14 +525,14 @@ def _require_lower_locks(spec: StackSpec, layer: LayerSpec, options: LockOptions
 
 
 def _read_pylock(spec: StackSpec, env: str) -> Any:
-    from .pylock import parse_pylock
+    from stacks.lock.pylock import parse_pylock
 
     return parse_pylock(lock_paths(spec, spec.layer(env)).pylock.read_text(encoding="utf-8"))
 
 
 def _previous_pins(pylock: Path) -> list[str]:
     """The layer's own pins in its committed pylock (empty if there is none or it is unreadable)."""
-    from .pylock import parse_pylock
+    from stacks.lock.pylock import parse_pylock
 
     try:
         previous = parse_pylock(pylock.read_text(encoding="utf-8"))

@@ -9,8 +9,8 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from .errors import Problem, SpecError
-from .spec_report import show, type_name
+from stacks.errors import Problem, SpecError
+from stacks.spec.report import show, type_name
 
 
 def read_document(path: Path) -> dict[str, Any]:

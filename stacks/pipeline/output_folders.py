@@ -8,7 +8,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-from .errors import UsageError
+from stacks.errors import UsageError
 
 # A folder stacks exported holds this file at its top (every layer ships its post-install step).
 EXPORT_MARK = "postinstall.py"
@@ -61,7 +61,7 @@ def check_output_folder(ctx: Any, step: str, layers: Iterable[Any]) -> None:
 
 def _check_export_targets(ctx: Any, folder: Path, layers: Iterable[Any]) -> None:
     """Each exported layer replaces `<folder>/<install target>`: it must be ours to replace."""
-    from .run_context import deployed_name
+    from stacks.pipeline.run_context import deployed_name
 
     spec = ctx.spec
     sources = [spec.path, spec.spec_dir / "requirements", ctx.cache_dir, *_modules(spec.layers)]

@@ -12,8 +12,8 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from . import hashing
-from .spec import LayerSpec, StackSpec
+from stacks import hashing
+from stacks.spec import LayerSpec, StackSpec
 
 STEPS = ("runtime", "lock", "build", "archive", "export")
 
@@ -57,7 +57,7 @@ class RunContext:
     @property
     def platform_tag(self) -> str:
         """The target platform name of this machine."""
-        from .platforms import build_platform
+        from stacks.platforms import build_platform
 
         return build_platform() or "unknown"
 
@@ -124,7 +124,7 @@ def task_name(step: str, env_name: str) -> str:
 
 def lock_version_of(ctx: RunContext, env_name: str) -> int | None:
     """The lock version recorded for a layer, if it has lock metadata."""
-    from .locking import read_lock_meta
+    from stacks.lock.locking import read_lock_meta
 
     meta = read_lock_meta(ctx.spec, ctx.spec.layer(env_name))
     return meta.lock_version if meta is not None else None

@@ -9,8 +9,8 @@ import sys
 from collections.abc import Sequence
 from typing import Any, NoReturn
 
-from . import __version__
-from .errors import EXIT_USAGE, StacksError, UsageError
+from stacks import __version__
+from stacks.errors import EXIT_USAGE, StacksError, UsageError
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -32,7 +32,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 1
     except OSError as exc:
         # A full disk or an unwritable folder outside any step (e.g. the cache's lock file).
-        from .errors import DiskError
+        from stacks.errors import DiskError
 
         _print_error(DiskError.from_os_error(exc))
         return 1
@@ -388,8 +388,8 @@ def _load(args: argparse.Namespace) -> Any:
     import os
     from pathlib import Path
 
-    from .output_folders import check_path_encoding
-    from .spec import load_spec
+    from stacks.pipeline.output_folders import check_path_encoding
+    from stacks.spec import load_spec
 
     check_path_encoding("spec", Path(os.path.abspath(args.spec)))
     spec = load_spec(
@@ -402,7 +402,7 @@ def _load(args: argparse.Namespace) -> Any:
 
 
 def _selected(args: argparse.Namespace, spec: Any, *, with_dependents: bool) -> tuple[Any, ...]:
-    from .spec import select_layers
+    from stacks.spec import select_layers
 
     layers, unmatched = select_layers(spec, args.include, with_dependents=with_dependents)
     _report_unmatched(args, spec, unmatched, "")
@@ -456,7 +456,7 @@ def _check_reset_patterns(args: argparse.Namespace, spec: Any) -> None:
 
 
 def _cmd_show(args: argparse.Namespace) -> int:
-    from .spec import LayerKind
+    from stacks.spec import LayerKind
 
     spec = _load(args)
     layers = _selected(args, spec, with_dependents=True)
@@ -481,7 +481,7 @@ def _lock_status(
     A stale lock's version is not the one the layer will deploy as, so it is not shown:
     a versioned layer without a valid lock shows as `<env>@???`, as venvstacks does.
     """
-    from .locking import lock_state
+    from stacks.lock.locking import lock_state
 
     names = {layer.env_name for layer in layers}
     for layer in layers:
@@ -514,7 +514,7 @@ def _layer_json(
 def _render_tree(
     spec: Any, layers: Sequence[Any], status: dict[str, tuple[bool, int | None]]
 ) -> str:
-    from .spec import LayerKind
+    from stacks.spec import LayerKind
 
     def label(env_name: str) -> str:
         valid, version = status[env_name]
@@ -549,9 +549,9 @@ def _context(args: argparse.Namespace, spec: Any) -> Any:
     import os
     from pathlib import Path
 
-    from .locking import LockOptions
-    from .output_folders import check_path_encoding
-    from .run_context import RunContext
+    from stacks.lock.locking import LockOptions
+    from stacks.pipeline.output_folders import check_path_encoding
+    from stacks.pipeline.run_context import RunContext
 
     def folder(value: str | None, default: str, option: str) -> Path:
         path = (
@@ -600,7 +600,7 @@ def _context(args: argparse.Namespace, spec: Any) -> Any:
 
 
 def _wanted(ctx: Any, step: str, layers: Sequence[Any]) -> list[str]:
-    from .run_context import STACK_TASK, builds_here, task_name
+    from stacks.pipeline.run_context import STACK_TASK, builds_here, task_name
 
     if step == "lock":
         return [task_name("lock", layer.env_name) for layer in layers]
@@ -613,15 +613,15 @@ def _wanted(ctx: Any, step: str, layers: Sequence[Any]) -> list[str]:
 def _cmd_steps(args: argparse.Namespace) -> int:
     import os
 
-    from .engine import StacksReporter, plan, run_tasks
+    from stacks.pipeline.engine import StacksReporter, plan, run_tasks
 
     spec = _load(args)
     layers = _selected(args, spec, with_dependents=False)
     _check_reset_patterns(args, spec)
     ctx = _context(args, spec)
     if args.step in ("archive", "export"):
-        from .output_folders import check_output_folder
-        from .run_context import builds_here
+        from stacks.pipeline.output_folders import check_output_folder
+        from stacks.pipeline.run_context import builds_here
 
         check_output_folder(ctx, args.step, [lay for lay in layers if builds_here(ctx, lay)])
     if args.include:
@@ -675,8 +675,8 @@ def _asked(args: argparse.Namespace, layers: Sequence[Any]) -> list[Any]:
 def _print_next_steps(ctx: Any, step: str, layers: Sequence[Any]) -> None:
     import shlex
 
-    from .run_context import deployed_name
-    from .spec import LayerKind
+    from stacks.pipeline.run_context import deployed_name
+    from stacks.spec import LayerKind
 
     apps = [
         layer
@@ -697,7 +697,7 @@ def _print_next_steps(ctx: Any, step: str, layers: Sequence[Any]) -> None:
 
 
 def _find_app(spec: Any, name: str) -> Any:
-    from .spec import LayerKind
+    from stacks.spec import LayerKind
 
     for layer in spec.of_kind(LayerKind.APPLICATION):
         if name in (layer.name, layer.env_name):
@@ -716,7 +716,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
     import os
     import subprocess
 
-    from .build_steps import build_current
+    from stacks.pipeline.build_steps import build_current
 
     spec = _load(args)
     if args.app is None:
@@ -737,13 +737,13 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
 
 def _cmd_list(args: argparse.Namespace) -> int:
-    from .engine import run_doit_command
+    from stacks.pipeline.engine import run_doit_command
 
     spec = _load(args)
     ctx = _context(args, spec)
     names: list[str] = []
     if args.include:
-        from .engine import task_graph
+        from stacks.pipeline.engine import task_graph
 
         # The tasks of the selected layers (those matched, and the layers they need).
         layers = {layer.env_name for layer in _selected(args, spec, with_dependents=False)}
@@ -757,14 +757,14 @@ def _cmd_list(args: argparse.Namespace) -> int:
 
 def _task_docs(ctx: Any) -> dict[str, str]:
     """task name -> its one-line description."""
-    from .tasks import all_tasks
+    from stacks.pipeline.tasks import all_tasks
 
     return {f"{step}:{task['name']}": task.get("doc", "") for step, task in all_tasks(ctx)}
 
 
 def _list_status(ctx: Any, names: list[str]) -> int:
     """Each step task with the status `--dry-run` would give it: R run, M may run, U up to date."""
-    from .engine import plan, task_graph
+    from stacks.pipeline.engine import plan, task_graph
 
     docs = _task_docs(ctx)
     planned = {item.task: item.status for item in plan(ctx, names or list(task_graph(ctx)))}
@@ -778,10 +778,10 @@ def _list_status(ctx: Any, names: list[str]) -> int:
 
 
 def _cmd_info(args: argparse.Namespace) -> int:
-    from .engine import closure, plan, task_graph
-    from .hashing import read_stamp
-    from .stamps import task_products, task_stamp
-    from .tasks import is_current
+    from stacks.hashing import read_stamp
+    from stacks.pipeline.engine import closure, plan, task_graph
+    from stacks.pipeline.stamps import task_products, task_stamp
+    from stacks.pipeline.tasks import is_current
 
     spec = _load(args)
     ctx = _context(args, spec)
@@ -822,7 +822,7 @@ def _cmd_info(args: argparse.Namespace) -> int:
 
 
 def _tasks_for(args: argparse.Namespace, ctx: Any) -> list[str]:
-    from .engine import task_graph
+    from stacks.pipeline.engine import task_graph
 
     graph = task_graph(ctx)
     if args.tasks:
@@ -842,8 +842,8 @@ def _tasks_for(args: argparse.Namespace, ctx: Any) -> list[str]:
 
 
 def _cmd_forget(args: argparse.Namespace) -> int:
-    from .engine import project_lock
-    from .stamps import recorded_stamps
+    from stacks.pipeline.engine import project_lock
+    from stacks.pipeline.stamps import recorded_stamps
 
     spec = _load(args)
     ctx = _context(args, spec)
@@ -875,10 +875,10 @@ def _cmd_forget(args: argparse.Namespace) -> int:
 def _cmd_clean(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from .engine import project_lock
-    from .publish_steps import run_manifest
-    from .run_context import STACK_TASK, stack_manifest_path
-    from .stamps import remove_products
+    from stacks.pipeline.engine import project_lock
+    from stacks.pipeline.publish_steps import run_manifest
+    from stacks.pipeline.run_context import STACK_TASK, stack_manifest_path
+    from stacks.pipeline.stamps import remove_products
 
     spec = _load(args)
     ctx = _context(args, spec)
@@ -912,8 +912,8 @@ def _cmd_verify(args: argparse.Namespace) -> int:
     import os
     from pathlib import Path
 
-    from .engine import project_lock
-    from .verifying import render, verify_deployed, verify_stack
+    from stacks.pipeline.engine import project_lock
+    from stacks.pipeline.verify import render, verify_deployed, verify_stack
 
     if (args.spec is None) == (args.deployed is None):
         raise UsageError(
@@ -944,7 +944,7 @@ def _cmd_verify(args: argparse.Namespace) -> int:
 
 
 def _cmd_deploy(args: argparse.Namespace) -> int:
-    from .deploy import main as deploy_main
+    from stacks.deploy.deploy import main as deploy_main
 
     quiet = ["--quiet"] if args.quiet else []
     return deploy_main([args.archive_dir, "--target", args.target, *quiet, *args.layers])

@@ -10,11 +10,17 @@ from fnmatch import fnmatchcase
 from pathlib import Path
 from typing import Any
 
-from . import hashing
-from .errors import StacksError
-from .run_context import STEP_FORMATS, RunContext, deployed_name, task_name
-from .spec import LayerKind, LayerSpec
-from .stamps import build_manifest_path, manifest_path, matching_stamp, tree_drift, write_step_stamp
+from stacks import hashing
+from stacks.errors import StacksError
+from stacks.pipeline.run_context import STEP_FORMATS, RunContext, deployed_name, task_name
+from stacks.pipeline.stamps import (
+    build_manifest_path,
+    manifest_path,
+    matching_stamp,
+    tree_drift,
+    write_step_stamp,
+)
+from stacks.spec import LayerKind, LayerSpec
 
 
 def run_step(action: Any, ctx: RunContext, env_name: str) -> Any:
@@ -22,7 +28,7 @@ def run_step(action: Any, ctx: RunContext, env_name: str) -> Any:
     try:
         return action(ctx, env_name)
     except OSError as exc:
-        from .errors import DiskError
+        from stacks.errors import DiskError
 
         return task_failure(DiskError.from_os_error(exc), env_name)
 
@@ -87,8 +93,8 @@ def runtime_drift(ctx: RunContext, env_name: str) -> list[str]:
 
 def run_runtime(ctx: RunContext, env_name: str) -> Any:
     """Action of runtime:<env>: fetch or make the runtime, record its tree manifest, stamp it."""
-    from . import atomic
-    from .runtimes import provide_runtime
+    from stacks import atomic
+    from stacks.runtime.sources import provide_runtime
 
     layer = ctx.spec.layer(env_name)
     assert layer.source is not None
@@ -139,7 +145,7 @@ def resets_lock(ctx: RunContext, env_name: str) -> bool:
 
 def lock_current(ctx: RunContext, env_name: str) -> bool:
     """Up-to-date check of lock:<env> (the committed lock files are the truth)."""
-    from .locking import lock_state
+    from stacks.lock.locking import lock_state
 
     if resets_lock(ctx, env_name) or task_name("lock", env_name) in ctx.forced:
         return False
@@ -148,7 +154,7 @@ def lock_current(ctx: RunContext, env_name: str) -> bool:
 
 def run_lock(ctx: RunContext, env_name: str) -> Any:
     """Action of lock:<env>: resolve the layer with uv against its lower layers' pins."""
-    from .locking import lock_layer
+    from stacks.lock.locking import lock_layer
 
     layer = ctx.spec.layer(env_name)
     try:
@@ -170,7 +176,7 @@ def run_lock(ctx: RunContext, env_name: str) -> Any:
 
 def build_inputs(ctx: RunContext, env_name: str) -> dict[str, Any] | None:
     """Inputs of a build: its own lock, its modules, and the identity of the layers below."""
-    from .locking import read_lock_meta
+    from stacks.lock.locking import read_lock_meta
 
     layer = ctx.spec.layer(env_name)
     meta = read_lock_meta(ctx.spec, layer)
@@ -220,8 +226,8 @@ def build_digest(ctx: RunContext, env_name: str) -> str | None:
 
 def build_request(ctx: RunContext, env_name: str) -> Any:
     """The building.BuildRequest for a layer: its lock, runtime and lower layers."""
-    from .building import BuildRequest, LowerLayer
-    from .locking import lock_paths
+    from stacks.build.environment import BuildRequest, LowerLayer
+    from stacks.lock.locking import lock_paths
 
     spec = ctx.spec
     layer = spec.layer(env_name)
@@ -250,8 +256,8 @@ def build_request(ctx: RunContext, env_name: str) -> Any:
 
 def run_build(ctx: RunContext, env_name: str) -> Any:
     """Action of build:<env>: build the environment from its lock, check it, stamp it."""
-    from . import atomic
-    from .building import build_layer
+    from stacks import atomic
+    from stacks.build.environment import build_layer
 
     inputs = build_inputs(ctx, env_name)
     if inputs is None:

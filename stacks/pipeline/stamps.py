@@ -11,8 +11,8 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from . import __version__, hashing
-from .run_context import (
+from stacks import __version__, hashing
+from stacks.pipeline.run_context import (
     PUBLISH_STEPS,
     STACK_TASK,
     RunContext,
@@ -152,7 +152,7 @@ def _outputs_of(
 
 def _expected_outputs(ctx: RunContext, step: str, env_name: str) -> dict[str, Any]:
     """The outputs an archive or export task writes in this run's folder, if they are there."""
-    from .output_folders import EXPORT_MARK
+    from stacks.pipeline.output_folders import EXPORT_MARK
 
     folder = ctx.output_dir if step == "archive" else ctx.export_dir
     if folder is None:
@@ -173,7 +173,7 @@ def _expected_outputs(ctx: RunContext, step: str, env_name: str) -> dict[str, An
 
 def remove_products(ctx: RunContext, name: str) -> list[Path]:
     """Remove what a task produced (`task_products`); return what was there to remove."""
-    from .atomic import remove_tree
+    from stacks.atomic import remove_tree
 
     removed = []
     for path in task_products(ctx, name):

@@ -1,14 +1,13 @@
-"""The stack spec model: frozen, validated layer objects, and how to load and select them.
+"""The stack spec model: the frozen, validated values every other part works on.
 
-Parsing and validation live in `spec_loader` and the `spec_*` modules it drives; every
+Parsing and validation live in `stacks.spec.loader` and the modules it drives; every
 problem in a spec is collected and reported at once in one SpecError.
 """
 
 from __future__ import annotations
 
-import os
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import Enum
 from pathlib import Path
@@ -36,6 +35,22 @@ class LayerKind(str, Enum):
 
 
 RUNTIME_SOURCES = ("python-build-standalone", "local")
+# What the runtime unpacker reads (it tells the compression by content, but an archive URL's
+# extension lets a spec be checked before anything is downloaded).
+ARCHIVE_SUFFIXES = (
+    ".tar.gz",
+    ".tgz",
+    ".tar.xz",
+    ".txz",
+    ".tar.zst",
+    ".tzst",
+    ".tar.bz2",
+    ".tbz2",
+    ".tar",
+)
+# Archive and installer formats it cannot read.
+UNSUPPORTED_SUFFIXES = (".zip", ".7z", ".rar", ".tar.lz", ".tar.lz4", ".tar.br", ".whl")
+UNSUPPORTED_SUFFIXES += (".exe", ".msi", ".pkg", ".dmg", ".nupkg")
 
 
 @dataclass(frozen=True)
@@ -163,43 +178,3 @@ def module_name(path: Path) -> str:
 def normalise_package(name: str) -> str:
     """PEP 503 normalised distribution name."""
     return re.sub(r"[-_.]+", "-", name).lower()
-
-
-def load_spec(
-    path: str | os.PathLike[str],
-    *,
-    runtime_source: str | None = None,
-    python_mirror: str | None = None,
-    environ: Mapping[str, str] | None = None,
-) -> StackSpec:
-    """Load, validate and freeze the stack spec at `path`; raise SpecError listing every problem."""
-    from .spec_loader import load
-
-    return load(path, runtime_source=runtime_source, python_mirror=python_mirror, environ=environ)
-
-
-def select_layers(
-    spec: StackSpec, patterns: Sequence[str], *, with_dependents: bool = True
-) -> tuple[tuple[LayerSpec, ...], list[str]]:
-    """Layers matching fnmatch `patterns`, plus what they need (and, optionally, what needs them).
-
-    Returns the selection in definition order and the patterns that matched nothing.
-    """
-    from fnmatch import fnmatchcase
-
-    if not patterns:
-        return spec.layers, []
-    matched = {
-        layer.env_name
-        for layer in spec.layers
-        if any(fnmatchcase(layer.env_name, p) for p in patterns)
-    }
-    unmatched = [
-        p for p in patterns if not any(fnmatchcase(layer.env_name, p) for layer in spec.layers)
-    ]
-    chosen = set(matched)
-    for env_name in matched:
-        chosen.update(spec.layer(env_name).dependencies)
-        if with_dependents:
-            chosen.update(layer.env_name for layer in spec.dependents(env_name))
-    return tuple(layer for layer in spec.layers if layer.env_name in chosen), unmatched

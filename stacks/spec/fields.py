@@ -8,10 +8,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .platforms import DEFAULT_GLIBC, DEFAULT_MACOSX, PLATFORMS
-from .spec import LayerKind, RuntimeSource, normalise_package
-from .spec_report import SpecReport, did_you_mean, show, type_name
-from .spec_settings import index_hint
+from stacks.platforms import DEFAULT_GLIBC, DEFAULT_MACOSX, PLATFORMS
+from stacks.spec.model import LayerKind, RuntimeSource, normalise_package
+from stacks.spec.report import SpecReport, did_you_mean, show, type_name
+from stacks.spec.settings import index_hint
 
 _TABLE_FIELDS = {  # what the table maps, and an example
     "package_indexes": ("package names to index names", '{ torch = "pytorch-cpu" }'),

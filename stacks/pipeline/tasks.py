@@ -17,8 +17,8 @@ import os
 from collections.abc import Iterator
 from typing import Any
 
-from . import hashing
-from .build_steps import (
+from stacks import hashing
+from stacks.pipeline.build_steps import (
     build_current,
     build_drift,
     build_inputs,
@@ -32,7 +32,7 @@ from .build_steps import (
     runtime_drift,
     runtime_inputs,
 )
-from .publish_steps import (
+from stacks.pipeline.publish_steps import (
     archive_current,
     export_current,
     manifest_current,
@@ -42,16 +42,16 @@ from .publish_steps import (
     run_export,
     run_manifest,
 )
-from .run_context import STACK_TASK, RunContext, builds_here, task_name
-from .spec import LayerKind, LayerSpec
-from .stamps import remove_products, task_stamp
+from stacks.pipeline.run_context import STACK_TASK, RunContext, builds_here, task_name
+from stacks.pipeline.stamps import remove_products, task_stamp
+from stacks.spec import LayerKind, LayerSpec
 
 
 def _task(
     step: str, layer: LayerSpec, ctx: RunContext, action: Any, check: Any, deps: list[str], doc: str
 ) -> dict[str, Any]:
     if step == "lock":
-        from .locking import lock_paths
+        from stacks.lock.locking import lock_paths
 
         paths = lock_paths(ctx.spec, layer)
         targets = [os.fspath(paths.pylock), os.fspath(paths.meta)]
@@ -217,7 +217,7 @@ def explain(ctx: RunContext, step: str, env_name: str) -> list[str]:
     if task_name(step, env_name) in ctx.forced:
         return ["forced (--clean)"]
     if step == "lock":
-        from .locking import lock_state
+        from stacks.lock.locking import lock_state
 
         if resets_lock(ctx, env_name):
             return ["--reset-lock asks for a fresh resolution"]

@@ -6,10 +6,10 @@ import re
 from pathlib import Path
 from typing import Any
 
-from .spec import RUNTIME_SOURCES, LayerKind, RuntimeSource, StackSettings, module_name
-from .spec_document import path_kind
-from .spec_fields import FieldReader, LayerDraft
-from .spec_report import SpecReport, did_you_mean, show, type_name
+from stacks.spec.document import path_kind
+from stacks.spec.fields import FieldReader, LayerDraft
+from stacks.spec.model import RUNTIME_SOURCES, LayerKind, RuntimeSource, StackSettings, module_name
+from stacks.spec.report import SpecReport, did_you_mean, show, type_name
 
 _COMMON_FIELDS = (
     "name",
@@ -279,7 +279,7 @@ class LayerReader(FieldReader):
         """Whether a runtime archive URL names a format stacks can unpack (unknown names pass)."""
         from urllib.parse import unquote, urlsplit
 
-        from .runtimes import ARCHIVE_SUFFIXES, UNSUPPORTED_SUFFIXES
+        from stacks.spec.model import ARCHIVE_SUFFIXES, UNSUPPORTED_SUFFIXES
 
         path = unquote(urlsplit(url).path).lower()
         if path.endswith(ARCHIVE_SUFFIXES):

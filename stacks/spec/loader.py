@@ -1,7 +1,7 @@
 """Loading a stack spec: read the file, check every part of it, freeze it into a StackSpec.
 
-The checks live in `spec_settings` ([tool] tables), `spec_layers` and `spec_fields` (each
-layer on its own) and `spec_graph` (across layers); every problem goes to one SpecReport.
+The checks live in `settings` ([tool] tables), `layers` and `fields` (each
+layer on its own) and `graph` (across layers); every problem goes to one SpecReport.
 """
 
 from __future__ import annotations
@@ -12,19 +12,19 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from .errors import SpecError
-from .spec import LayerKind, LayerSpec, StackSpec
-from .spec_document import read_document
-from .spec_fields import LayerDraft, macosx_default
-from .spec_graph import LayerGraph, ResolvedLayer
-from .spec_layers import LayerReader
-from .spec_report import SpecReport, did_you_mean, type_name
-from .spec_settings import load_settings, load_uv_config
+from stacks.errors import SpecError
+from stacks.spec.document import read_document
+from stacks.spec.fields import LayerDraft, macosx_default
+from stacks.spec.graph import LayerGraph, ResolvedLayer
+from stacks.spec.layers import LayerReader
+from stacks.spec.model import LayerKind, LayerSpec, StackSpec
+from stacks.spec.report import SpecReport, did_you_mean, type_name
+from stacks.spec.settings import load_settings, load_uv_config
 
 _TOP_LEVEL_KNOWN = ("runtimes", "frameworks", "applications", "tool")
 
 
-def load(
+def load_spec(
     path: str | os.PathLike[str],
     *,
     runtime_source: str | None = None,

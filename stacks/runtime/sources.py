@@ -30,10 +30,11 @@ from pathlib import Path
 from typing import IO, NoReturn
 
 from stacks import atomic
-from stacks.downloads import download
 from stacks.errors import RuntimeFetchError
-from stacks.relocation import clean_environment, copy_installation, query_interpreter
+from stacks.runtime.downloads import download
+from stacks.runtime.relocation import clean_environment, copy_installation, query_interpreter
 from stacks.spec import RuntimeSource
+from stacks.spec.model import ARCHIVE_SUFFIXES, UNSUPPORTED_SUFFIXES
 
 __all__ = [
     "ARCHIVE_SUFFIXES",
@@ -54,22 +55,6 @@ PBS_RELEASES = "https://github.com/astral-sh/python-build-standalone/releases/do
 TEST_DIRS = frozenset({"test", "tests", "idle_test"})
 TEST_EXTENSIONS = ("_test", "_ctypes_test", "_xxtestfuzz")
 DROPPED_SUFFIXES = (".pyc", ".pyo", ".a", ".o")
-# What `unpack_archive` reads (it tells the compression by content, but an archive URL's
-# extension lets a spec be checked before anything is downloaded).
-ARCHIVE_SUFFIXES = (
-    ".tar.gz",
-    ".tgz",
-    ".tar.xz",
-    ".txz",
-    ".tar.zst",
-    ".tzst",
-    ".tar.bz2",
-    ".tbz2",
-    ".tar",
-)
-# Archive and installer formats it cannot read.
-UNSUPPORTED_SUFFIXES = (".zip", ".7z", ".rar", ".tar.lz", ".tar.lz4", ".tar.br", ".whl")
-UNSUPPORTED_SUFFIXES += (".exe", ".msi", ".pkg", ".dmg", ".nupkg")
 LOCAL_HINT = (
     "install it (`pyenv install {v}` or `uv python install {v}`), or use "
     "source = 'python-build-standalone'"

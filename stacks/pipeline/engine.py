@@ -15,9 +15,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
 
-from .errors import BusyError
-from .run_context import RunContext
-from .tasks import GENERATORS
+from stacks.errors import BusyError
+from stacks.pipeline.run_context import RunContext
+from stacks.pipeline.tasks import GENERATORS
 
 # ---------------------------------------------------------------- results
 
@@ -281,7 +281,7 @@ def _doit_tasks(ctx: RunContext) -> list[Any]:
 def _xxh3_checker() -> Any:
     from doit.dependency import FileChangedChecker
 
-    from .hashing import hash_file
+    from stacks.hashing import hash_file
 
     class Xxh3Checker(FileChangedChecker):
         """doit file checker: (mtime, size, xxh3-128), rehashing only when the mtime moved."""
@@ -620,7 +620,7 @@ def closure(graph: dict[str, list[str]], wanted: Sequence[str]) -> list[str]:
 
 def plan(ctx: RunContext, wanted: Sequence[str]) -> list[PlannedTask]:
     """Which of `wanted` (and their dependencies) are up to date, would run, or may run, and why."""
-    from .tasks import explain, is_current
+    from stacks.pipeline.tasks import explain, is_current
 
     graph = task_graph(ctx)
     result: dict[str, PlannedTask] = {}
@@ -649,7 +649,7 @@ def run_tasks(
     """Run `wanted` tasks (and what they need) under the project lock; report every task."""
     start = time.perf_counter()
     with project_lock(ctx.cache_dir, wait=wait, stream=reporter.stream), sigterm_as_interrupt():
-        from .atomic import clean_stale_partials
+        from stacks.atomic import clean_stale_partials
 
         for folder in (ctx.build_root, ctx.cache_dir / "runtimes", ctx.output_dir, ctx.export_dir):
             if folder is not None:

@@ -24,7 +24,7 @@ from pathlib import Path
 from shlex import quote
 from typing import Any
 
-from . import hashing
+from stacks import hashing
 
 LIMIT = 50  # differences listed per item
 
@@ -62,8 +62,8 @@ class Finding:
 
 def verify_stack(ctx: Any, layers: list[Any], spec_arg: str) -> list[Finding]:
     """Check the locks, runtimes, builds, archives and exports of `layers` (run_context.RunContext `ctx`)."""
-    from .run_context import builds_here
-    from .spec import LayerKind
+    from stacks.pipeline.run_context import builds_here
+    from stacks.spec import LayerKind
 
     findings: list[Finding] = []
     for layer in layers:
@@ -79,7 +79,7 @@ def verify_stack(ctx: Any, layers: list[Any], spec_arg: str) -> list[Finding]:
 
 
 def _verify_lock(ctx: Any, layer: Any, spec_arg: str) -> Finding:
-    from .locking import folders_in_the_way, lock_paths, read_lock_meta
+    from stacks.lock.locking import folders_in_the_way, lock_paths, read_lock_meta
 
     paths = lock_paths(ctx.spec, layer)
     meta = read_lock_meta(ctx.spec, layer)
@@ -110,7 +110,7 @@ def _verify_lock(ctx: Any, layer: Any, spec_arg: str) -> Finding:
 
 
 def _verify_runtime(ctx: Any, env_name: str, spec_arg: str) -> Finding:
-    from .stamps import manifest_path
+    from stacks.pipeline.stamps import manifest_path
 
     tree = ctx.runtime_dir(env_name)
     # Provide it again, then rebuild the runtime layer, which links its files from it.
@@ -122,7 +122,7 @@ def _verify_runtime(ctx: Any, env_name: str, spec_arg: str) -> Finding:
 
 
 def _verify_build(ctx: Any, env_name: str, spec_arg: str) -> Finding:
-    from .stamps import build_manifest_path
+    from stacks.pipeline.stamps import build_manifest_path
 
     tree = ctx.build_dir(env_name)
     fix = f"stacks build {quote(spec_arg)} --clean --include {quote(env_name)}"
@@ -134,8 +134,8 @@ def _recorded(ctx: Any, step: str, env_name: str) -> list[tuple[Path, Path, dict
 
     Only those in the folder `--output-dir`/`--export-dir` names, when given; the newest first.
     """
-    from .run_context import task_name
-    from .stamps import recorded_stamps
+    from stacks.pipeline.run_context import task_name
+    from stacks.pipeline.stamps import recorded_stamps
 
     given = ctx.output_dir if step == "archive" else ctx.export_dir
     found = []
@@ -244,17 +244,17 @@ def _sha256(path: Path) -> str:
 
 def verify_deployed(target: Path) -> list[Finding]:
     """Check every deployed layer in `target` against what deploy unpacked into it."""
-    from .deploy import CONTENT, MARKER
+    from stacks.deploy.deploy import CONTENT, MARKER
 
     if not target.is_dir():
-        from .errors import UsageError
+        from stacks.errors import UsageError
 
         raise UsageError(f"{target}: no such folder", hint="give the folder passed to --target")
     findings = []
     for layer in sorted(p for p in target.iterdir() if (p / MARKER).is_file()):
         findings.append(_verify_deployed_layer(target, layer, CONTENT))
     if not findings:
-        from .errors import UsageError
+        from stacks.errors import UsageError
 
         raise UsageError(
             f"{target}: no deployed layers (no folder with a {MARKER})",

@@ -7,7 +7,7 @@ import reprlib
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
-from .errors import Problem
+from stacks.errors import Problem
 
 
 @dataclass

@@ -42,7 +42,7 @@ from stacks import atomic
 from stacks.errors import PublishError
 
 ARCHIVE_FORMATS = ("tar.xz", "tar.zst", "tar.gz", "zip")
-INJECTED_POSTINSTALL = Path(__file__).parent / "_injected" / "postinstall.py"
+INJECTED_POSTINSTALL = Path(__file__).parent.parent / "deploy" / "postinstall.py"
 METADATA_DIR = "__stacks__"
 
 XZ_PRESET = 6
@@ -487,7 +487,7 @@ def _export_bytecode(tree: Path, staging: Path, *, same_device: bool) -> None:
 
 def _run_postinstall(layer: Path, *, symlinks: bool) -> None:
     """Run the layer's postinstall.py with its base Python (the runtime for layered envs)."""
-    from stacks._injected import postinstall
+    from stacks.deploy import postinstall
 
     try:
         base = postinstall.resolve_base_python(layer)

@@ -10,10 +10,10 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from . import hashing
-from .build_steps import build_digest, module_hashes, provided_runtime, task_failure
-from .errors import StacksError
-from .run_context import (
+from stacks import hashing
+from stacks.errors import StacksError
+from stacks.pipeline.build_steps import build_digest, module_hashes, provided_runtime, task_failure
+from stacks.pipeline.run_context import (
     STEP_FORMATS,
     RunContext,
     archive_name,
@@ -22,8 +22,8 @@ from .run_context import (
     output_root,
     stack_manifest_path,
 )
-from .spec import LayerKind
-from .stamps import manifest_path, matching_stamp, tree_drift, write_step_stamp
+from stacks.pipeline.stamps import manifest_path, matching_stamp, tree_drift, write_step_stamp
+from stacks.spec import LayerKind
 
 # ---------------------------------------------------------------- archive:<env> and export:<env>
 
@@ -47,7 +47,7 @@ def publish_inputs(ctx: RunContext, env_name: str, step: str) -> dict[str, Any] 
 
 def layer_metadata(ctx: RunContext, env_name: str) -> dict[str, Any]:
     """The publish/export metadata of a layer, without archive fields (venvstacks field names)."""
-    from .locking import read_lock_meta
+    from stacks.lock.locking import read_lock_meta
 
     layer = ctx.spec.layer(env_name)
     meta = read_lock_meta(ctx.spec, layer)
@@ -74,7 +74,7 @@ def layer_metadata(ctx: RunContext, env_name: str) -> dict[str, Any]:
         data["app_launch_module"] = layer.launch_module_name
         data["app_launch_module_hash"] = hashes[0][1]
         if layer.support_modules:
-            from .spec import module_name
+            from stacks.spec import module_name
 
             data["app_support_modules"] = [
                 {"name": module_name(path), "hash": digest}
@@ -109,8 +109,8 @@ def _unchanged(metadata: Path, outputs: dict[str, Any]) -> bool:
 
 def run_archive(ctx: RunContext, env_name: str) -> Any:
     """Action of archive:<env>: write the reproducible archive and its metadata."""
-    from . import atomic
-    from .publishing import write_archive
+    from stacks import atomic
+    from stacks.publish.archives import write_archive
 
     assert ctx.output_dir is not None
     key = publish_inputs(ctx, env_name, "archive")
@@ -198,8 +198,8 @@ def export_current(ctx: RunContext, env_name: str) -> bool:
 
 def run_export(ctx: RunContext, env_name: str) -> Any:
     """Action of export:<env>: copy (link) the layer into the export folder and post-install it."""
-    from . import atomic
-    from .publishing import export_layer
+    from stacks import atomic
+    from stacks.publish.archives import export_layer
 
     assert ctx.export_dir is not None
     key = publish_inputs(ctx, env_name, "export")
@@ -269,7 +269,7 @@ def run_manifest(ctx: RunContext, step: str) -> None:
     """Gather the per-layer metadata present in the output folder into one stack manifest."""
     import json
 
-    from . import atomic
+    from stacks import atomic
 
     folder = output_root(ctx, step) / "__stacks__" / "env_metadata"
     tagged = ctx.tag_outputs and step == "archive"

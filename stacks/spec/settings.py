@@ -7,10 +7,10 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from .errors import SpecError
-from .spec import RUNTIME_SOURCES, StackSettings, normalise_package
-from .spec_document import parse_toml, path_kind
-from .spec_report import SpecReport, did_you_mean, show, type_name
+from stacks.errors import SpecError
+from stacks.spec.document import parse_toml, path_kind
+from stacks.spec.model import RUNTIME_SOURCES, StackSettings, normalise_package
+from stacks.spec.report import SpecReport, did_you_mean, show, type_name
 
 _TOOL_STACKS_FIELDS = ("runtime_source", "python_mirror")
 # The fields uv knows in a [tool.uv.sources] entry.

@@ -15,10 +15,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from . import atomic
-from .errors import BuildError
-from .hashing import TreeManifest, scan_tree, skip_bytecode
-from .spec import LayerKind, LayerSpec
+from stacks import atomic
+from stacks.errors import BuildError
+from stacks.hashing import TreeManifest, scan_tree, skip_bytecode
+from stacks.spec import LayerKind, LayerSpec
 
 METADATA_FILE = Path("share/venv/metadata/venvstacks_layer.json")
 DYNLIB_DIR = Path("share/venv/dynlib")
@@ -126,7 +126,7 @@ def link_tree(source: Path, target: Path) -> None:
 
 
 def _build_layered(request: BuildRequest, stage: Path) -> None:
-    from ._injected import postinstall
+    from stacks.deploy import postinstall
 
     site = stage / request.site_dir
     site.mkdir(parents=True)
@@ -365,7 +365,7 @@ def _run_uv(request: BuildRequest, arguments: list[str], what: str) -> None:
 def _run_uv_install(request: BuildRequest, python: Path, *, reinstall: Sequence[str] = ()) -> None:
     from uv import find_uv_bin
 
-    from .platforms import target_platform
+    from stacks.platforms import target_platform
 
     layer = request.layer
     platform = target_platform(request.platform)
@@ -412,7 +412,7 @@ def _run_uv_install(request: BuildRequest, python: Path, *, reinstall: Sequence[
 
 def _raise_if_unwritable(output: str, doing: str) -> None:
     """Fail with the path and cause when uv could not write a file (not a lock problem)."""
-    from .uvproject import uv_write_failure
+    from stacks.lock.uv_project import uv_write_failure
 
     unwritable = uv_write_failure(output, doing=doing, environ=subprocess_env())
     if unwritable is not None:
@@ -588,7 +588,7 @@ def expected_packages(
     """(name, version) of the packages the locks install on `platform` (shared entries skipped)."""
     from packaging.markers import Marker
 
-    from .platforms import target_platform
+    from stacks.platforms import target_platform
 
     environment = target_platform(platform).marker_environment(python_version)
     found = []

@@ -6,10 +6,10 @@ import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
-from .platforms import PLATFORMS
-from .spec import LayerKind
-from .spec_fields import LayerDraft, parse_macosx
-from .spec_report import SpecReport, did_you_mean, show
+from stacks.platforms import PLATFORMS
+from stacks.spec.fields import LayerDraft, parse_macosx
+from stacks.spec.model import LayerKind
+from stacks.spec.report import SpecReport, did_you_mean, show
 
 # What only Windows forbids: these characters, a trailing space or dot, device names.
 _WINDOWS_BAD_CHARS = re.compile(r'[:*?"<>|]')

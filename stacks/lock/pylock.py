@@ -17,7 +17,7 @@ from typing import Any
 from urllib.parse import unquote, urlparse
 from urllib.request import url2pathname
 
-from .platforms import target_platform, wheel_platform_tags, wheel_supports
+from stacks.platforms import target_platform, wheel_platform_tags, wheel_supports
 
 SHARED_MARKER = "sys_platform == 'from_lower_layer'"
 _SOURCE_KEYS = ("sdist", "archive", "directory", "vcs")
@@ -414,7 +414,7 @@ def platforms_hint(env: str, working: Sequence[str]) -> str:
 
 def _glibc_needed(missing: Sequence[MissingWheels]) -> tuple[int, int] | None:
     """The linux_target that would fix every Linux gap, if a newer glibc alone would."""
-    from .platforms import tag_supports
+    from stacks.platforms import tag_supports
 
     needed: tuple[int, int] | None = None
     for item in missing:
@@ -450,7 +450,7 @@ def _manylinux_version(tag: str) -> tuple[int, int] | None:
 
 def render_pylock(pylock: Pylock, env: str) -> bytes:
     """The pylock file's bytes: deterministic, a short header, LF line endings."""
-    from .tomlwriter import dumps
+    from stacks.tomlwriter import dumps
 
     document: dict[str, Any] = {
         "lock-version": "1.0",

@@ -1,0 +1,5 @@
+"""The `stacks` command line."""
+
+from stacks.cli.commands import console_main, main
+
+__all__ = ["console_main", "main"]

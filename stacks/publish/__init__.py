@@ -1,0 +1,1 @@
+"""Publishing: byte-reproducible layer archives, their metadata, and local exports."""

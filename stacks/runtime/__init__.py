@@ -1,0 +1,1 @@
+"""Runtimes: python-build-standalone downloads and local interpreters, made relocatable."""
