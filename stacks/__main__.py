@@ -1,5 +1,5 @@
 """`python -m stacks` runs the command-line interface."""
 
-from stacks.cli.commands import console_main
+from stacks.cli import console_main
 
 console_main()

@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 from stacks import __version__
-from stacks.cli.commands import main
+from stacks.cli import main
 from stacks.spec import LayerKind, load_spec
 
 SPECS = Path(__file__).parent / "specs"
@@ -508,11 +508,11 @@ def test_non_utf8_stdout_is_not_a_traceback() -> None:
 # the interruption harness hit only now and then.
 _SIGINT_AT = {
     "during argument parsing": (
-        "parse = cli._build_parser\n"
-        "def _build_parser():\n"
+        "parse = cli.build_parser\n"
+        "def build_parser():\n"
         "    os.kill(os.getpid(), signal.SIGINT)\n"
         "    return parse()\n"
-        "cli._build_parser = _build_parser\n"
+        "cli.build_parser = build_parser\n"
     ),
     "as the work ends": (
         "run = cli.main\n"
@@ -530,7 +530,7 @@ def test_ctrl_c_at_any_moment_is_no_traceback(moment: str) -> None:
     """A Ctrl-C during parsing or as the run ends: 'interrupted', exit 130, no traceback."""
     script = (
         "import os, signal, sys\n"
-        "from stacks.cli import commands as cli\n"
+        "from stacks.cli import entry as cli\n"
         + _SIGINT_AT[moment]
         + f"sys.argv = ['stacks', 'show', {str(SPECS / 'valid_runtime_only.toml')!r}]\n"
         "cli.console_main()\n"

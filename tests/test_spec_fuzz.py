@@ -22,7 +22,7 @@ from hypothesis import strategies as st
 from mro import mro_orders
 from tomlwriter import dumps
 
-from stacks.cli.commands import main
+from stacks.cli import main
 from stacks.platforms import PLATFORMS
 from stacks.spec import LayerKind, load_spec
 

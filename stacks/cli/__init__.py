@@ -1,5 +1,5 @@
 """The `stacks` command line."""
 
-from stacks.cli.commands import console_main, main
+from stacks.cli.entry import console_main, main
 
 __all__ = ["console_main", "main"]

@@ -1,0 +1,53 @@
+"""`stacks verify` (compare what was made with what was recorded) and `stacks deploy`."""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+from stacks.cli.context import context_from_args, load_stack, selected_layers
+from stacks.errors import UsageError
+
+
+def cmd_verify(args: argparse.Namespace) -> int:
+    """`stacks verify`: check a stack's outputs, or a deployed folder, against their records."""
+    import os
+    from pathlib import Path
+
+    from stacks.pipeline.engine import project_lock
+    from stacks.pipeline.verify import render, verify_deployed, verify_stack
+
+    if (args.spec is None) == (args.deployed is None):
+        raise UsageError(
+            "verify needs either SPEC or --deployed DIR (not both)",
+            hint="`stacks verify stack.toml` checks a stack; `stacks verify --deployed DIR` a deployment",
+        )
+    if args.deployed is not None:
+        findings = verify_deployed(Path(os.path.abspath(args.deployed)))
+    else:
+        spec = load_stack(args)
+        layers = selected_layers(args, spec, with_dependents=False)
+        ctx = context_from_args(args, spec).with_options(
+            output_dir=Path(os.path.abspath(args.output_dir)) if args.output_dir else None,
+            export_dir=Path(os.path.abspath(args.export_dir)) if args.export_dir else None,
+        )
+        # Under the project lock: a run swapping folders in would look like a difference.
+        with project_lock(ctx.cache_dir, wait=not args.no_wait):
+            findings = verify_stack(ctx, list(layers), args.spec)
+    failed = any(f.failed for f in findings)
+    if args.json:
+        document = {"ok": not failed, "findings": [f.to_json() for f in findings]}
+        print(json.dumps(document, indent=2))
+    else:
+        text = render(findings, quiet=args.quiet)
+        if text:
+            print(text)
+    return 1 if failed else 0
+
+
+def cmd_deploy(args: argparse.Namespace) -> int:
+    """`stacks deploy`: deploy published archives on a target (the stand-alone deploy script)."""
+    from stacks.deploy.deploy import main as deploy_main
+
+    quiet = ["--quiet"] if args.quiet else []
+    return deploy_main([args.archive_dir, "--target", args.target, *quiet, *args.layers])

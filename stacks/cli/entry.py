@@ -1,0 +1,82 @@
+"""The `stacks` entry points: run the chosen command, print errors, set exit codes."""
+
+from __future__ import annotations
+
+import signal
+import sys
+from collections.abc import Sequence
+from typing import NoReturn
+
+from stacks.cli.checks import cmd_deploy
+from stacks.cli.parser import build_parser
+from stacks.errors import EXIT_USAGE, StacksError
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command line; return the exit code."""
+    try:
+        return _run(argv)
+    except StacksError as exc:
+        _print_error(exc)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        # Caught around argument parsing too: a Ctrl-C at any point after start-up is no crash.
+        print("stacks: interrupted", file=sys.stderr)
+        return 130
+    except BrokenPipeError:
+        # The reader went away (`stacks show ... | head`): stop quietly.
+        import os
+
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 1
+    except OSError as exc:
+        # A full disk or an unwritable folder outside any step (e.g. the cache's lock file).
+        from stacks.errors import DiskError
+
+        _print_error(DiskError.from_os_error(exc))
+        return 1
+
+
+def console_main() -> NoReturn:
+    """The `stacks` and `python -m stacks` entry point: run, then exit with the code."""
+    try:
+        code = main()
+        # The work is done: a late Ctrl-C or SIGTERM must not turn the interpreter's shutdown
+        # into a traceback. Blocked signals are simply dropped when the process exits.
+        signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM})
+    except KeyboardInterrupt:
+        print("stacks: interrupted", file=sys.stderr)
+        code = 130
+    sys.exit(code)
+
+
+def _run(argv: Sequence[str] | None) -> int:
+    """Parse the arguments and run the chosen command."""
+    _tolerant_output()
+    parser = build_parser()
+    args, extra = parser.parse_known_args(argv)
+    # Errors about a command's arguments show that command's usage.
+    command_parser = getattr(args, "command_parser", parser)
+    if extra and getattr(args, "handler", None) is cmd_deploy:
+        # `stacks deploy DIR --target T LAYER...`: layers may follow the options too.
+        if any(word.startswith("-") for word in extra):
+            command_parser.error(f"unrecognized arguments: {' '.join(extra)}")
+        args.layers = [*args.layers, *extra]
+    elif extra:
+        command_parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    if getattr(args, "handler", None) is None:
+        parser.print_help(sys.stderr)
+        return EXIT_USAGE
+    return int(args.handler(args) or 0)
+
+
+def _tolerant_output() -> None:
+    """Never crash on characters the terminal cannot encode."""
+    for stream in (sys.stdout, sys.stderr):
+        reconfigure = getattr(stream, "reconfigure", None)
+        if reconfigure is not None:
+            reconfigure(errors="backslashreplace")
+
+
+def _print_error(exc: StacksError) -> None:
+    print(f"error: {exc}", file=sys.stderr)

@@ -1,0 +1,191 @@
+"""`stacks list/info/forget/clean`: the stack's tasks, their state, and removing what they did."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from typing import TYPE_CHECKING
+
+from stacks.cli.context import asked_layers, context_from_args, load_stack, selected_layers
+from stacks.errors import UsageError
+
+if TYPE_CHECKING:
+    from stacks.pipeline.run_context import RunContext
+
+
+def cmd_list(args: argparse.Namespace) -> int:
+    """`stacks list`: the stack's tasks (doit list), or their status with --status."""
+    from stacks.pipeline.engine import run_doit_command
+
+    spec = load_stack(args)
+    ctx = context_from_args(args, spec)
+    names: list[str] = []
+    if args.include:
+        from stacks.pipeline.engine import task_graph
+
+        # The tasks of the selected layers (those matched, and the layers they need).
+        layers = {layer.env_name for layer in selected_layers(args, spec, with_dependents=False)}
+        names = [name for name in task_graph(ctx) if name.partition(":")[2] in layers]
+    if args.include and not names:
+        return 0  # --allow-missing and nothing matched: doit would list everything
+    if args.status:
+        return _list_status(ctx, names)
+    return run_doit_command(ctx, ["list", "--all", *names])
+
+
+def _task_docs(ctx: RunContext) -> dict[str, str]:
+    """task name -> its one-line description."""
+    from stacks.pipeline.tasks import all_tasks
+
+    return {f"{step}:{task['name']}": task.get("doc", "") for step, task in all_tasks(ctx)}
+
+
+def _list_status(ctx: RunContext, names: list[str]) -> int:
+    """Each step task with the status `--dry-run` would give it: R run, M may run, U up to date."""
+    from stacks.pipeline.engine import plan, task_graph
+
+    docs = _task_docs(ctx)
+    planned = {item.task: item.status for item in plan(ctx, names or list(task_graph(ctx)))}
+    shown = sorted(names or planned)
+    width = max(map(len, shown), default=0) + 3
+    codes = {"run": "R", "maybe": "M", "up-to-date": "U"}
+    for name in shown:
+        print(f"{codes[planned[name]]} {name:<{width}}{docs.get(name, '')}")
+    print("R: will run, M: may run (after a task it needs), U: up to date", file=sys.stderr)
+    return 0
+
+
+def cmd_info(args: argparse.Namespace) -> int:
+    """`stacks info`: one task's dependencies, status and why it would run."""
+    from stacks.hashing import read_stamp
+    from stacks.pipeline.engine import closure, plan, task_graph
+    from stacks.pipeline.stamps import task_products, task_stamp
+    from stacks.pipeline.tasks import is_current
+
+    spec = load_stack(args)
+    ctx = context_from_args(args, spec)
+    graph = task_graph(ctx)
+    if args.task not in graph:
+        raise UsageError(f"unknown task '{args.task}'", hint="`stacks list SPEC` shows every task")
+    step, _, env = args.task.partition(":")
+    current = is_current(ctx, step, env)
+    stamp = read_stamp(task_stamp(ctx, args.task)) or {}
+    planned = plan(ctx, [args.task])[-1]  # the task itself comes last, after what it needs
+    data = {
+        "task": args.task,
+        "depends_on": graph[args.task],
+        "all_dependencies": closure(graph, [args.task])[:-1],
+        "up_to_date": current,
+        "status": planned.status,
+        "reasons": planned.reasons,
+        "last_finished": stamp.get("finished_at"),
+        "outputs": stamp.get("outputs", {}),
+    }
+    if args.json:
+        print(json.dumps(data, indent=2))
+        return 0
+    # In words, not doit's `info` (it would show our check functions and their arguments).
+    print(f"{args.task}: {_task_docs(ctx).get(args.task, '')}")
+    print(f"needs: {', '.join(data['depends_on']) or 'nothing'}")
+    stamps = ctx.cache_dir / "stamps"
+    products = [p for p in task_products(ctx, args.task) if p.exists() and stamps not in p.parents]
+    if products:
+        print("wrote: " + "\n       ".join(map(str, products)))
+    label = {"run": "will run", "maybe": "may run", "up-to-date": "up to date"}[planned.status]
+    print(f"status: {label}")
+    for reason in data["reasons"]:
+        print(f"  because: {reason}")
+    if data["last_finished"]:
+        print(f"last finished: {data['last_finished']}")
+    return 0
+
+
+def _tasks_for(args: argparse.Namespace, ctx: RunContext) -> list[str]:
+    from stacks.pipeline.engine import task_graph
+
+    graph = task_graph(ctx)
+    if args.tasks:
+        unknown = [t for t in args.tasks if t not in graph]
+        if unknown:
+            raise UsageError(
+                f"unknown task: {', '.join(unknown)}", hint="`stacks list SPEC` shows every task"
+            )
+        return list(args.tasks)
+    # Only the layers the patterns match: forgetting or cleaning an app leaves its runtime alone.
+    layers = {
+        layer.env_name
+        for layer in asked_layers(args, selected_layers(args, ctx.spec, with_dependents=False))
+    }
+    if not args.include:
+        return list(graph)  # the stack manifest tasks too
+    return [name for name in graph if name.partition(":")[2] in layers]
+
+
+def cmd_forget(args: argparse.Namespace) -> int:
+    """`stacks forget`: remove the stamps of tasks, so they run again."""
+    from stacks.pipeline.engine import project_lock
+    from stacks.pipeline.stamps import recorded_stamps
+
+    spec = load_stack(args)
+    ctx = context_from_args(args, spec)
+    names = _tasks_for(args, ctx)
+    # The stamps alone decide what is up to date (doit's own database does not).
+    with project_lock(ctx.cache_dir, wait=not args.no_wait):
+        for name in names:
+            if not name.startswith("lock:"):
+                for stamp in recorded_stamps(ctx, name):  # of every destination
+                    stamp.unlink(missing_ok=True)
+    locks = sum(1 for name in names if name.startswith("lock:"))
+    if not args.quiet:
+        forgotten = len(names) - locks
+        print(
+            f"forgot {forgotten} task(s); they will run again"
+            if forgotten
+            else "nothing to forget",
+            file=sys.stderr,
+        )
+        if locks:
+            print(
+                "note: lock tasks follow the committed lock files; "
+                "`stacks lock SPEC --reset-lock PATTERN` re-resolves them",
+                file=sys.stderr,
+            )
+    return 0
+
+
+def cmd_clean(args: argparse.Namespace) -> int:
+    """`stacks clean`: remove what tasks produced."""
+    from pathlib import Path
+
+    from stacks.pipeline.engine import project_lock
+    from stacks.pipeline.publish_steps import run_manifest
+    from stacks.pipeline.run_context import STACK_TASK, stack_manifest_path
+    from stacks.pipeline.stamps import remove_products
+
+    spec = load_stack(args)
+    ctx = context_from_args(args, spec)
+    names = _tasks_for(args, ctx)
+    removed = 0
+    refresh: set[tuple[str, Path]] = set()  # stack manifests listing a removed layer
+    with project_lock(ctx.cache_dir, wait=not args.no_wait):
+        for name in names:
+            step, _, env = name.partition(":")
+            for path in remove_products(ctx, name):
+                removed += 1
+                # An archive or an exported layer (not its stamp or metadata file): its folder.
+                output = ctx.cache_dir not in path.parents and path.parent.name != "env_metadata"
+                if step in ("archive", "export") and env != STACK_TASK and output:
+                    refresh.add((step, path.parent))
+        for step, folder in sorted(refresh):
+            if f"{step}:{STACK_TASK}" in names:
+                continue
+            # A partial clean: the stack manifest of that folder lists what is left.
+            folder_ctx = ctx.with_options(
+                **{"output_dir" if step == "archive" else "export_dir": folder}
+            )
+            if stack_manifest_path(folder_ctx, step).is_file():
+                run_manifest(folder_ctx, step)
+    if not args.quiet:
+        print(f"removed {removed} item(s) for {len(names)} task(s)", file=sys.stderr)
+    return 0

@@ -1,0 +1,112 @@
+"""`stacks show`: the layers of a stack as a tree or as JSON, with their lock status."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
+from stacks.cli.context import context_from_args, load_stack, selected_layers
+
+if TYPE_CHECKING:
+    from stacks.lock.locking import LockOptions
+    from stacks.spec import LayerSpec, StackSpec
+
+
+def cmd_show(args: argparse.Namespace) -> int:
+    """`stacks show`: print the selected layers as a tree, or as JSON."""
+    from stacks.spec import LayerKind
+
+    spec = load_stack(args)
+    layers = selected_layers(args, spec, with_dependents=True)
+    status = _lock_status(spec, layers, context_from_args(args, spec).lock_options)
+    if args.json:
+        document: dict[str, Any] = {"spec_name": spec.name}
+        for kind in LayerKind:
+            document[kind.table] = [
+                _layer_json(spec, layer, status) for layer in layers if layer.kind is kind
+            ]
+        print(json.dumps(document, indent=2))
+        return 0
+    print(_render_tree(spec, layers, status))
+    return 0
+
+
+def _lock_status(
+    spec: StackSpec, layers: Sequence[LayerSpec], options: LockOptions
+) -> dict[str, tuple[bool, int | None]]:
+    """For each layer and its dependencies: (has a valid lock, lock version if it is valid).
+
+    A stale lock's version is not the one the layer will deploy as, so it is not shown:
+    a versioned layer without a valid lock shows as `<env>@???`, as venvstacks does.
+    """
+    from stacks.lock.locking import lock_state
+
+    names = {layer.env_name for layer in layers}
+    for layer in layers:
+        names.update(layer.dependencies)
+    status = {}
+    for name in names:
+        state = lock_state(spec, spec.layer(name), options)
+        version = state.meta.lock_version if state.valid and state.meta else None
+        status[name] = (state.valid, version)
+    return status
+
+
+def _layer_json(
+    spec: StackSpec, layer: LayerSpec, status: dict[str, tuple[bool, int | None]]
+) -> dict[str, Any]:
+    def ref(env_name: str) -> dict[str, Any]:
+        valid, version = status[env_name]
+        return {
+            "name": env_name,
+            "install_target": spec.layer(env_name).deployed_name(version),
+            "has_valid_lock": valid,
+        }
+
+    entry = ref(layer.env_name)
+    entry["platforms"] = list(layer.platforms)
+    entry["dependencies"] = [ref(dep) for dep in layer.dependencies]
+    return entry
+
+
+def _render_tree(
+    spec: StackSpec, layers: Sequence[LayerSpec], status: dict[str, tuple[bool, int | None]]
+) -> str:
+    from stacks.spec import LayerKind
+
+    def label(env_name: str) -> str:
+        valid, version = status[env_name]
+        deployed = spec.layer(env_name).deployed_name(version)
+        text = env_name if deployed == env_name else f"{env_name} -> {deployed}"
+        return text if valid else f"*{text}"
+
+    tee, corner, pipe, blank = _tree_glyphs()
+    lines = [spec.name]
+    groups = [(kind, [layer for layer in layers if layer.kind is kind]) for kind in LayerKind]
+    groups = [(kind, members) for kind, members in groups if members]
+    for group_index, (kind, members) in enumerate(groups):
+        last_group = group_index == len(groups) - 1
+        lines.append((corner if last_group else tee) + kind.table)
+        indent = blank if last_group else pipe
+        for index, layer in enumerate(members):
+            last = index == len(members) - 1
+            lines.append(indent + (corner if last else tee) + label(layer.env_name))
+            inner = indent + (blank if last else pipe)
+            for dep_index, dep in enumerate(layer.dependencies):
+                dep_last = dep_index == len(layer.dependencies) - 1
+                lines.append(inner + (corner if dep_last else tee) + label(dep))
+    if any(not status[layer.env_name][0] for layer in layers):
+        lines.append("(* = no valid lock: run `stacks lock`)")
+    return "\n".join(lines)
+
+
+def _tree_glyphs() -> tuple[str, str, str, str]:
+    """Branch, last branch, pipe and blank prefixes, in ASCII when stdout cannot encode box lines."""
+    try:
+        "├└│".encode(sys.stdout.encoding or "ascii")
+    except (UnicodeEncodeError, LookupError):
+        return "|-- ", "`-- ", "|   ", "    "
+    return "├── ", "└── ", "│   ", "    "

@@ -1,0 +1,152 @@
+"""`stacks lock/build/publish/export` (running the step tasks) and `stacks run`."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
+from stacks.cli.context import (
+    asked_layers,
+    check_reset_patterns,
+    context_from_args,
+    load_stack,
+    selected_layers,
+)
+from stacks.errors import StacksError, UsageError
+
+if TYPE_CHECKING:
+    from stacks.pipeline.run_context import RunContext
+    from stacks.spec import LayerSpec, StackSpec
+
+
+def _wanted(ctx: RunContext, step: str, layers: Sequence[LayerSpec]) -> list[str]:
+    from stacks.pipeline.run_context import STACK_TASK, builds_here, task_name
+
+    if step == "lock":
+        return [task_name("lock", layer.env_name) for layer in layers]
+    wanted = [task_name(step, layer.env_name) for layer in layers if builds_here(ctx, layer)]
+    if step in ("archive", "export"):
+        wanted.append(task_name(step, STACK_TASK))
+    return wanted
+
+
+def cmd_steps(args: argparse.Namespace) -> int:
+    """`stacks lock/build/publish/export`: run (or with --dry-run plan) the step's tasks."""
+    import os
+
+    from stacks.pipeline.engine import StacksReporter, plan, run_tasks
+
+    spec = load_stack(args)
+    layers = selected_layers(args, spec, with_dependents=False)
+    check_reset_patterns(args, spec)
+    ctx = context_from_args(args, spec)
+    if args.step in ("archive", "export"):
+        from stacks.pipeline.output_folders import check_output_folder
+        from stacks.pipeline.run_context import builds_here
+
+        check_output_folder(ctx, args.step, [lay for lay in layers if builds_here(ctx, lay)])
+    if args.include:
+        ctx = ctx.with_options(selected=frozenset(layer.env_name for layer in layers))
+    wanted = _wanted(ctx, args.step, layers)
+    skipped = [
+        layer.env_name
+        for layer in layers
+        if args.step != "lock" and ctx.platform_tag not in layer.platforms
+    ]
+    if skipped and not args.quiet:
+        print(f"note: not built here ({ctx.platform_tag}): {', '.join(skipped)}", file=sys.stderr)
+    if getattr(args, "clean", False):
+        # Only the layers asked for are forced; the layers they need are rebuilt only if needed.
+        ctx = ctx.with_options(
+            forced=frozenset(_wanted(ctx, args.step, asked_layers(args, layers)))
+        )
+    if args.dry_run:
+        planned = plan(ctx, wanted)
+        if args.json:
+            print(json.dumps({"plan": [p.to_json() for p in planned]}, indent=2))
+        else:
+            for item in planned:
+                reasons = f": {'; '.join(item.reasons)}" if item.reasons else ""
+                label = {"run": "would run", "maybe": "may run", "up-to-date": "up to date"}[
+                    item.status
+                ]
+                print(f"{item.task:40} {label}{reasons}")
+        return 0
+    reporter = StacksReporter(verbose=args.verbose, quiet=args.quiet)
+    jobs = args.jobs if args.jobs is not None else (os.cpu_count() or 1)
+    result = run_tasks(ctx, wanted, jobs=jobs, reporter=reporter, wait=not args.no_wait)
+    if args.json:
+        print(json.dumps(result.to_json(), indent=2))
+    elif not args.quiet:
+        print(result.summary(), file=sys.stderr)
+        if result.exit_code == 0:
+            _print_next_steps(ctx, args.step, layers)
+    return 1 if result.exit_code else 0
+
+
+def _print_next_steps(ctx: RunContext, step: str, layers: Sequence[LayerSpec]) -> None:
+    import shlex
+
+    from stacks.pipeline.run_context import deployed_name
+    from stacks.spec import LayerKind
+
+    apps = [
+        layer
+        for layer in layers
+        if layer.kind is LayerKind.APPLICATION and ctx.platform_tag in layer.platforms
+    ]
+    if step == "build":
+        for app in apps:
+            command = shlex.join(["stacks", "run", str(ctx.spec.path), app.name])
+            print(f"run {app.env_name}: {command}", file=sys.stderr)
+    elif step == "archive" and ctx.output_dir is not None:
+        print(f"archives and metadata in {ctx.output_dir}", file=sys.stderr)
+    elif step == "export" and ctx.export_dir is not None:
+        for app in apps:
+            python = ctx.export_dir / deployed_name(ctx, app.env_name) / "bin" / "python"
+            command = shlex.join([str(python), "-m", app.launch_module_name])
+            print(f"run {app.env_name}: {command}", file=sys.stderr)
+
+
+def _find_app(spec: StackSpec, name: str) -> LayerSpec:
+    from stacks.spec import LayerKind
+
+    for layer in spec.of_kind(LayerKind.APPLICATION):
+        if name in (layer.name, layer.env_name):
+            return layer
+    apps = ", ".join(layer.name for layer in spec.of_kind(LayerKind.APPLICATION)) or "none"
+    if name in spec.disabled or f"app-{name}" in spec.disabled:
+        raise UsageError(
+            f"application '{name}' in {spec.name} is disabled: it targets no platform",
+            hint="its `platforms` (or those of the layers below it) leave none; "
+            f"enabled applications: {apps}",
+        )
+    raise UsageError(f"no application '{name}' in {spec.name}", hint=f"applications: {apps}")
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    """`stacks run`: run an application from its current build environment."""
+    import os
+    import subprocess
+
+    from stacks.pipeline.build_steps import build_current
+
+    spec = load_stack(args)
+    if args.app is None:
+        raise UsageError(
+            "stacks run: which application?", hint=f"`stacks run {args.spec} APP [ARGS...]`"
+        )
+    app = _find_app(spec, args.app)
+    ctx = context_from_args(args, spec)
+    python = ctx.build_dir(app.env_name) / "bin" / "python"
+    if not python.exists() or not build_current(ctx, app.env_name):
+        raise StacksError(
+            f"application '{app.env_name}' is not built (or its build is out of date)",
+            hint=f"run `stacks build {args.spec}` first",
+        )
+    extra = args.args[1:] if args.args[:1] == ["--"] else args.args
+    command = [os.fspath(python), "-m", app.launch_module_name, *extra]
+    return subprocess.run(command, check=False).returncode
