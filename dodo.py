@@ -15,7 +15,8 @@ from doit import get_var
 
 from stacks.errors import StacksError
 from stacks.lock.locking import LockOptions
-from stacks.pipeline.engine import doit_config, project_lock
+from stacks.pipeline.engine import doit_config
+from stacks.pipeline.project_lock import project_lock
 from stacks.pipeline.tasks import (
     RunContext,
     archive_tasks,

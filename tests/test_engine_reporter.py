@@ -5,7 +5,7 @@ from __future__ import annotations
 import io
 from types import SimpleNamespace
 
-from stacks.pipeline.engine import StacksReporter
+from stacks.pipeline.reporter import StacksReporter
 
 
 class Terminal(io.StringIO):

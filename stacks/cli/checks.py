@@ -14,7 +14,7 @@ def cmd_verify(args: argparse.Namespace) -> int:
     import os
     from pathlib import Path
 
-    from stacks.pipeline.engine import project_lock
+    from stacks.pipeline.project_lock import project_lock
     from stacks.pipeline.verify import render, verify_deployed, verify_stack
 
     if (args.spec is None) == (args.deployed is None):

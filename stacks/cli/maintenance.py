@@ -124,7 +124,7 @@ def _tasks_for(args: argparse.Namespace, ctx: RunContext) -> list[str]:
 
 def cmd_forget(args: argparse.Namespace) -> int:
     """`stacks forget`: remove the stamps of tasks, so they run again."""
-    from stacks.pipeline.engine import project_lock
+    from stacks.pipeline.project_lock import project_lock
     from stacks.pipeline.stamps import recorded_stamps
 
     spec = load_stack(args)
@@ -158,7 +158,7 @@ def cmd_clean(args: argparse.Namespace) -> int:
     """`stacks clean`: remove what tasks produced."""
     from pathlib import Path
 
-    from stacks.pipeline.engine import project_lock
+    from stacks.pipeline.project_lock import project_lock
     from stacks.pipeline.publish_steps import run_manifest
     from stacks.pipeline.run_context import STACK_TASK, stack_manifest_path
     from stacks.pipeline.stamps import remove_products

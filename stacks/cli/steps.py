@@ -37,7 +37,8 @@ def cmd_steps(args: argparse.Namespace) -> int:
     """`stacks lock/build/publish/export`: run (or with --dry-run plan) the step's tasks."""
     import os
 
-    from stacks.pipeline.engine import StacksReporter, plan, run_tasks
+    from stacks.pipeline.engine import plan, run_tasks
+    from stacks.pipeline.reporter import StacksReporter
 
     spec = load_stack(args)
     layers = selected_layers(args, spec, with_dependents=False)
