@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from stacks.build.environment import _SMOKE
+from stacks.build.smoke import _SMOKE
 
 
 def smoke(

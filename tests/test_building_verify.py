@@ -7,7 +7,7 @@ import hashlib
 import os
 from pathlib import Path
 
-from stacks.build.environment import VerifiedFiles, verify_installed
+from stacks.build.records import VerifiedFiles, verify_installed
 
 
 def record_hash(data: bytes) -> str:

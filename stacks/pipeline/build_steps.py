@@ -226,7 +226,7 @@ def build_digest(ctx: RunContext, env_name: str) -> str | None:
 
 def build_request(ctx: RunContext, env_name: str) -> Any:
     """The building.BuildRequest for a layer: its lock, runtime and lower layers."""
-    from stacks.build.environment import BuildRequest, LowerLayer
+    from stacks.build.request import BuildRequest, LowerLayer
     from stacks.lock.locking import lock_paths
 
     spec = ctx.spec
