@@ -33,7 +33,8 @@ from stack_trees import (
 from stacks.deploy import deploy as deploy_module
 from stacks.deploy.deploy import DeployError, current_platform, deploy, main
 from stacks.deploy.postinstall import load_layer_config
-from stacks.publish.archives import write_archive, write_stack_metadata
+from stacks.publish.archives import write_archive
+from stacks.publish.metadata import write_stack_metadata
 
 KINDS = {RUNTIME: "runtime", FRAMEWORK: "framework", APP: "application"}
 ODD_FOLDER = "dé ploy 🦎"

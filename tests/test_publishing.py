@@ -1,4 +1,4 @@
-"""stacks/publish/archives.py: reproducible archives in four formats, and local exports."""
+"""stacks/publish/: reproducible archives in four formats, and local exports."""
 
 from __future__ import annotations
 
@@ -34,12 +34,11 @@ from stacks.publish.archives import (
     _compressed,
     _HashingWriter,
     _ParallelXzWriter,
-    export_layer,
     layer_entries,
-    supports_symlinks,
     write_archive,
-    write_stack_metadata,
 )
+from stacks.publish.export import export_layer, supports_symlinks
+from stacks.publish.metadata import write_stack_metadata
 
 LAYERED = {RUNTIME: False, FRAMEWORK: True, APP: True}
 TAR_FORMATS = [f for f in ARCHIVE_FORMATS if f.startswith("tar.")]

@@ -1,3 +1,4 @@
+# One file on purpose: it is copied alone to target machines (standard library only).
 """Deploy published layers on a target machine (standard library only; works copied alone).
 
     python -m stacks.deploy ARCHIVE_DIR --target DIR [LAYER...]

@@ -199,7 +199,7 @@ def export_current(ctx: RunContext, env_name: str) -> bool:
 def run_export(ctx: RunContext, env_name: str) -> Any:
     """Action of export:<env>: copy (link) the layer into the export folder and post-install it."""
     from stacks import atomic
-    from stacks.publish.archives import export_layer
+    from stacks.publish.export import export_layer
 
     assert ctx.export_dir is not None
     key = publish_inputs(ctx, env_name, "export")

@@ -1,4 +1,4 @@
-"""Publish layers: byte-reproducible archives, local exports and the publish metadata.
+"""Byte-reproducible layer archives, and the view of a layer that archives and exports share.
 
 Archive and export share one view of a layer (`layer_entries`): the built tree minus what
 postinstall regenerates on the target (`pyvenv.cfg`, `sitecustomize.py`, a layered env's
@@ -16,21 +16,18 @@ regular files, so the bytes do not depend on how the build tree shares inodes.
 from __future__ import annotations
 
 import contextlib
-import errno
 import gzip
 import hashlib
 import lzma
 import os
 import shutil
-import signal
 import stat
-import subprocess
 import tarfile
 import tempfile
 import time
 import zipfile
 from collections import deque
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -38,12 +35,10 @@ from typing import Any, BinaryIO
 
 import zstandard
 
-from stacks import atomic
 from stacks.errors import PublishError
 
 ARCHIVE_FORMATS = ("tar.xz", "tar.zst", "tar.gz", "zip")
 INJECTED_POSTINSTALL = Path(__file__).parent.parent / "deploy" / "postinstall.py"
-METADATA_DIR = "__stacks__"
 
 XZ_PRESET = 6
 # 4 MiB: xz preset 6 compresses ~15% faster per byte than with 8 MiB chunks (less history
@@ -303,7 +298,7 @@ def write_archive(
             os.unlink(tmp_name)
         if isinstance(exc, OSError):
             raise PublishError(
-                f"cannot archive {tree} to {archive}: {exc}", hint=_os_error_hint(exc)
+                f"cannot archive {tree} to {archive}: {exc}", hint=os_error_hint(exc)
             ) from exc
         raise
     return ArchiveResult(archive, out.size, out.sha256.hexdigest())
@@ -377,171 +372,8 @@ def _zip_info(name: str, mode: int, date_time: tuple[int, ...]) -> zipfile.ZipIn
     return info
 
 
-def supports_symlinks(folder: Path) -> bool:
-    """Whether symlinks can be created in `folder` (probed by creating one)."""
-    folder.mkdir(parents=True, exist_ok=True)
-    probe = Path(tempfile.mkdtemp(prefix=".stacks-symlink-probe.", dir=folder))
-    try:
-        os.symlink("target", probe / "link")
-        return os.path.islink(probe / "link")
-    except (OSError, NotImplementedError):
-        return False
-    finally:
-        atomic.remove_tree(probe)
-
-
-def export_layer(tree: Path, target: Path, *, layered: bool, symlinks: bool = True) -> None:
-    """Copy the layer at `tree` to `target` (hard links where possible), then run its postinstall."""
-    entries = layer_entries(tree, layered=layered)
-    target = Path(os.path.abspath(target))
-    try:
-        with atomic.new_directory(target) as staging:
-            os.chmod(staging, 0o755)
-            same_device = os.stat(tree).st_dev == os.stat(staging).st_dev
-            for entry in entries:
-                _export_entry(
-                    entry, staging / entry.name, same_device=same_device, symlinks=symlinks
-                )
-            _export_bytecode(Path(os.path.abspath(tree)), staging, same_device=same_device)
-    except OSError as exc:
-        raise PublishError(
-            f"cannot export {tree} to {target}: {exc}",
-            hint=_os_error_hint(exc)
-            if exc.errno in _DISK_ERRNOS
-            else "if the target cannot hold symlinks, export with symlinks=False "
-            "(supports_symlinks() probes a folder)",
-        ) from exc
-    try:
-        _run_postinstall(target, symlinks=symlinks)
-    except BaseException:
-        atomic.remove_tree(target)
-        raise
-
-
-_DISK_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES})
-
-
-def _os_error_hint(exc: OSError) -> str | None:
+def os_error_hint(exc: OSError) -> str | None:
+    """What to do about a full disk, a read-only folder or a denied write (else None)."""
     from stacks.errors import DiskError
 
     return DiskError.from_os_error(exc).hint
-
-
-def _export_entry(entry: LayerEntry, dest: Path, *, same_device: bool, symlinks: bool) -> None:
-    if entry.kind == "dir":
-        dest.mkdir()
-    elif entry.kind == "symlink" and symlinks:
-        os.symlink(entry.link_target or "", dest)
-    elif entry.kind == "symlink":
-        source = Path(os.path.realpath(entry.source))
-        if source.is_dir():
-            shutil.copytree(source, dest, ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
-        elif source.is_file():
-            shutil.copy2(source, dest)
-        else:
-            raise PublishError(
-                f"{entry.source}: dangling symlink cannot be copied to a target without symlinks"
-            )
-    elif same_device and entry.source != INJECTED_POSTINSTALL:
-        try:
-            os.link(entry.source, dest)
-        except OSError:  # e.g. the link count limit, or a filesystem without hard links
-            shutil.copy2(entry.source, dest)
-    else:
-        shutil.copy2(entry.source, dest)
-
-
-def _export_bytecode(tree: Path, staging: Path, *, same_device: bool) -> None:
-    """Link the build tree's bytecode next to the exported sources it was compiled from.
-
-    The runtime's stdlib is precompiled; without this, postinstall recompiles all of it for
-    every export. A .pyc records its source's mtime and size, and exported sources are hard
-    links (or mtime-preserving copies), so linked bytecode is valid and postinstall skips it;
-    bytecode of a source postinstall rewrites (sitecustomize.py) no longer matches and is
-    recompiled. Like sources, .pyc files are never modified in place (always replaced).
-    """
-    for dirpath, dirnames, _ in os.walk(tree):
-        if "__pycache__" not in dirnames:
-            continue
-        dirnames.remove("__pycache__")
-        exported = staging / os.path.relpath(dirpath, tree)
-        if not exported.is_dir() or exported.is_symlink():
-            continue  # not exported (bin/ of a layered env, hidden folders)
-        with os.scandir(os.path.join(dirpath, "__pycache__")) as scan:
-            compiled = [
-                e for e in scan if e.name.endswith(".pyc") and e.is_file(follow_symlinks=False)
-            ]
-        if not compiled:
-            continue
-        (exported / "__pycache__").mkdir(exist_ok=True)
-        for entry in compiled:
-            dest = exported / "__pycache__" / entry.name
-            if same_device:
-                try:
-                    os.link(entry.path, dest)
-                    continue
-                except OSError:
-                    pass
-            shutil.copy2(entry.path, dest)
-
-
-def _run_postinstall(layer: Path, *, symlinks: bool) -> None:
-    """Run the layer's postinstall.py with its base Python (the runtime for layered envs)."""
-    from stacks.deploy import postinstall
-
-    try:
-        base = postinstall.resolve_base_python(layer)
-    except postinstall.LayerConfigError as exc:
-        raise PublishError(f"cannot export {layer.name}: {exc}") from None
-    if not os.access(base, os.X_OK):
-        raise PublishError(
-            f"cannot export {layer.name}: its base Python {base} does not exist",
-            hint="export the runtime (and any frameworks below the layer) first",
-        )
-    command = [str(base), "-X", "utf8", "-I", str(layer / "postinstall.py"), str(layer)]
-    if not symlinks:
-        command.append("--copies")
-    # Its own process group: if this step is interrupted, the whole group (compileall's
-    # worker pool included) is killed, leaving no orphan holding the output pipes.
-    process = subprocess.Popen(
-        command,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        start_new_session=os.name == "posix",
-    )
-    try:
-        stdout, stderr = process.communicate()
-    except BaseException:
-        with contextlib.suppress(OSError):
-            if os.name == "posix":
-                os.killpg(process.pid, signal.SIGKILL)
-            else:
-                process.kill()
-        process.wait()
-        raise
-    if process.returncode != 0:
-        raise PublishError(
-            f"postinstall.py of {layer.name} failed (exit {process.returncode}):\n"
-            f"{(stderr or stdout).strip()}"
-        )
-
-
-def write_stack_metadata(
-    output_dir: Path, layers: Sequence[Mapping[str, Any]], *, platform: str | None = None
-) -> Path:
-    """Write `__stacks__/stack[-platform].json` and one `env_metadata/` file per layer."""
-    categories: dict[str, list[Mapping[str, Any]]] = {
-        "runtimes": [],
-        "frameworks": [],
-        "applications": [],
-    }
-    plural = {"runtime": "runtimes", "framework": "frameworks", "application": "applications"}
-    suffix = f"-{platform}" if platform else ""
-    folder = output_dir / METADATA_DIR
-    for layer in layers:
-        categories[plural[layer["kind"]]].append(layer)
-        atomic.write_json(folder / "env_metadata" / f"{layer['layer_name']}{suffix}.json", layer)
-    manifest = folder / f"stack{suffix}.json"
-    atomic.write_json(manifest, {"layers": categories})
-    return manifest
