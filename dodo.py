@@ -9,7 +9,9 @@ from __future__ import annotations
 import atexit
 import contextlib
 import sys
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 from doit import get_var
 
@@ -17,14 +19,8 @@ from stacks.errors import StacksError
 from stacks.lock.locking import LockOptions
 from stacks.pipeline.engine import doit_config
 from stacks.pipeline.project_lock import project_lock
-from stacks.pipeline.tasks import (
-    RunContext,
-    archive_tasks,
-    build_tasks,
-    export_tasks,
-    lock_tasks,
-    runtime_tasks,
-)
+from stacks.pipeline.run_context import RunContext
+from stacks.pipeline.steps import generators
 from stacks.spec import load_spec
 
 try:
@@ -49,26 +45,14 @@ if not (set(sys.argv[1:2]) & {"list", "info", "help", "dumpdb"}):
     atexit.register(_lock.close)
 
 
-def task_runtime():
-    """Provide the stack's runtimes."""
-    yield from runtime_tasks(_CTX)
+def _task_creator(generate: Callable[[RunContext], Iterator[dict[str, Any]]]) -> Callable[[], Any]:
+    def create() -> Iterator[dict[str, Any]]:
+        yield from generate(_CTX)
+
+    create.__doc__ = generate.__doc__
+    return create
 
 
-def task_lock():
-    """Lock every layer (pylock.toml per layer)."""
-    yield from lock_tasks(_CTX)
-
-
-def task_build():
-    """Build every layer targeting this platform."""
-    yield from build_tasks(_CTX)
-
-
-def task_archive():
-    """Write a reproducible archive of every built layer (stacks publish)."""
-    yield from archive_tasks(_CTX)
-
-
-def task_export():
-    """Export every built layer, ready to run (stacks export)."""
-    yield from export_tasks(_CTX)
+# One `task_<step>` per registered step: doit finds them by their names in this module.
+for _basename, _generate in generators().items():
+    globals()[f"task_{_basename}"] = _task_creator(_generate)

@@ -46,24 +46,45 @@ def module_name(path: Path, root: Path = PACKAGE) -> str:
     return ".".join(parts)
 
 
-def imports_of(path: Path, root: Path = PACKAGE) -> list[tuple[int, str]]:
-    """(line, imported module) for every import in the file, at any depth, relative ones resolved."""
+def imports_of(path: Path, root: Path = PACKAGE) -> list[tuple[int, str, bool]]:
+    """(line, imported module, typing only) for every import in the file, at any depth.
+
+    Relative imports are resolved; "typing only" marks imports under `if TYPE_CHECKING:`,
+    which never run (they count for the layering rules, not for circles).
+    """
     name = module_name(path, root)
     package = name if path.name == "__init__.py" else name.rpartition(".")[0]
-    found: list[tuple[int, str]] = []
-    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"), str(path))):
+    found: list[tuple[int, str, bool]] = []
+
+    def visit(node: ast.AST, typing_only: bool) -> None:
+        if isinstance(node, ast.If) and _is_type_checking(node.test):
+            for child in node.body:
+                visit(child, True)
+            for child in node.orelse:
+                visit(child, typing_only)
+            return
         if isinstance(node, ast.Import):
-            found.extend((node.lineno, alias.name) for alias in node.names)
+            found.extend((node.lineno, alias.name, typing_only) for alias in node.names)
         elif isinstance(node, ast.ImportFrom):
             base = node.module or ""
             if node.level:
                 anchor = package.split(".")
                 anchor = anchor[: len(anchor) - (node.level - 1)]
                 base = ".".join([*anchor, base] if base else anchor)
-            found.append((node.lineno, base))
+            found.append((node.lineno, base, typing_only))
             # `from package import submodule` imports the submodule too.
-            found.extend((node.lineno, f"{base}.{alias.name}") for alias in node.names)
+            found.extend((node.lineno, f"{base}.{a.name}", typing_only) for a in node.names)
+        for child in ast.iter_child_nodes(node):
+            visit(child, typing_only)
+
+    visit(ast.parse(path.read_text(encoding="utf-8"), str(path)), False)
     return found
+
+
+def _is_type_checking(test: ast.expr) -> bool:
+    return (isinstance(test, ast.Name) and test.id == "TYPE_CHECKING") or (
+        isinstance(test, ast.Attribute) and test.attr == "TYPE_CHECKING"
+    )
 
 
 def import_graph(root: Path = PACKAGE) -> dict[str, dict[str, int]]:
@@ -72,8 +93,8 @@ def import_graph(root: Path = PACKAGE) -> dict[str, dict[str, int]]:
     graph: dict[str, dict[str, int]] = {}
     for name, path in files.items():
         edges: dict[str, int] = {}
-        for line, target in imports_of(path, root):
-            if target in files and target != name:
+        for line, target, typing_only in imports_of(path, root):
+            if target in files and target != name and not typing_only:
                 edges.setdefault(target, line)
         graph[name] = edges
     return graph
@@ -85,7 +106,7 @@ def rule_violations(root: Path = PACKAGE) -> list[str]:
     files = {module_name(p, root): p for p in sorted(root.rglob("*.py"))}
     for name, path in files.items():
         rel = path.relative_to(root.parent)
-        for line, target in imports_of(path, root):
+        for line, target, _ in imports_of(path, root):
             top = target.split(".")[0]
             if any(_within(name, part) for part in STDLIB_ONLY):
                 own = any(_within(target, part) for part in STDLIB_ONLY)
@@ -168,7 +189,7 @@ def test_the_package_keeps_its_import_rules() -> None:
 
 PLANTED = {
     "spec/bad.py": (
-        "from stacks.pipeline.tasks import all_tasks\n",
+        "from stacks.pipeline.steps import all_tasks\n",
         "stacks.spec must not import stacks.pipeline",
     ),
     "lock/bad.py": (
@@ -203,6 +224,18 @@ def test_a_planted_bad_import_is_named(tmp_path: Path, planted: str) -> None:
     target.write_text(target.read_text() + source if target.exists() else source)
     problems = rule_violations(tree)
     assert any(expected in p and p.startswith(f"stacks/{planted}:") for p in problems), problems
+
+
+def test_a_typing_only_import_is_no_circle(tmp_path: Path) -> None:
+    tree = _copy_package(tmp_path)
+    typing_only = (
+        "from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n    from stacks import errors\n"
+    )
+    (tree / "atomic.py").write_text((tree / "atomic.py").read_text() + typing_only)
+    (tree / "errors.py").write_text(
+        (tree / "errors.py").read_text() + "from stacks import atomic\n"
+    )
+    assert rule_violations(tree) == []
 
 
 def test_a_planted_circle_is_named(tmp_path: Path) -> None:

@@ -7,7 +7,8 @@ import shutil
 from pathlib import Path
 
 from stacks.lock.locking import LockOptions
-from stacks.pipeline.tasks import GENERATORS, RunContext
+from stacks.pipeline.run_context import RunContext
+from stacks.pipeline.steps import all_tasks
 from stacks.spec import load_spec
 
 REPO = Path(__file__).resolve().parent.parent
@@ -26,7 +27,7 @@ def test_every_task_action_and_check_pickles_to_an_equal_context(tmp_path: Path)
         export_dir=tmp_path / "export",
         forced=frozenset({"build:app-demo"}),
     )
-    tasks = [task for generator in GENERATORS.values() for task in generator(ctx)]
+    tasks = [task for _, task in all_tasks(ctx)]
     assert {task["name"] for task in tasks} >= {"cpython-3.12", "framework-attrs", "app-demo"}
     for task in tasks:
         (action, args), (check, check_args) = task["actions"][0], task["uptodate"][0]

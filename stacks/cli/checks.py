@@ -15,7 +15,8 @@ def cmd_verify(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from stacks.pipeline.project_lock import project_lock
-    from stacks.pipeline.verify import render, verify_deployed, verify_stack
+    from stacks.pipeline.steps import verify_stack
+    from stacks.pipeline.verify import render, verify_deployed
 
     if (args.spec is None) == (args.deployed is None):
         raise UsageError(

@@ -94,6 +94,7 @@ def context_from_args(args: argparse.Namespace, spec: StackSpec) -> RunContext:
     from stacks.lock.locking import LockOptions
     from stacks.pipeline.output_folders import check_path_encoding
     from stacks.pipeline.run_context import RunContext
+    from stacks.pipeline.steps import PUBLISH_STEPS
 
     def folder(value: str | None, default: str, option: str) -> Path:
         path = (
@@ -123,18 +124,22 @@ def context_from_args(args: argparse.Namespace, spec: StackSpec) -> RunContext:
         given=bool(index_url or no_index or wheels or getattr(args, "index", False)),
     )
     step = getattr(args, "step", None)
-    # Commands about tasks (list, info, forget, clean) see every task, as `doit list` does.
+    # A publish step writes into the folder `--output-dir` names; commands about tasks (list,
+    # info, forget, clean) see every step's folder, as `doit list` sees every task.
+    destinations = {
+        publish.folder_option: folder(
+            getattr(args, "output_dir", None), publish.default_folder, "--output-dir"
+        )
+        if step in (None, publish.name)
+        else None
+        for publish in PUBLISH_STEPS
+    }
     return RunContext(
         spec=spec,
         cache_dir=folder(getattr(args, "cache_dir", None), "cache", "--cache-dir"),
         lock_options=options,
         reset_lock=tuple(getattr(args, "reset_lock", [])),
-        output_dir=folder(getattr(args, "output_dir", None), "_artifacts", "--output-dir")
-        if step in ("archive", None)
-        else None,
-        export_dir=folder(getattr(args, "output_dir", None), "_export", "--output-dir")
-        if step in ("export", None)
-        else None,
+        **destinations,
         archive_format=getattr(args, "format", "tar.xz"),
         tag_outputs=getattr(args, "tag_outputs", False),
         symlinks=not getattr(args, "no_symlinks", False),

@@ -34,18 +34,12 @@ def cmd_list(args: argparse.Namespace) -> int:
     return run_doit_command(ctx, ["list", "--all", *names])
 
 
-def _task_docs(ctx: RunContext) -> dict[str, str]:
-    """task name -> its one-line description."""
-    from stacks.pipeline.tasks import all_tasks
-
-    return {f"{step}:{task['name']}": task.get("doc", "") for step, task in all_tasks(ctx)}
-
-
 def _list_status(ctx: RunContext, names: list[str]) -> int:
     """Each step task with the status `--dry-run` would give it: R run, M may run, U up to date."""
     from stacks.pipeline.engine import plan, task_graph
+    from stacks.pipeline.steps import task_docs
 
-    docs = _task_docs(ctx)
+    docs = task_docs(ctx)
     planned = {item.task: item.status for item in plan(ctx, names or list(task_graph(ctx)))}
     shown = sorted(names or planned)
     width = max(map(len, shown), default=0) + 3
@@ -60,17 +54,16 @@ def cmd_info(args: argparse.Namespace) -> int:
     """`stacks info`: one task's dependencies, status and why it would run."""
     from stacks.hashing import read_stamp
     from stacks.pipeline.engine import closure, plan, task_graph
-    from stacks.pipeline.stamps import task_products, task_stamp
-    from stacks.pipeline.tasks import is_current
+    from stacks.pipeline.steps import is_current, task_docs, task_step
 
     spec = load_stack(args)
     ctx = context_from_args(args, spec)
     graph = task_graph(ctx)
     if args.task not in graph:
         raise UsageError(f"unknown task '{args.task}'", hint="`stacks list SPEC` shows every task")
-    step, _, env = args.task.partition(":")
-    current = is_current(ctx, step, env)
-    stamp = read_stamp(task_stamp(ctx, args.task)) or {}
+    step, env = task_step(args.task), args.task.partition(":")[2]
+    current = is_current(ctx, args.task)
+    stamp = read_stamp(step.stamp_path(ctx, env)) or {}
     planned = plan(ctx, [args.task])[-1]  # the task itself comes last, after what it needs
     data = {
         "task": args.task,
@@ -86,10 +79,10 @@ def cmd_info(args: argparse.Namespace) -> int:
         print(json.dumps(data, indent=2))
         return 0
     # In words, not doit's `info` (it would show our check functions and their arguments).
-    print(f"{args.task}: {_task_docs(ctx).get(args.task, '')}")
+    print(f"{args.task}: {task_docs(ctx).get(args.task, '')}")
     print(f"needs: {', '.join(data['depends_on']) or 'nothing'}")
     stamps = ctx.cache_dir / "stamps"
-    products = [p for p in task_products(ctx, args.task) if p.exists() and stamps not in p.parents]
+    products = [p for p in step.products(ctx, env) if p.exists() and stamps not in p.parents]
     if products:
         print("wrote: " + "\n       ".join(map(str, products)))
     label = {"run": "will run", "maybe": "may run", "up-to-date": "up to date"}[planned.status]
@@ -125,18 +118,16 @@ def _tasks_for(args: argparse.Namespace, ctx: RunContext) -> list[str]:
 def cmd_forget(args: argparse.Namespace) -> int:
     """`stacks forget`: remove the stamps of tasks, so they run again."""
     from stacks.pipeline.project_lock import project_lock
-    from stacks.pipeline.stamps import recorded_stamps
+    from stacks.pipeline.steps import task_step
 
     spec = load_stack(args)
     ctx = context_from_args(args, spec)
     names = _tasks_for(args, ctx)
     # The stamps alone decide what is up to date (doit's own database does not).
     with project_lock(ctx.cache_dir, wait=not args.no_wait):
-        for name in names:
-            if not name.startswith("lock:"):
-                for stamp in recorded_stamps(ctx, name):  # of every destination
-                    stamp.unlink(missing_ok=True)
-    locks = sum(1 for name in names if name.startswith("lock:"))
+        # Every destination's stamps; a step that keeps none (lock) follows its files.
+        kept = [task_step(name).forget(ctx, name.partition(":")[2]) for name in names]
+    locks = kept.count(False)
     if not args.quiet:
         forgotten = len(names) - locks
         print(
@@ -159,9 +150,8 @@ def cmd_clean(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from stacks.pipeline.project_lock import project_lock
-    from stacks.pipeline.publish_steps import run_manifest
-    from stacks.pipeline.run_context import STACK_TASK, stack_manifest_path
-    from stacks.pipeline.stamps import remove_products
+    from stacks.pipeline.run_context import task_name
+    from stacks.pipeline.steps import STACK_TASK, PublishStep, step_named, task_step
 
     spec = load_stack(args)
     ctx = context_from_args(args, spec)
@@ -170,22 +160,22 @@ def cmd_clean(args: argparse.Namespace) -> int:
     refresh: set[tuple[str, Path]] = set()  # stack manifests listing a removed layer
     with project_lock(ctx.cache_dir, wait=not args.no_wait):
         for name in names:
-            step, _, env = name.partition(":")
-            for path in remove_products(ctx, name):
+            step = task_step(name)
+            for path in step.remove_products(ctx, name.partition(":")[2]):
                 removed += 1
                 # An archive or an exported layer (not its stamp or metadata file): its folder.
                 output = ctx.cache_dir not in path.parents and path.parent.name != "env_metadata"
-                if step in ("archive", "export") and env != STACK_TASK and output:
-                    refresh.add((step, path.parent))
-        for step, folder in sorted(refresh):
-            if f"{step}:{STACK_TASK}" in names:
+                if isinstance(step, PublishStep) and output:
+                    refresh.add((step.name, path.parent))
+        for basename, folder in sorted(refresh):
+            publish = step_named(basename)
+            if task_name(basename, STACK_TASK) in names or publish.manifest is None:
                 continue
             # A partial clean: the stack manifest of that folder lists what is left.
-            folder_ctx = ctx.with_options(
-                **{"output_dir" if step == "archive" else "export_dir": folder}
-            )
-            if stack_manifest_path(folder_ctx, step).is_file():
-                run_manifest(folder_ctx, step)
+            assert isinstance(publish, PublishStep)
+            folder_ctx = publish.with_folder(ctx, folder)
+            if publish.manifest.path(folder_ctx).is_file():
+                publish.manifest.action(folder_ctx, basename)
     if not args.quiet:
         print(f"removed {removed} item(s) for {len(names)} task(s)", file=sys.stderr)
     return 0

@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 from stacks.cli.context import (
@@ -18,19 +17,7 @@ from stacks.cli.context import (
 from stacks.errors import StacksError, UsageError
 
 if TYPE_CHECKING:
-    from stacks.pipeline.run_context import RunContext
     from stacks.spec import LayerSpec, StackSpec
-
-
-def _wanted(ctx: RunContext, step: str, layers: Sequence[LayerSpec]) -> list[str]:
-    from stacks.pipeline.run_context import STACK_TASK, builds_here, task_name
-
-    if step == "lock":
-        return [task_name("lock", layer.env_name) for layer in layers]
-    wanted = [task_name(step, layer.env_name) for layer in layers if builds_here(ctx, layer)]
-    if step in ("archive", "export"):
-        wanted.append(task_name(step, STACK_TASK))
-    return wanted
 
 
 def cmd_steps(args: argparse.Namespace) -> int:
@@ -39,31 +26,31 @@ def cmd_steps(args: argparse.Namespace) -> int:
 
     from stacks.pipeline.engine import plan, run_tasks
     from stacks.pipeline.reporter import StacksReporter
+    from stacks.pipeline.run_context import builds_here
+    from stacks.pipeline.steps import PublishStep, step_named
 
+    step = step_named(args.step)
     spec = load_stack(args)
     layers = selected_layers(args, spec, with_dependents=False)
     check_reset_patterns(args, spec)
     ctx = context_from_args(args, spec)
-    if args.step in ("archive", "export"):
+    if isinstance(step, PublishStep):
         from stacks.pipeline.output_folders import check_output_folder
-        from stacks.pipeline.run_context import builds_here
 
-        check_output_folder(ctx, args.step, [lay for lay in layers if builds_here(ctx, lay)])
+        check_output_folder(ctx, step, [lay for lay in layers if builds_here(ctx, lay)])
     if args.include:
         ctx = ctx.with_options(selected=frozenset(layer.env_name for layer in layers))
-    wanted = _wanted(ctx, args.step, layers)
+    wanted = step.task_names(ctx, layers)
     skipped = [
         layer.env_name
         for layer in layers
-        if args.step != "lock" and ctx.platform_tag not in layer.platforms
+        if step.needs_this_platform and not builds_here(ctx, layer)
     ]
     if skipped and not args.quiet:
         print(f"note: not built here ({ctx.platform_tag}): {', '.join(skipped)}", file=sys.stderr)
     if getattr(args, "clean", False):
         # Only the layers asked for are forced; the layers they need are rebuilt only if needed.
-        ctx = ctx.with_options(
-            forced=frozenset(_wanted(ctx, args.step, asked_layers(args, layers)))
-        )
+        ctx = ctx.with_options(forced=frozenset(step.task_names(ctx, asked_layers(args, layers))))
     if args.dry_run:
         planned = plan(ctx, wanted)
         if args.json:
@@ -84,32 +71,9 @@ def cmd_steps(args: argparse.Namespace) -> int:
     elif not args.quiet:
         print(result.summary(), file=sys.stderr)
         if result.exit_code == 0:
-            _print_next_steps(ctx, args.step, layers)
+            for line in step.next_steps(ctx, layers):
+                print(line, file=sys.stderr)
     return 1 if result.exit_code else 0
-
-
-def _print_next_steps(ctx: RunContext, step: str, layers: Sequence[LayerSpec]) -> None:
-    import shlex
-
-    from stacks.pipeline.run_context import deployed_name
-    from stacks.spec import LayerKind
-
-    apps = [
-        layer
-        for layer in layers
-        if layer.kind is LayerKind.APPLICATION and ctx.platform_tag in layer.platforms
-    ]
-    if step == "build":
-        for app in apps:
-            command = shlex.join(["stacks", "run", str(ctx.spec.path), app.name])
-            print(f"run {app.env_name}: {command}", file=sys.stderr)
-    elif step == "archive" and ctx.output_dir is not None:
-        print(f"archives and metadata in {ctx.output_dir}", file=sys.stderr)
-    elif step == "export" and ctx.export_dir is not None:
-        for app in apps:
-            python = ctx.export_dir / deployed_name(ctx, app.env_name) / "bin" / "python"
-            command = shlex.join([str(python), "-m", app.launch_module_name])
-            print(f"run {app.env_name}: {command}", file=sys.stderr)
 
 
 def _find_app(spec: StackSpec, name: str) -> LayerSpec:
@@ -133,7 +97,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     import os
     import subprocess
 
-    from stacks.pipeline.build_steps import build_current
+    from stacks.pipeline.steps import BUILD
 
     spec = load_stack(args)
     if args.app is None:
@@ -143,7 +107,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     app = _find_app(spec, args.app)
     ctx = context_from_args(args, spec)
     python = ctx.build_dir(app.env_name) / "bin" / "python"
-    if not python.exists() or not build_current(ctx, app.env_name):
+    if not python.exists() or not BUILD.check(ctx, app.env_name):
         raise StacksError(
             f"application '{app.env_name}' is not built (or its build is out of date)",
             hint=f"run `stacks build {args.spec}` first",

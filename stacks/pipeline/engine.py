@@ -16,7 +16,7 @@ from stacks.pipeline.project_lock import project_lock
 from stacks.pipeline.reporter import RunResult, StacksReporter, TaskResult, unmet_reason
 from stacks.pipeline.run_context import RunContext
 from stacks.pipeline.signals import prepare_workers, sigterm_as_interrupt, stop_workers
-from stacks.pipeline.tasks import GENERATORS
+from stacks.pipeline.steps import all_tasks, generators
 
 # ---------------------------------------------------------------- doit glue
 
@@ -25,7 +25,7 @@ def _doit_tasks(ctx: RunContext) -> list[Any]:
     from doit.loader import generate_tasks
 
     tasks: list[Any] = []
-    for step, generator in GENERATORS.items():
+    for step, generator in generators().items():
         tasks.extend(generate_tasks(step, generator(ctx), generator.__doc__))
     return tasks
 
@@ -184,9 +184,8 @@ class PlannedTask:
 def task_graph(ctx: RunContext) -> dict[str, list[str]]:
     """task name -> the task names it depends on (step tasks only)."""
     graph: dict[str, list[str]] = {}
-    for step, generator in GENERATORS.items():
-        for task in generator(ctx):
-            graph[f"{step}:{task['name']}"] = list(task.get("task_dep", []))
+    for step, task in all_tasks(ctx):
+        graph[f"{step}:{task['name']}"] = list(task.get("task_dep", []))
     return graph
 
 
@@ -210,15 +209,14 @@ def closure(graph: dict[str, list[str]], wanted: Sequence[str]) -> list[str]:
 
 def plan(ctx: RunContext, wanted: Sequence[str]) -> list[PlannedTask]:
     """Which of `wanted` (and their dependencies) are up to date, would run, or may run, and why."""
-    from stacks.pipeline.tasks import explain, is_current
+    from stacks.pipeline.steps import explain, is_current
 
     graph = task_graph(ctx)
     result: dict[str, PlannedTask] = {}
     for name in closure(graph, wanted):
-        step, _, env = name.partition(":")
         running = [dep for dep in graph[name] if result[dep].status != "up-to-date"]
-        if not is_current(ctx, step, env):
-            result[name] = PlannedTask(name, "run", explain(ctx, step, env))
+        if not is_current(ctx, name):
+            result[name] = PlannedTask(name, "run", explain(ctx, name))
         elif running:
             result[name] = PlannedTask(
                 name, "maybe", [f"after {', '.join(running)}, if that changes its inputs"]

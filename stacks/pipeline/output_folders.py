@@ -6,9 +6,14 @@ import json
 import os
 from collections.abc import Iterable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from stacks.errors import UsageError
+
+if TYPE_CHECKING:
+    from stacks.pipeline.run_context import RunContext
+    from stacks.pipeline.steps import PublishStep
+    from stacks.spec import LayerSpec
 
 # A folder stacks exported holds this file at its top (every layer ships its post-install step).
 EXPORT_MARK = "postinstall.py"
@@ -26,12 +31,12 @@ def check_path_encoding(option: str, path: Path) -> None:
         ) from None
 
 
-def check_output_folder(ctx: Any, step: str, layers: Iterable[Any]) -> None:
+def check_output_folder(ctx: RunContext, step: PublishStep, layers: Iterable[LayerSpec]) -> None:
     """Refuse an output folder whose writes would replace sources, caches or foreign folders.
 
-    `step` is "archive" (publish) or "export"; `layers` are those the run writes.
+    `step` is the publish or export step; `layers` are those the run writes.
     """
-    folder = ctx.output_dir if step == "archive" else ctx.export_dir
+    folder = step.folder(ctx)
     if folder is None:
         return
     option = "--output-dir"
@@ -45,21 +50,21 @@ def check_output_folder(ctx: Any, step: str, layers: Iterable[Any]) -> None:
             raise UsageError(
                 f"{option} {folder}: it is inside {what} ({place})",
                 hint="write outputs to a folder of their own, e.g. the default "
-                f"{spec.spec_dir / ('_artifacts' if step == 'archive' else '_export')}",
+                f"{spec.spec_dir / step.default_folder}",
             )
     other = _output_kind(folder)
-    mine = "publish" if step == "archive" else "export"
+    mine = step.verb
     if other is not None and other != mine:
         held = "published archives" if other == "publish" else "an exported stack"
         raise UsageError(
             f"{option} {folder}: it holds {held}; {mine}ing there would mix their metadata",
             hint=f"{mine} into a folder of its own",
         )
-    if step == "export":
+    if step.replaces_layer_folders:
         _check_export_targets(ctx, folder, layers)
 
 
-def _check_export_targets(ctx: Any, folder: Path, layers: Iterable[Any]) -> None:
+def _check_export_targets(ctx: RunContext, folder: Path, layers: Iterable[LayerSpec]) -> None:
     """Each exported layer replaces `<folder>/<install target>`: it must be ours to replace."""
     from stacks.pipeline.run_context import deployed_name
 

@@ -10,19 +10,12 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from stacks import hashing
 from stacks.spec import LayerSpec, StackSpec
 
-STEPS = ("runtime", "lock", "build", "archive", "export")
-
-PUBLISH_STEPS = ("archive", "export")  # steps writing into a destination folder the user picks
-
-# Bump when the layout a step produces changes, so old outputs are redone.
-STEP_FORMATS = {"runtime": 2, "build": 1, "archive": 1, "export": 1}
-
-STACK_TASK = "__stack__"
+if TYPE_CHECKING:
+    from stacks.lock.locking import LockOptions
 
 
 @dataclass(frozen=True, repr=False)
@@ -31,7 +24,7 @@ class RunContext:
 
     spec: StackSpec
     cache_dir: Path
-    lock_options: Any = None  # locking.LockOptions; Any keeps this module light to import
+    lock_options: LockOptions | None = None
     reset_lock: tuple[str, ...] = ()
     output_dir: Path | None = None
     export_dir: Path | None = None
@@ -60,33 +53,6 @@ class RunContext:
         from stacks.platforms import build_platform
 
         return build_platform() or "unknown"
-
-    def stamp_path(self, step: str, env_name: str) -> Path:
-        """The stamp a step writes for a layer (or, for step "manifest", a stack manifest).
-
-        Archive and export stamps, and the stack manifest stamps, are kept per destination
-        (`stamps/<step>/<key>/<name>.json`, see `destination_key`): going back to an earlier
-        folder or format whose outputs are intact redoes nothing.
-        """
-        folder = self.cache_dir / "stamps" / step
-        if step in PUBLISH_STEPS:
-            folder = folder / self.destination_key(step)
-        elif step == "manifest":
-            folder = folder / self.destination_key(env_name)
-        return folder / f"{env_name}.json"
-
-    def destination_key(self, step: str) -> str:
-        """A short hash of where a publish or export writes: its folder and the settings naming its files."""
-        if step == "archive":
-            settings: list[Any] = [
-                step,
-                str(self.output_dir),
-                self.archive_format,
-                self.tag_outputs,
-            ]
-        else:
-            settings = [step, str(self.export_dir), self.symlinks]
-        return hashing.hash_json(settings).removeprefix(hashing.PREFIX)[:16]
 
     def runtime_dir(self, env_name: str) -> Path:
         """The provisioned, pristine runtime of a runtime layer."""
@@ -147,15 +113,3 @@ def archive_name(ctx: RunContext, env_name: str) -> str:
 def metadata_name(ctx: RunContext, env_name: str, *, tagged: bool) -> str:
     """The per-layer metadata file name (`<layer>[-<platform>].json`)."""
     return f"{env_name}-{ctx.platform_tag}.json" if tagged else f"{env_name}.json"
-
-
-def output_root(ctx: RunContext, step: str) -> Path:
-    folder = ctx.output_dir if step == "archive" else ctx.export_dir
-    assert folder is not None
-    return folder
-
-
-def stack_manifest_path(ctx: RunContext, step: str) -> Path:
-    """The whole-stack metadata file of a publish or an export."""
-    tag = f"-{ctx.platform_tag}" if ctx.tag_outputs and step == "archive" else ""
-    return output_root(ctx, step) / "__stacks__" / f"stack{tag}.json"

@@ -1,6 +1,6 @@
 """Verify what stacks made against what it recorded, by full content hash.
 
-`verify_stack` checks, for every layer of a spec: the committed lock against its metadata,
+Each step's `verify` (see `stacks.pipeline.steps.verify_stack`) checks, for every layer: the committed lock against its metadata,
 a runtime layer's provided runtime (`<cache>/runtimes/<env>`), the build folder and the
 export folder against the tree manifests the runtime, build and export steps recorded
 (`<cache>/stamps/<step>/[<key>/]<env>.manifest.json`, xxh3 of every file), and the archives
@@ -25,6 +25,7 @@ from shlex import quote
 from typing import Any
 
 from stacks import hashing
+from stacks.spec import LayerSpec, StackSpec
 
 LIMIT = 50  # differences listed per item
 
@@ -58,31 +59,15 @@ class Finding:
 
 
 # ---------------------------------------------------------------- a stack's own outputs
+# Each step's `verify` (stacks.pipeline.steps) calls these on what it recorded.
 
 
-def verify_stack(ctx: Any, layers: list[Any], spec_arg: str) -> list[Finding]:
-    """Check the locks, runtimes, builds, archives and exports of `layers` (run_context.RunContext `ctx`)."""
-    from stacks.pipeline.run_context import builds_here
-    from stacks.spec import LayerKind
-
-    findings: list[Finding] = []
-    for layer in layers:
-        findings.append(_verify_lock(ctx, layer, spec_arg))
-        if layer.kind is LayerKind.RUNTIME:
-            # Before the build: the build is linked from it, so its fix comes first.
-            findings.append(_verify_runtime(ctx, layer.env_name, spec_arg))
-        if builds_here(ctx, layer):
-            findings.append(_verify_build(ctx, layer.env_name, spec_arg))
-            findings += _verify_archives(ctx, layer.env_name, spec_arg)
-            findings += _verify_exports(ctx, layer.env_name, spec_arg)
-    return findings
-
-
-def _verify_lock(ctx: Any, layer: Any, spec_arg: str) -> Finding:
+def verify_lock(spec: StackSpec, layer: LayerSpec, spec_arg: str) -> Finding:
+    """The committed lock file against the hash its metadata recorded."""
     from stacks.lock.locking import folders_in_the_way, lock_paths, read_lock_meta
 
-    paths = lock_paths(ctx.spec, layer)
-    meta = read_lock_meta(ctx.spec, layer)
+    paths = lock_paths(spec, layer)
+    meta = read_lock_meta(spec, layer)
     found = Finding(layer.env_name, "lock", str(paths.pylock), "ok")
     in_the_way = folders_in_the_way(paths)
     if in_the_way:
@@ -109,58 +94,32 @@ def _verify_lock(ctx: Any, layer: Any, spec_arg: str) -> Finding:
     return found
 
 
-def _verify_runtime(ctx: Any, env_name: str, spec_arg: str) -> Finding:
-    from stacks.pipeline.stamps import manifest_path
-
-    tree = ctx.runtime_dir(env_name)
+def verify_runtime(tree: Path, env_name: str, manifest: Path, spec_arg: str) -> Finding:
+    """A provided runtime folder against its tree manifest."""
     # Provide it again, then rebuild the runtime layer, which links its files from it.
     fix = (
         f"stacks clean {quote(spec_arg)} runtime:{quote(env_name)} && "
         f"stacks build {quote(spec_arg)} --clean --include {quote(env_name)}"
     )
-    return _verify_tree(env_name, "runtime", tree, manifest_path(ctx, "runtime", env_name), fix)
+    return _verify_tree(env_name, "runtime", tree, manifest, fix)
 
 
-def _verify_build(ctx: Any, env_name: str, spec_arg: str) -> Finding:
-    from stacks.pipeline.stamps import build_manifest_path
-
-    tree = ctx.build_dir(env_name)
+def verify_build(tree: Path, env_name: str, manifest: Path, spec_arg: str) -> Finding:
+    """A build folder against its tree manifest."""
     fix = f"stacks build {quote(spec_arg)} --clean --include {quote(env_name)}"
-    return _verify_tree(env_name, "build", tree, build_manifest_path(ctx, env_name), fix)
+    return _verify_tree(env_name, "build", tree, manifest, fix)
 
 
-def _recorded(ctx: Any, step: str, env_name: str) -> list[tuple[Path, Path, dict[str, Any]]]:
-    """(folder, stamp, stamp data) of every destination a step recorded for a layer.
-
-    Only those in the folder `--output-dir`/`--export-dir` names, when given; the newest first.
-    """
-    from stacks.pipeline.run_context import task_name
-    from stacks.pipeline.stamps import recorded_stamps
-
-    given = ctx.output_dir if step == "archive" else ctx.export_dir
-    found = []
-    for path in recorded_stamps(ctx, task_name(step, env_name)):
-        stamp = hashing.read_stamp(path)
-        if stamp is None:
-            continue
-        outputs = stamp.get("outputs", {})
-        folder = outputs.get("output_dir" if step == "archive" else "export_dir")
-        if isinstance(folder, str) and (given is None or Path(folder) == given):
-            found.append((Path(folder), path, stamp))
-    return sorted(found, key=lambda item: str(item[2].get("finished_at")), reverse=True)
-
-
-def _verify_exports(ctx: Any, env_name: str, spec_arg: str) -> list[Finding]:
-    findings = []
-    for folder, path, stamp in _recorded(ctx, "export", env_name):
-        tree = folder / str(stamp.get("outputs", {}).get("install_target", env_name))
-        fix = (
-            f"rm -r {quote(str(tree))} && stacks export {quote(spec_arg)} "
-            f"--output-dir {quote(str(folder))}"
-        )
-        manifest = path.with_suffix(".manifest.json")
-        findings.append(_verify_tree(env_name, "export", tree, manifest, fix))
-    return findings or [Finding(env_name, "export", "", "absent")]
+def verify_export(
+    env_name: str, folder: Path, stamp_path: Path, stamp: dict[str, Any], spec_arg: str
+) -> Finding:
+    """One recorded export of a layer against its tree manifest."""
+    tree = folder / str(stamp.get("outputs", {}).get("install_target", env_name))
+    fix = (
+        f"rm -r {quote(str(tree))} && stacks export {quote(spec_arg)} "
+        f"--output-dir {quote(str(folder))}"
+    )
+    return _verify_tree(env_name, "export", tree, stamp_path.with_suffix(".manifest.json"), fix)
 
 
 def _verify_tree(env_name: str, item: str, tree: Path, manifest: Path, fix: str) -> Finding:
@@ -186,15 +145,8 @@ def _verify_tree(env_name: str, item: str, tree: Path, manifest: Path, fix: str)
     return found
 
 
-def _verify_archives(ctx: Any, env_name: str, spec_arg: str) -> list[Finding]:
-    findings = [
-        _verify_archive(env_name, folder, stamp, spec_arg)
-        for folder, _, stamp in _recorded(ctx, "archive", env_name)
-    ]
-    return findings or [Finding(env_name, "archive", "", "absent")]
-
-
-def _verify_archive(env_name: str, folder: Path, stamp: dict[str, Any], spec_arg: str) -> Finding:
+def verify_archive(env_name: str, folder: Path, stamp: dict[str, Any], spec_arg: str) -> Finding:
+    """One recorded archive: its sha256 against the stamp and its published metadata."""
     outputs = stamp.get("outputs", {})
     archive = folder / str(outputs.get("archive_name", ""))
     metadata = folder / "__stacks__" / "env_metadata" / str(outputs.get("metadata_name", ""))
