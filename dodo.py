@@ -14,7 +14,7 @@ from pathlib import Path
 from doit import get_var
 
 from stacks.errors import StacksError
-from stacks.lock.locking import LockOptions
+from stacks.lock.metadata import LockOptions
 from stacks.pipeline.engine import doit_config, project_lock
 from stacks.pipeline.tasks import (
     RunContext,

@@ -14,16 +14,8 @@ from pathlib import Path
 import pytest
 
 from stacks.errors import LockError
-from stacks.lock.locking import (
-    LockMeta,
-    LockOptions,
-    LockPaths,
-    LockState,
-    lock_layer,
-    lock_paths,
-    lock_state,
-    read_lock_meta,
-)
+from stacks.lock.locking import LockState, lock_layer, lock_state
+from stacks.lock.metadata import LockMeta, LockOptions, LockPaths, lock_paths, read_lock_meta
 from stacks.lock.pylock import SHARED_MARKER, PlatformScope
 from stacks.platforms import PLATFORMS, target_platform, wheel_supports
 from stacks.spec import StackSpec, load_spec

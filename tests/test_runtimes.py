@@ -31,8 +31,8 @@ from stacks.runtime.sources import (
     pbs_release,
     provide_runtime,
     requested_version,
-    unpack_archive,
 )
+from stacks.runtime.unpack import unpack_archive
 from stacks.spec import RuntimeSource
 
 FAST = {"retries": 2, "timeout": 0.5, "backoff": 0.01}  # fault tests finish in seconds

@@ -6,7 +6,7 @@ import pickle
 import shutil
 from pathlib import Path
 
-from stacks.lock.locking import LockOptions
+from stacks.lock.metadata import LockOptions
 from stacks.pipeline.tasks import GENERATORS, RunContext
 from stacks.spec import load_spec
 

@@ -549,7 +549,7 @@ def _context(args: argparse.Namespace, spec: Any) -> Any:
     import os
     from pathlib import Path
 
-    from stacks.lock.locking import LockOptions
+    from stacks.lock.metadata import LockOptions
     from stacks.pipeline.output_folders import check_path_encoding
     from stacks.pipeline.run_context import RunContext
 

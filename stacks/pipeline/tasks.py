@@ -51,7 +51,7 @@ def _task(
     step: str, layer: LayerSpec, ctx: RunContext, action: Any, check: Any, deps: list[str], doc: str
 ) -> dict[str, Any]:
     if step == "lock":
-        from stacks.lock.locking import lock_paths
+        from stacks.lock.metadata import lock_paths
 
         paths = lock_paths(ctx.spec, layer)
         targets = [os.fspath(paths.pylock), os.fspath(paths.meta)]

@@ -79,7 +79,7 @@ def verify_stack(ctx: Any, layers: list[Any], spec_arg: str) -> list[Finding]:
 
 
 def _verify_lock(ctx: Any, layer: Any, spec_arg: str) -> Finding:
-    from stacks.lock.locking import folders_in_the_way, lock_paths, read_lock_meta
+    from stacks.lock.metadata import folders_in_the_way, lock_paths, read_lock_meta
 
     paths = lock_paths(ctx.spec, layer)
     meta = read_lock_meta(ctx.spec, layer)
