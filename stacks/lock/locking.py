@@ -57,6 +57,8 @@ def lock_state(spec: StackSpec, layer: LayerSpec, options: LockOptions | None) -
         return LockState(False, (f"{names}: a folder where a lock file belongs",), None)
     if meta is None:
         return LockState(False, (f"not locked yet (no readable {paths.meta.name})",), None)
+    if meta.written_by == "venvstacks":
+        return _venvstacks_lock_state(spec, layer, options, meta)
     reasons: list[str] = []
     actual = hash_file_or_none(paths.pylock)
     if actual is None:
@@ -79,6 +81,54 @@ def lock_state(spec: StackSpec, layer: LayerSpec, options: LockOptions | None) -
         elif meta.lower_locks.get(env) != digest:
             reasons.append(f"the lock of lower layer '{env}' changed")
     return LockState(not reasons, tuple(reasons), meta)
+
+
+def _venvstacks_lock_state(
+    spec: StackSpec, layer: LayerSpec, options: LockOptions, meta: LockMeta
+) -> LockState:
+    """Check a lock venvstacks wrote: its four hashes, recomputed from the spec and the pylock."""
+    from stacks.lock import venvstacks_meta as vs
+
+    paths = lock_paths(spec, layer)
+    reasons: list[str] = []
+    actual = vs.content_hash_of(paths.pylock)
+    if actual is None:
+        reasons.append(f"{paths.pylock.name} is missing or unreadable")
+    elif actual != meta.requirements_hash:
+        reasons.append(
+            f"{paths.pylock.name} was edited by hand (its packages differ from the "
+            "requirements_hash venvstacks recorded)"
+        )
+    if vs.lock_input_hash(layer) != meta.lock_input_hash:
+        reasons.append("requirements changed since venvstacks locked the layer")
+    if meta.other_inputs_hash not in vs.other_inputs_hashes(spec, layer):
+        reasons.append(
+            "lock inputs changed since venvstacks locked the layer (Python X.Y, runtime, "
+            "frameworks, linux_target or macosx_target)"
+        )
+    if layer.versioned and meta.version_inputs_hash not in vs.version_inputs_hashes(layer):
+        reasons.append(
+            "version inputs changed since venvstacks locked the layer (name, versioned, "
+            "launch or support modules)"
+        )
+    for env in layer.dependencies:
+        lower = spec.layer(env)
+        state = lock_state(spec, lower, options)
+        if not state.valid:
+            reasons.append(f"lower layer '{env}' has no valid lock")
+        elif not _same_as_venvstacks_locked(spec, lower, state.meta):
+            reasons.append(f"the lock of lower layer '{env}' changed")
+    return LockState(not reasons, tuple(reasons), meta)
+
+
+def _same_as_venvstacks_locked(spec: StackSpec, layer: LayerSpec, meta: LockMeta | None) -> bool:
+    """Whether a (valid) lower lock still has the packages venvstacks locked the layers above on."""
+    if meta is None or meta.written_by == "venvstacks":
+        return meta is not None
+    from stacks.lock.venvstacks_meta import content_hash_of
+
+    kept = meta.venvstacks_requirements_hash
+    return kept is not None and content_hash_of(lock_paths(spec, layer).pylock) == kept
 
 
 _LABELS = {
@@ -260,13 +310,30 @@ def _next_meta(
     """The metadata for new lock content: version and time kept when nothing changed."""
     lock_hash = hash_bytes(content)
     fixed_time = lock_time_of(exclude_newer)
+    kept_venvstacks_hash = None
+    if previous is not None and previous.written_by == "venvstacks":
+        # stacks renders another file for the same resolution: compare what venvstacks hashed.
+        from stacks.lock import venvstacks_meta as vs
+
+        same = vs.content_hash(content.decode("utf-8")) == previous.requirements_hash
+        kept_venvstacks_hash = previous.requirements_hash if same else None
+        version_changed = layer.versioned and (
+            previous.version_inputs_hash not in vs.version_inputs_hashes(layer)
+        )
+    else:
+        same = previous is not None and previous.lock_hash == lock_hash
+        if same and previous is not None:
+            kept_venvstacks_hash = previous.venvstacks_requirements_hash
+        version_changed = previous is not None and (
+            layer.versioned and previous.version_inputs_hash != inputs.version_inputs_hash
+        )
     if previous is None:
         version, locked_at = 1, fixed_time or _now()
-    elif previous.lock_hash != lock_hash:
+    elif not same:
         version, locked_at = previous.lock_version + 1, fixed_time or _now()
     else:
         version, locked_at = previous.lock_version, previous.locked_at
-        if layer.versioned and previous.version_inputs_hash != inputs.version_inputs_hash:
+        if version_changed:
             version += 1  # its deployed name follows its modules and versioned lower layers
         if fixed_time is not None and _is_later(locked_at, fixed_time):
             locked_at = fixed_time  # nothing in the lock can be newer than exclude-newer
@@ -280,6 +347,7 @@ def _next_meta(
         version_inputs_hash=inputs.version_inputs_hash,
         lower_locks={env: digest for env, digest in inputs.lower_locks.items() if digest},
         inputs=inputs.readable(),
+        venvstacks_requirements_hash=kept_venvstacks_hash,
     )
 
 

@@ -90,10 +90,15 @@ class LockMeta:
     version_inputs_hash: str
     lower_locks: Mapping[str, str]
     inputs: Mapping[str, Any] = field(default_factory=dict)  # readable form of the inputs
+    written_by: str = "stacks"  # or "venvstacks": its format has only the four hashes
+    # After stacks relocks a venvstacks lock to the same packages: venvstacks' content hash,
+    # kept while the content stays, so venvstacks locks above it stay valid.
+    venvstacks_requirements_hash: str | None = None
 
     def to_json(self) -> dict[str, Any]:
         """A JSON-able form (the file's content)."""
-        return {
+        kept = self.venvstacks_requirements_hash
+        return ({"venvstacks_requirements_hash": kept} if kept else {}) | {
             "lock_version": self.lock_version,
             "locked_at": self.locked_at,
             "requirements_hash": self.requirements_hash,
@@ -107,7 +112,23 @@ class LockMeta:
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> LockMeta:
-        """Inverse of to_json; raises KeyError/TypeError/ValueError on a malformed document."""
+        """Inverse of to_json (or venvstacks' format); raises KeyError/TypeError/ValueError."""
+        from stacks.lock.venvstacks_meta import is_venvstacks_meta
+
+        if is_venvstacks_meta(data):
+            requirements_hash = str(data["requirements_hash"])
+            return cls(
+                lock_version=int(data["lock_version"]),
+                locked_at=str(data["locked_at"]),
+                requirements_hash=requirements_hash,
+                lock_hash="venvstacks:" + requirements_hash,  # identifies the content
+                lock_input_hash=str(data["lock_input_hash"]),
+                other_inputs_hash=str(data["other_inputs_hash"]),
+                version_inputs_hash=str(data["version_inputs_hash"]),
+                lower_locks={},
+                written_by="venvstacks",
+            )
+        kept = data.get("venvstacks_requirements_hash")
         return cls(
             lock_version=int(data["lock_version"]),
             locked_at=str(data["locked_at"]),
@@ -118,6 +139,7 @@ class LockMeta:
             version_inputs_hash=str(data["version_inputs_hash"]),
             lower_locks={str(k): str(v) for k, v in dict(data["lower_locks"]).items()},
             inputs=dict(data.get("inputs", {})),
+            venvstacks_requirements_hash=str(kept) if kept else None,
         )
 
 

@@ -96,7 +96,14 @@ def _verify_lock(ctx: Any, layer: Any, spec_arg: str) -> Finding:
     if meta is None:
         found.status = "absent"
         return found
-    actual = hashing.hash_file_or_none(paths.pylock)
+    if meta.written_by == "venvstacks":
+        from stacks.lock.venvstacks_meta import content_hash_of
+
+        # venvstacks hashes the packages in the file, not its bytes.
+        content = content_hash_of(paths.pylock)
+        actual = None if content is None else "venvstacks:" + content
+    else:
+        actual = hashing.hash_file_or_none(paths.pylock)
     if actual != meta.lock_hash:
         found.status = "differs"
         found.differences = [
