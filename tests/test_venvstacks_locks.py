@@ -273,7 +273,7 @@ def _as_venvstacks_pylock(stacks_pylock: str, env: str) -> str:
         'created-by = "uv"',
         f"requires-python = {json.dumps(data.get('requires-python', ''))}",
     ]
-    for package in data["packages"]:
+    for package in data.get("packages", []):
         lines += ["", "[[packages]]", f'name = "{package["name"]}"']
         lines.append(f'version = "{package["version"]}"')
         if "marker" in package:
@@ -283,8 +283,10 @@ def _as_venvstacks_pylock(stacks_pylock: str, env: str) -> str:
         for wheel in package.get("wheels", []):
             name = wheel.get("name") or (wheel.get("url") or wheel["path"]).rsplit("/", 1)[-1]
             lines += ["", "[[packages.wheels]]"]
-            lines.append(f'url = "https://files.pythonhosted.org/packages/xx/{name}"')
-            lines += ["upload-time = 2025-03-13T11:10:21Z", "size = 1234", ""]
+            lines.append(f'url = "{wheel.get("url") or "https://files.example/" + name}"')
+            lines.append("upload-time = 2025-03-13T11:10:21Z")
+            lines += [f"size = {wheel['size']}"] if "size" in wheel else []
+            lines.append("")
             lines.append("[packages.wheels.hashes]")
             lines += [f'{algo} = "{value}"' for algo, value in wheel["hashes"].items()]
     return "\n".join(lines) + "\n"
@@ -296,7 +298,7 @@ def _package_hash(pylock_text: str) -> str:
 
     shared = "sys_platform == 'from_lower_layer'"
     items = []
-    for package in tomllib.loads(pylock_text)["packages"]:
+    for package in tomllib.loads(pylock_text).get("packages", []):
         marker = str(Marker(package["marker"])).replace('"', "'") if "marker" in package else ""
         if shared in marker:
             marker = marker.removeprefix("(").removesuffix(f" and {shared}").removesuffix(")")
