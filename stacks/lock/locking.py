@@ -14,7 +14,7 @@ import json
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from stacks import atomic
 from stacks.errors import LockError
@@ -23,6 +23,7 @@ from stacks.lock.metadata import (
     LockInputs,
     LockMeta,
     LockOptions,
+    LockPaths,
     effective_exclude_newer,
     folders_in_the_way,
     folders_in_the_way_error,
@@ -33,6 +34,10 @@ from stacks.lock.metadata import (
     read_lock_meta,
 )
 from stacks.spec import LayerSpec, StackSpec
+
+if TYPE_CHECKING:
+    from stacks.lock.pylock import LowerPin, PlatformScope
+    from stacks.lock.uv_project import MissingWheelsError
 
 # ---------------------------------------------------------------- validity
 
@@ -216,7 +221,7 @@ def lock_layer(
     """Resolve a layer with uv and write its pylock, metadata and summary (only if changed)."""
     given = options or LockOptions()
     from stacks.lock import pylock as pl
-    from stacks.lock.uv_project import resolve, uv_project
+    from stacks.lock.uv_project import MissingWheelsError, resolve, uv_project
 
     paths = lock_paths(spec, layer)
     in_the_way = folders_in_the_way(paths)
@@ -239,15 +244,18 @@ def lock_layer(
         local_wheels=options.local_wheels,
     )
     previous = _previous_pins(paths.pylock)
-    exported = resolve(
-        project,
-        work_dir=work_dir,
-        python=python,
-        env_name=layer.env_name,
-        reset=reset,
-        seed=previous,
-    )
     scope = pl.PlatformScope(layer.platforms, layer.python_version)
+    try:
+        exported = resolve(
+            project,
+            work_dir=work_dir,
+            python=python,
+            env_name=layer.env_name,
+            reset=reset,
+            seed=previous,
+        )
+    except MissingWheelsError as failure:
+        raise _wheels_per_platform(failure, layer, scope, pins, work_dir, paths) from None
     result = pl.layer_pylock(
         pl.parse_pylock(exported),
         scope=scope,
@@ -269,6 +277,35 @@ def lock_layer(
     meta_text = json.dumps(meta.to_json(), indent=2, sort_keys=True) + "\n"
     atomic.write_if_changed(paths.meta, meta_text.encode("utf-8"))  # last: it validates the rest
     return meta
+
+
+def _wheels_per_platform(
+    failure: MissingWheelsError,
+    layer: LayerSpec,
+    scope: PlatformScope,
+    pins: list[LowerPin],
+    work_dir: Path,
+    paths: LockPaths,
+) -> LockError:
+    """uv's missing-wheels failure, naming each package and the platforms it has no wheel for."""
+    from stacks.lock import pylock as pl
+
+    if failure.universal is None:
+        return failure
+    result = pl.layer_pylock(
+        pl.parse_pylock(failure.universal),
+        scope=scope,
+        lower=pins,
+        source_dir=work_dir / "probe" / "universal",
+        pylock_dir=paths.folder,
+    )
+    missing = pl.missing_wheels(
+        result, scope, linux_target=layer.linux_target, macosx_target=layer.macosx_target
+    )
+    if not missing:
+        return failure
+    message, hint = pl.describe_missing(layer.env_name, missing, layer.platforms)
+    return LockError(message, hint=hint)
 
 
 def _require_lower_locks(spec: StackSpec, layer: LayerSpec, options: LockOptions) -> None:
