@@ -380,6 +380,13 @@ def _add_spec_arguments(parser: argparse.ArgumentParser) -> None:
         help="override runtime sources for this run",
     )
     parser.add_argument(
+        "--runtime-any-patch",
+        action="store_true",
+        default=None,
+        help="a local runtime pinned to X.Y.Z that is not installed uses the newest installed "
+        "X.Y.* instead, with a warning (also STACKS_RUNTIME_ANY_PATCH=1)",
+    )
+    parser.add_argument(
         "--python-mirror", metavar="URL", help="download host for python-build-standalone"
     )
 
@@ -393,7 +400,10 @@ def _load(args: argparse.Namespace) -> Any:
 
     check_path_encoding("spec", Path(os.path.abspath(args.spec)))
     spec = load_spec(
-        args.spec, runtime_source=args.runtime_source, python_mirror=args.python_mirror
+        args.spec,
+        runtime_source=args.runtime_source,
+        python_mirror=args.python_mirror,
+        runtime_any_patch=getattr(args, "runtime_any_patch", None),
     )
     if not getattr(args, "quiet", False):
         for warning in spec.warnings:

@@ -6,6 +6,7 @@ parallel runs; the work itself is done by `runtimes`, `locking` and `building`.
 
 from __future__ import annotations
 
+import sys
 from fnmatch import fnmatchcase
 from pathlib import Path
 from typing import Any
@@ -69,12 +70,15 @@ def runtime_inputs(ctx: RunContext, env_name: str) -> dict[str, Any]:
     """Inputs of providing a runtime: which Python, from where, for which platform."""
     layer = ctx.spec.layer(env_name)
     source = layer.source
-    return {
+    inputs = {
         "format": STEP_FORMATS["runtime"],
         "implementation": layer.python_implementation,
         "source": [source.kind, source.url, source.sha256] if source else None,
         "platform": ctx.platform_tag,
     }
+    if ctx.spec.settings.runtime_any_patch and source is not None and source.kind == "local":
+        inputs["any_patch"] = True  # only when on: stamps made without it stay current
+    return inputs
 
 
 def runtime_current(ctx: RunContext, env_name: str) -> bool:
@@ -105,9 +109,17 @@ def run_runtime(ctx: RunContext, env_name: str) -> Any:
             ctx.runtime_dir(env_name),
             download_dir=ctx.download_dir,
             mirror=ctx.spec.settings.python_mirror,
+            any_patch=ctx.spec.settings.runtime_any_patch,
         )
     except StacksError as exc:
         return task_failure(exc, env_name)
+    if provided.requested is not None:
+        print(
+            f"warning: runtime '{env_name}': CPython {provided.requested} is not installed; "
+            f"using the local CPython {provided.python_version} instead (--runtime-any-patch); "
+            f"its layers record python_implementation cpython@{provided.python_version}",
+            file=sys.stderr,
+        )
     manifest = hashing.scan_tree(ctx.runtime_dir(env_name), skip=hashing.skip_bytecode)
     atomic.write_json(manifest_path(ctx, "runtime", env_name), manifest.to_json())
     write_step_stamp(

@@ -64,6 +64,7 @@ class ProvidedRuntime:
 
     python_version: str  # X.Y.Z actually provided
     source: dict[str, str]  # JSON-able provenance
+    requested: str | None = None  # the X.Y.Z asked for, when another patch release stood in
 
 
 @dataclass(frozen=True)
@@ -83,12 +84,17 @@ def provide_runtime(
     download_dir: Path,
     mirror: str | None = None,
     progress: bool | None = None,
+    any_patch: bool = False,
 ) -> ProvidedRuntime:
-    """Create `target` (atomically) as a runtime for `implementation` from `source`."""
+    """Create `target` (atomically) as a runtime for `implementation` from `source`.
+
+    With `any_patch`, a `local` X.Y.Z that is not installed is replaced by the newest
+    installed X.Y.* (the result's `requested` then names the version asked for).
+    """
     version = requested_version(implementation)
     xy = ".".join(version.split(".")[:2])
     if source.kind == "local":
-        return _provide_local(version, target)
+        return _provide_local(version, target, any_patch=any_patch)
     if source.kind == "python-build-standalone":
         release = pbs_release(version)
         origin, sha256 = release.url, release.sha256
@@ -184,21 +190,37 @@ def find_local_interpreter(version: str) -> Path:
     )
 
 
-def _provide_local(version: str, target: Path) -> ProvidedRuntime:
-    python = find_local_interpreter(version)
+def _provide_local(version: str, target: Path, *, any_patch: bool = False) -> ProvidedRuntime:
+    wanted = version
+    try:
+        python = find_local_interpreter(version)
+    except RuntimeFetchError as missing:
+        xy = ".".join(version.split(".")[:2])
+        if xy == version:
+            raise
+        if not any_patch:
+            missing.hint = (missing.hint or "") + (
+                f"; or let the newest installed {xy}.* stand in with --runtime-any-patch "
+                "(STACKS_RUNTIME_ANY_PATCH=1)"
+            )
+            raise
+        python, wanted = find_local_interpreter(xy), xy
     info = query_interpreter(python)
-    if not version_matches(info.version, version):
+    if not version_matches(info.version, wanted):
         raise RuntimeFetchError(
-            f"{python} is CPython {info.version}, not {version}",
-            hint=LOCAL_HINT.format(v=version),
+            f"{python} is CPython {info.version}, not {wanted}",
+            hint=LOCAL_HINT.format(v=wanted),
         )
     with atomic.new_directory(target) as staging:
         copy_installation(info, staging, skip=lambda rel: dropped_from_runtime(rel, info.xy))
         shape_runtime(staging, info.xy, str(python))
-        provided = check_runtime(staging, version, str(python))
+        provided = check_runtime(staging, wanted, str(python))
         precompile_stdlib(staging, info.xy)
         staging.chmod(0o755)
-    return ProvidedRuntime(provided, {"kind": "local", "origin": str(info.prefix)})
+    source = {"kind": "local", "origin": str(info.prefix)}
+    if provided == version or wanted == version:
+        return ProvidedRuntime(provided, source)
+    return ProvidedRuntime(provided, {**source, "requested": version}, requested=version)
 
 
 def _local_candidates(xy: str) -> Iterator[tuple[tuple[int, ...], Path]]:
