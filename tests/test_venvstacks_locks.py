@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 import textwrap
 from pathlib import Path
 from typing import Any
@@ -532,8 +533,20 @@ def test_venvstacks_locks_publish_and_deploy_under_venvstacks_names(
     assert published["app-scipy-import"]["required_layers"] == ["framework-scipy@5"]
     assert published["framework-sklearn"]["runtime_layer"] == "cpython-3.12@3"
     assert published["cpython-3.12"]["archive_name"].startswith("cpython-3.12@3.")
+    findings = stacks("verify", spec, "--output-dir", out, "--json").data["findings"]
+    locks = {f["layer"]: f["status"] for f in findings if f["item"] == "lock"}
+    assert locks == dict.fromkeys(DEPLOYED, "ok")
     target = tmp_path / "deployed"
     stacks("deploy", out, "--target", target)
     assert {p.name for p in target.iterdir() if not p.name.startswith(("_", "."))} >= set(
         DEPLOYED.values()
     )
+    # A hand edit of a venvstacks pylock (another package version) is found by verify.
+    pylock = spec.parent / "requirements" / "framework-scipy" / "pylock.framework-scipy.toml"
+    text = pylock.read_text(encoding="utf-8")
+    edited_text = re.sub(r'(name = "idna"\nversion = )"[^"]+"', r'\1"9.9"', text)
+    assert edited_text != text
+    pylock.write_text(edited_text)
+    edited = stacks("verify", spec, "--output-dir", out, "--json", check=False)
+    statuses = {f["layer"]: f["status"] for f in edited.data["findings"] if f["item"] == "lock"}
+    assert edited.code == 1 and statuses["framework-scipy"] == "differs"
