@@ -121,6 +121,23 @@ def test_hashes_match_those_venvstacks_recorded_for_its_sample_project(tmp_path:
         assert want not in vs.other_inputs_hashes(other, other.layer(env)), env
 
 
+def test_module_hash_matches_the_one_venvstacks_published(tmp_path: Path) -> None:
+    # The sample project's support module `empty.py` (an empty file), as its
+    # expected_manifests list it in `app_support_modules`.
+    (tmp_path / "empty.py").write_bytes(b"")
+    recorded = "sha256:f0db47066ec1e276e17579c221969006dde88da71e26bf5ddbfae356fa7c8fe7"
+    assert vs.module_hash(tmp_path / "empty.py") == recorded
+    (tmp_path / "pkg").mkdir()
+    (tmp_path / "pkg" / "__init__.py").write_text("X = 1\n", encoding="utf-8")
+    folder = vs.module_hash(tmp_path / "pkg")
+    assert folder.startswith("sha256/")
+    (tmp_path / "pkg" / "__pycache__").mkdir()
+    (tmp_path / "pkg" / "__pycache__" / "x.pyc").write_bytes(b"cache")
+    assert vs.module_hash(tmp_path / "pkg") == folder  # caches do not count
+    (tmp_path / "pkg" / "__init__.py").write_text("X = 2\n", encoding="utf-8")
+    assert vs.module_hash(tmp_path / "pkg") != folder
+
+
 def test_content_hash_ignores_formatting_and_urls_but_not_packages() -> None:
     venvstacks_style = textwrap.dedent(
         """\
