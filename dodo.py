@@ -16,7 +16,7 @@ from typing import Any
 from doit import get_var
 
 from stacks.errors import StacksError
-from stacks.lock.locking import LockOptions
+from stacks.lock.metadata import LockOptions
 from stacks.pipeline.engine import doit_config
 from stacks.pipeline.project_lock import project_lock
 from stacks.pipeline.run_context import RunContext

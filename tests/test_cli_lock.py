@@ -677,3 +677,61 @@ def test_clean_and_forget_reject_unknown_tasks(spec_only: Path) -> None:
         out = stacks(command, spec_only, "build:nothing", check=False)
         assert out.code == 2 and "unknown task: build:nothing" in out.stderr
         no_traceback(out)
+
+
+PINNED_PATCH_SPEC = """
+[tool.stacks]
+runtime_source = "local"
+
+[[runtimes]]
+name = "cpython-3.11"
+python_implementation = "cpython@{version}"
+requirements = []
+
+[[frameworks]]
+name = "fw"
+runtime = "cpython-3.11"
+requirements = []
+"""
+
+
+@pytest.mark.slow
+def test_a_pinned_patch_release_offline_uses_another_only_when_asked(tmp_path: Path) -> None:
+    """cpython@3.11.Z not installed (pyenv has another 3.11): opt in, get a warning, metadata."""
+    versions = Path.home() / ".pyenv" / "versions"
+    installed = sorted(p.name for p in versions.glob("3.11.*"))
+    if not installed:
+        pytest.skip("no pyenv CPython 3.11")
+    newest = max(installed, key=lambda v: tuple(map(int, v.split("."))))
+    pinned = next(f"3.11.{n}" for n in range(30) if f"3.11.{n}" not in installed)
+    spec = write_project(tmp_path / "p", PINNED_PATCH_SPEC.format(version=pinned), {})
+
+    refused = stacks("lock", spec, check=False)
+    assert refused.code == 1
+    assert f"no local CPython {pinned} found" in refused.stderr
+    assert (
+        "--runtime-any-patch" in refused.stderr and "STACKS_RUNTIME_ANY_PATCH=1" in refused.stderr
+    )
+    no_traceback(refused)
+    assert not (spec.parent / "requirements").exists()
+
+    allowed = stacks("lock", spec, env={"STACKS_RUNTIME_ANY_PATCH": "1"})
+    warning = (
+        f"warning: runtime 'cpython-3.11': CPython {pinned} is not installed; "
+        f"using the local CPython {newest} instead"
+    )
+    assert warning in allowed.stderr
+    assert (spec.parent / "requirements" / "framework-fw").is_dir()
+
+    out = tmp_path / "export"
+    stacks("export", spec, "--runtime-any-patch", "--output-dir", out)
+    metadata = {
+        p.stem: json.loads(p.read_text(encoding="utf-8"))
+        for p in (out / "__stacks__" / "env_metadata").glob("*.json")
+    }
+    assert metadata["cpython-3.11"]["python_implementation"] == f"cpython@{newest}"
+    assert metadata["framework-fw"]["python_implementation"] == f"cpython@{newest}"
+    assert metadata["cpython-3.11"]["runtime_source"]["requested"] == pinned
+    # Turning the opt-in off again is not silent either: the runtime is refused anew.
+    again = stacks("export", spec, "--output-dir", out, check=False)
+    assert again.code == 1 and "--runtime-any-patch" in again.stderr

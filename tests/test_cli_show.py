@@ -243,7 +243,7 @@ def test_json_install_targets_of_versioned_layers(capsys: pytest.CaptureFixture[
 def write_runtime_lock(spec_path: Path, version: int) -> Path:
     """Give the versioned runtime of a copy of valid_versioned.toml a valid lock at `version`."""
     from stacks.hashing import hash_file_or_none
-    from stacks.lock.locking import LockMeta, LockOptions, lock_inputs, lock_paths
+    from stacks.lock.metadata import LockMeta, LockOptions, lock_inputs, lock_paths
 
     spec = load_spec(spec_path, environ={})
     runtime = spec.layer("cpython-3.12")

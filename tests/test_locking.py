@@ -14,16 +14,8 @@ from pathlib import Path
 import pytest
 
 from stacks.errors import LockError
-from stacks.lock.locking import (
-    LockMeta,
-    LockOptions,
-    LockPaths,
-    LockState,
-    lock_layer,
-    lock_paths,
-    lock_state,
-    read_lock_meta,
-)
+from stacks.lock.locking import LockState, lock_layer, lock_state
+from stacks.lock.metadata import LockMeta, LockOptions, LockPaths, lock_paths, read_lock_meta
 from stacks.lock.pylock import SHARED_MARKER, PlatformScope
 from stacks.platforms import PLATFORMS, target_platform, wheel_supports
 from stacks.spec import StackSpec, load_spec
@@ -615,10 +607,12 @@ def test_missing_wheels_for_some_platforms_suggest_platforms(make_stack, wheels:
     with pytest.raises(LockError) as caught:
         stack.lock("framework-web")
     message = str(caught.value)
-    # uv itself finds no wheel for some environments; stacks names every one of them.
-    assert message.startswith("cannot lock layer 'framework-web': some packages have no wheels")
-    assert "linux_aarch64, macosx_arm64, macosx_x86_64, win_amd64, win_arm64" in message
-    assert "native==1.0 has no" in message  # uv's explanation
+    # uv itself finds no wheel for some environments; stacks names the package and each one.
+    assert message.startswith("cannot lock layer 'framework-web': some packages have no wheel")
+    assert (
+        "native 1.0: no wheel for linux_aarch64, macosx_arm64, macosx_x86_64, win_amd64, "
+        "win_arm64 (wheel platforms: manylinux_2_17_x86_64)"
+    ) in message
     assert 'set platforms = ["linux_x86_64"]' in message
     assert not stack.paths("framework-web").folder.exists()
     edit_spec('runtime = "cpython-3.12"', 'runtime = "cpython-3.12"\nplatforms = ["linux_x86_64"]')(
@@ -626,6 +620,69 @@ def test_missing_wheels_for_some_platforms_suggest_platforms(make_stack, wheels:
     )
     stack.lock("framework-web")
     assert "marker" not in stack.packages("framework-web")["native"]
+
+
+def test_uv_missing_wheel_phrases_are_recognised() -> None:
+    from stacks.lock.uv_project import _MISSING_WHEELS, _WITHOUT_WHEELS
+
+    # uv's words (0.8/0.9) for one version, for every version, and for a tag mismatch.
+    said = [
+        "Because native==1.0 has no `sys_platform == 'win32'`-compatible wheels and ...",
+        "Because all versions of scipy have no `platform_machine == 'ARM64'`-compatible wheels",
+        "Because dlltracer==1.0.3 has no wheels with a matching platform tag (e.g., `win_arm64`)",
+    ]
+    assert all(_MISSING_WHEELS.search(line) for line in said)
+    assert [_WITHOUT_WHEELS.findall(line) for line in said] == [
+        ["native"],
+        ["scipy"],
+        ["dlltracer"],
+    ]
+    assert not _MISSING_WHEELS.search("Because you require a<1 and a>=2, we can conclude ...")
+
+
+def test_missing_wheels_are_named_per_package_and_platform_not_called_a_conflict(
+    make_stack, wheels: Path
+) -> None:
+    # As venvstacks' sample project on win_arm64: several versions of a package, none with a
+    # wheel for one target platform, and a second package with wheels for one platform only.
+    for version in ("1.0", "2.0"):
+        for tag in ("manylinux_2_17_x86_64", "win_amd64", "macosx_11_0_arm64"):
+            build_wheel(wheels, "numeric", version, tag=f"cp312-cp312-{tag}")
+    build_wheel(wheels, "tracer", "1.0", tag="cp312-cp312-win_amd64")
+    targets = 'platforms = ["linux_x86_64", "win_amd64", "win_arm64"]\n'
+    stack = make_stack(runtime("dep", extra=targets), local(wheels))
+    stack.lock("cpython-3.12")
+    stack.write(
+        runtime("dep", extra=targets)
+        + framework("sci", "numeric", "dep")
+        + framework("trace", "tracer; sys_platform == 'win32'")
+    )
+    with pytest.raises(LockError) as caught:
+        stack.lock("framework-sci")
+    message, hint = caught.value.message, caught.value.hint or ""
+    assert message.splitlines() == [
+        "cannot lock layer 'framework-sci': some packages have no wheel for every target platform",
+        "  numeric 2.0: no wheel for win_arm64 (wheel platforms: macosx_11_0_arm64, "
+        "manylinux_2_17_x86_64, win_amd64)",
+    ]
+    assert (
+        hint == 'set platforms = ["linux_x86_64", "win_amd64"] for layer \'framework-sci\', '
+        "or provide the missing wheels"
+    )
+    assert "no solution" not in str(caught.value) and "relax" not in str(caught.value)
+    with pytest.raises(LockError) as caught:
+        stack.lock("framework-trace")
+    assert caught.value.message.splitlines()[1:] == [
+        "  tracer 1.0: no wheel for win_arm64 (wheel platforms: win_amd64)"
+    ]
+    assert caught.value.hint is not None and '["linux_x86_64", "win_amd64"]' in caught.value.hint
+    # The suggested value works.
+    stack.write(
+        runtime("dep", extra=targets)
+        + framework("sci", "numeric", "dep", extra='platforms = ["linux_x86_64", "win_amd64"]\n')
+    )
+    stack.lock("framework-sci")
+    assert stack.packages("framework-sci")["numeric"]["version"] == "2.0"
 
 
 def test_manylinux_newer_than_linux_target_is_refused(make_stack, wheels: Path) -> None:

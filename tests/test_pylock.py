@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from stacks.lock import pylock as pl
-from stacks.lock.locking import LockOptions, effective_exclude_newer, lock_time_of
+from stacks.lock.metadata import LockOptions, effective_exclude_newer, lock_time_of
 from stacks.lock.uv_project import project_name, uv_environment
 from stacks.platforms import PLATFORMS, target_platform, wheel_python_supports, wheel_supports
 from stacks.spec import load_spec

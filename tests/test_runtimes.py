@@ -31,8 +31,8 @@ from stacks.runtime.sources import (
     pbs_release,
     provide_runtime,
     requested_version,
-    unpack_archive,
 )
+from stacks.runtime.unpack import unpack_archive
 from stacks.spec import RuntimeSource
 
 FAST = {"retries": 2, "timeout": 0.5, "backoff": 0.01}  # fault tests finish in seconds
@@ -864,3 +864,49 @@ def test_local_runtimes_of_other_versions_relocate(
     result = run_python(moved / "bin" / "python", code, cwd=tmp_path, env={"LD_DEBUG": "libs"})
     assert result.stdout.split() == [provided.python_version, str(moved)], result.stderr[-2000:]
     assert provided.source["origin"] not in result.stderr
+
+
+def test_a_missing_patch_release_needs_the_any_patch_opt_in(tmp_path: Path) -> None:
+    """cpython@X.Y.Z with only another X.Y patch installed: refused, unless asked for."""
+    installed = sorted(p.name for p in PYENV_VERSIONS.glob("3.12.*"))
+    if not installed:
+        pytest.skip("no pyenv CPython 3.12")
+    pinned = "3.12.0" if "3.12.0" not in installed else "3.12.99"
+    target = tmp_path / "cpython-3.12"
+    with pytest.raises(RuntimeFetchError) as caught:
+        provide_runtime(
+            f"cpython@{pinned}", RuntimeSource("local"), target, download_dir=tmp_path / "dl"
+        )
+    assert f"no local CPython {pinned} found" in caught.value.message
+    assert caught.value.hint is not None and "--runtime-any-patch" in caught.value.hint
+    assert not target.exists()
+    provided = provide_runtime(
+        f"cpython@{pinned}",
+        RuntimeSource("local"),
+        target,
+        download_dir=tmp_path / "dl",
+        any_patch=True,
+    )
+    newest = max(installed, key=lambda v: tuple(map(int, v.split("."))))
+    assert (provided.python_version, provided.requested) == (newest, pinned)
+    assert provided.source["requested"] == pinned
+    ran = subprocess.run(
+        [
+            str(target / "bin" / "python3.12"),
+            "-c",
+            "import platform; print(platform.python_version())",
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert ran.stdout.strip() == newest
+    # The exact release, when installed, is used as it is: nothing stands in.
+    exact = provide_runtime(
+        f"cpython@{newest}",
+        RuntimeSource("local"),
+        tmp_path / "exact",
+        download_dir=tmp_path / "dl",
+        any_patch=True,
+    )
+    assert exact.requested is None and "requested" not in exact.source

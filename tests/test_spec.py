@@ -827,3 +827,24 @@ def test_select_layers_reports_unmatched_patterns() -> None:
     assert unmatched == ["framework-off", "nope*"]
     everything, none_unmatched = select_layers(spec, [])
     assert everything == spec.layers and none_unmatched == []
+
+
+def test_runtime_any_patch_is_off_unless_asked_for(write_spec: Callable[..., Path]) -> None:
+    """[tool.stacks] runtime_any_patch, STACKS_RUNTIME_ANY_PATCH and the option opt in."""
+    assert load("valid_no_tool_stacks.toml").settings.runtime_any_patch is False
+    on = {"STACKS_RUNTIME_ANY_PATCH": "1"}
+    assert load("valid_no_tool_stacks.toml", environ=on).settings.runtime_any_patch is True
+    assert load("valid_no_tool_stacks.toml", runtime_any_patch=True).settings.runtime_any_patch
+    text = (SPECS / "valid_no_tool_stacks.toml").read_text(encoding="utf-8")
+    in_spec = write_spec("[tool.stacks]\nruntime_any_patch = true\n" + text)
+    assert load_spec(in_spec, environ={}).settings.runtime_any_patch is True
+    # The environment can turn the spec's setting off for one run.
+    off = load_spec(in_spec, environ={"STACKS_RUNTIME_ANY_PATCH": "0"})
+    assert off.settings.runtime_any_patch is False
+    with pytest.raises(SpecError) as caught:
+        load("valid_no_tool_stacks.toml", environ={"STACKS_RUNTIME_ANY_PATCH": "maybe"})
+    assert [p.field for p in caught.value.problems] == ["STACKS_RUNTIME_ANY_PATCH (environment)"]
+    bad = write_spec("[tool.stacks]\nruntime_any_patch = 'yes'\n" + text, name="bad.toml")
+    with pytest.raises(SpecError) as caught:
+        load_spec(bad, environ={})
+    assert [p.field for p in caught.value.problems] == ["tool.stacks.runtime_any_patch"]

@@ -6,7 +6,7 @@ import pickle
 import shutil
 from pathlib import Path
 
-from stacks.lock.locking import LockOptions
+from stacks.lock.metadata import LockOptions
 from stacks.pipeline.run_context import RunContext
 from stacks.pipeline.steps import all_tasks
 from stacks.spec import load_spec

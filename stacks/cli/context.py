@@ -24,7 +24,10 @@ def load_stack(args: argparse.Namespace) -> StackSpec:
 
     check_path_encoding("spec", Path(os.path.abspath(args.spec)))
     spec = load_spec(
-        args.spec, runtime_source=args.runtime_source, python_mirror=args.python_mirror
+        args.spec,
+        runtime_source=args.runtime_source,
+        python_mirror=args.python_mirror,
+        runtime_any_patch=getattr(args, "runtime_any_patch", None),
     )
     if not getattr(args, "quiet", False):
         for warning in spec.warnings:
@@ -91,7 +94,7 @@ def context_from_args(args: argparse.Namespace, spec: StackSpec) -> RunContext:
     import os
     from pathlib import Path
 
-    from stacks.lock.locking import LockOptions
+    from stacks.lock.metadata import LockOptions
     from stacks.pipeline.output_folders import check_path_encoding
     from stacks.pipeline.run_context import RunContext
     from stacks.pipeline.steps import PUBLISH_STEPS

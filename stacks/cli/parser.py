@@ -302,5 +302,12 @@ def _add_spec_arguments(parser: argparse.ArgumentParser) -> None:
         help="override runtime sources for this run",
     )
     parser.add_argument(
+        "--runtime-any-patch",
+        action="store_true",
+        default=None,
+        help="a local runtime pinned to X.Y.Z that is not installed uses the newest installed "
+        "X.Y.* instead, with a warning (also STACKS_RUNTIME_ANY_PATCH=1)",
+    )
+    parser.add_argument(
         "--python-mirror", metavar="URL", help="download host for python-build-standalone"
     )

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 from stacks.cli.context import context_from_args, load_stack, selected_layers
 
 if TYPE_CHECKING:
-    from stacks.lock.locking import LockOptions
+    from stacks.lock.metadata import LockOptions
     from stacks.spec import LayerSpec, StackSpec
 
 

@@ -1,8 +1,9 @@
 """Lock one layer: uv resolves it against its lower layers' pins into a cross-platform pylock.
 
 `lock_state` is the cheap up-to-date check (no uv, no network: small files and hashes);
-`lock_layer` runs uv, post-processes its export (`stacks.pylock`), checks that every
+`lock_layer` runs uv, post-processes its export (`stacks.lock.pylock`), checks that every
 package has wheels for every target platform, and writes the lock files atomically.
+The files and the inputs they record are in `stacks.lock.metadata`.
 """
 
 from __future__ import annotations
@@ -10,287 +11,33 @@ from __future__ import annotations
 import datetime
 import hashlib
 import json
-import os
-import re
 from collections.abc import Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
-from urllib.parse import urlsplit, urlunsplit
+from typing import TYPE_CHECKING, Any
 
 from stacks import atomic
 from stacks.errors import LockError
-from stacks.hashing import hash_bytes, hash_file_or_none, hash_json, scan_tree
-from stacks.spec import LayerSpec, StackSpec, module_name
+from stacks.hashing import hash_bytes, hash_file_or_none
+from stacks.lock.metadata import (
+    LockInputs,
+    LockMeta,
+    LockOptions,
+    LockPaths,
+    effective_exclude_newer,
+    folders_in_the_way,
+    folders_in_the_way_error,
+    layer_options,
+    lock_inputs,
+    lock_paths,
+    lock_time_of,
+    read_lock_meta,
+)
+from stacks.spec import LayerSpec, StackSpec
 
-# Bump when post-processing changes what a lock contains, so older locks are redone.
-LOCK_FORMAT = 1
-
-
-@dataclass(frozen=True)
-class LockOptions:
-    """Command-line settings that change how layers resolve."""
-
-    index_url: str | None = None  # replaces the default index
-    no_index: bool = False
-    local_wheels: tuple[Path, ...] = ()  # absolute folders of wheels (find-links)
-    exclude_newer: str | None = None  # if None: UV_EXCLUDE_NEWER, else [tool.uv] exclude-newer
-    # Whether the index settings above were chosen (the command line gave any of them). When
-    # not, each layer keeps the ones its lock recorded: `stacks lock --local-wheels DIR` then
-    # a plain `stacks build` neither relocks nor loses the wheel folder.
-    given: bool = True
-
-
-@dataclass(frozen=True)
-class LockPaths:
-    """Where a layer's lock files live: `<spec dir>/requirements/<env>/`."""
-
-    folder: Path
-    pylock: Path
-    meta: Path
-    summary: Path
-
-
-def lock_paths(spec: StackSpec, layer: LayerSpec) -> LockPaths:
-    """The lock files of a layer."""
-    folder = spec.spec_dir / "requirements" / layer.env_name
-    return LockPaths(
-        folder=folder,
-        pylock=folder / f"pylock.{layer.lock_name}.toml",
-        meta=folder / f"pylock.{layer.lock_name}.meta.json",
-        summary=folder / f"packages-{layer.env_name}.txt",
-    )
-
-
-def folders_in_the_way(paths: LockPaths) -> list[Path]:
-    """The lock files of a layer that are folders (made by hand): nothing can be written there."""
-    return [path for path in (paths.pylock, paths.meta, paths.summary) if path.is_dir()]
-
-
-def folders_in_the_way_error(layer: LayerSpec, folders: list[Path]) -> LockError:
-    """The error for lock files that are folders: it names the layer and how to remove them."""
-    from shlex import quote
-
-    listed = ", ".join(str(path) for path in folders)
-    return LockError(
-        f"cannot lock layer '{layer.env_name}': a folder is where its lock file must be "
-        f"written: {listed}",
-        hint=f"remove the folder (`rm -r {' '.join(quote(str(p)) for p in folders)}`) "
-        "and run again",
-    )
-
-
-@dataclass(frozen=True)
-class LockMeta:
-    """The lock metadata file: versions, times and the hashes that make a lock valid."""
-
-    lock_version: int
-    locked_at: str
-    requirements_hash: str
-    lock_hash: str
-    lock_input_hash: str
-    other_inputs_hash: str
-    version_inputs_hash: str
-    lower_locks: Mapping[str, str]
-    inputs: Mapping[str, Any] = field(default_factory=dict)  # readable form of the inputs
-
-    def to_json(self) -> dict[str, Any]:
-        """A JSON-able form (the file's content)."""
-        return {
-            "lock_version": self.lock_version,
-            "locked_at": self.locked_at,
-            "requirements_hash": self.requirements_hash,
-            "lock_hash": self.lock_hash,
-            "lock_input_hash": self.lock_input_hash,
-            "other_inputs_hash": self.other_inputs_hash,
-            "version_inputs_hash": self.version_inputs_hash,
-            "lower_locks": dict(sorted(self.lower_locks.items())),
-            "inputs": dict(self.inputs),
-        }
-
-    @classmethod
-    def from_json(cls, data: Mapping[str, Any]) -> LockMeta:
-        """Inverse of to_json; raises KeyError/TypeError/ValueError on a malformed document."""
-        return cls(
-            lock_version=int(data["lock_version"]),
-            locked_at=str(data["locked_at"]),
-            requirements_hash=str(data["requirements_hash"]),
-            lock_hash=str(data["lock_hash"]),
-            lock_input_hash=str(data["lock_input_hash"]),
-            other_inputs_hash=str(data["other_inputs_hash"]),
-            version_inputs_hash=str(data["version_inputs_hash"]),
-            lower_locks={str(k): str(v) for k, v in dict(data["lower_locks"]).items()},
-            inputs=dict(data.get("inputs", {})),
-        )
-
-
-def read_lock_meta(spec: StackSpec, layer: LayerSpec) -> LockMeta | None:
-    """The layer's lock metadata, or None if it is missing or unreadable."""
-    try:
-        data = json.loads(lock_paths(spec, layer).meta.read_text(encoding="utf-8"))
-        return LockMeta.from_json(data)
-    except (OSError, ValueError, KeyError, TypeError, AttributeError):
-        return None
-
-
-# ---------------------------------------------------------------- inputs
-
-
-@dataclass(frozen=True)
-class LockInputs:
-    """Everything a layer's lock depends on, as it is now."""
-
-    requirements: tuple[str, ...]
-    other: Mapping[str, Any]
-    version: Mapping[str, Any]
-    lower_locks: Mapping[str, str | None]
-
-    @property
-    def lock_input_hash(self) -> str:
-        """Hash of the declared requirements (normalised, sorted)."""
-        return hash_json(sorted(self.requirements))
-
-    @property
-    def other_inputs_hash(self) -> str:
-        """Hash of every other input that changes the resolution."""
-        return hash_json(self.other)
-
-    @property
-    def version_inputs_hash(self) -> str:
-        """Hash of the inputs that only matter to versioned layers."""
-        return hash_json(self.version)
-
-    def readable(self) -> dict[str, Any]:
-        """The inputs as recorded in the metadata, so a later check can say what changed."""
-        return {
-            "requirements": sorted(self.requirements),
-            "other": dict(self.other),
-            "version": dict(self.version),
-        }
-
-
-def effective_exclude_newer(
-    spec: StackSpec, options: LockOptions, environ: Mapping[str, str] | None = None
-) -> str | None:
-    """exclude-newer from the options, else UV_EXCLUDE_NEWER, else `[tool.uv]`."""
-    env = os.environ if environ is None else environ
-    value: Any = options.exclude_newer or env.get("UV_EXCLUDE_NEWER") or None
-    if value is None:
-        value = spec.uv_config.get("exclude-newer")
-    if isinstance(value, datetime.datetime | datetime.date):
-        value = value.isoformat()
-    return str(value) if value else None
-
-
-def lock_time_of(exclude_newer: str | None) -> str | None:
-    """exclude-newer as an ISO-8601 UTC time to the second, or None if it is not a fixed time."""
-    if not exclude_newer:
-        return None
-    text = exclude_newer.strip()
-    try:
-        if len(text) == 10:
-            day = datetime.date.fromisoformat(text)
-            moment = datetime.datetime(day.year, day.month, day.day, tzinfo=datetime.timezone.utc)
-        else:
-            text = re.sub(r"(\d\d:\d\d:\d\d)\.\d+", r"\1", text)  # 3.10 wants 3 or 6 digits
-            moment = datetime.datetime.fromisoformat(re.sub(r"[Zz]$", "+00:00", text))
-    except ValueError:
-        return None  # a relative span ("1 week"): not a fixed point in time
-    if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=datetime.timezone.utc)
-    moment = moment.astimezone(datetime.timezone.utc).replace(microsecond=0)
-    return moment.isoformat()
-
-
-def lock_inputs(spec: StackSpec, layer: LayerSpec, options: LockOptions) -> LockInputs:
-    """The current inputs of a layer's lock (cheap: reads only small files)."""
-    families = {name.split("_", 1)[0] for name in layer.platforms}
-    uv_settings = {k: v for k, v in spec.uv_config.items() if k != "exclude-newer"}
-    other = {
-        "format": LOCK_FORMAT,
-        "python": layer.python_xy,
-        "runtime": layer.runtime,
-        "frameworks": list(layer.linearised),
-        "platforms": list(layer.platforms),
-        "linux_target": "glibc@{}.{}".format(*layer.linux_target) if "linux" in families else None,
-        "macosx_target": "{}.{}".format(*layer.macosx_target) if "macosx" in families else None,
-        "package_indexes": dict(layer.package_indexes),
-        "priority_indexes": list(layer.priority_indexes),
-        "uv": json.loads(json.dumps(uv_settings, sort_keys=True, default=str)),
-        "exclude_newer": effective_exclude_newer(spec, options),
-        "index_url": _shown_index(spec, options.index_url),
-        "no_index": options.no_index,
-        "local_wheels": [_shown_path(spec, p) for p in options.local_wheels],
-    }
-    version = {
-        "env_name": layer.env_name,
-        "versioned": layer.versioned,
-        "launch_module": _module_hash(layer.launch_module) if layer.launch_module else None,
-        "support_modules": [_module_hash(p) for p in layer.support_modules],
-    }
-    if layer.versioned:
-        # A versioned layer deployed as <env>@N must not change what it runs on under the same
-        # N: a new deployed name of a lower layer gives it a new version too.
-        lower_versions = {
-            env: _lock_version_or_none(spec, env)
-            for env in layer.dependencies
-            if spec.layer(env).versioned
-        }
-        if lower_versions:
-            version["lower_versions"] = lower_versions
-    lower = {
-        env: hash_file_or_none(lock_paths(spec, spec.layer(env)).pylock)
-        for env in layer.dependencies
-    }
-    return LockInputs(tuple(layer.requirements), other, version, lower)
-
-
-def _lock_version_or_none(spec: StackSpec, env: str) -> int | None:
-    meta = read_lock_meta(spec, spec.layer(env))
-    return meta.lock_version if meta else None
-
-
-def _redact(url: str | None) -> str | None:
-    """A URL without credentials (they must not end up in committed metadata)."""
-    if url is None:
-        return None
-    parts = urlsplit(url)
-    if parts.username is None and parts.password is None:
-        return url
-    host = parts.hostname or ""
-    netloc = f"{host}:{parts.port}" if parts.port else host
-    return urlunsplit(parts._replace(netloc=netloc))
-
-
-def _shown_index(spec: StackSpec, url: str | None) -> str | None:
-    """An index URL as recorded: a local `file://` index like a wheel folder (spec-relative).
-
-    So a project with its own file index keeps valid locks when it is cloned elsewhere.
-    """
-    if url is None or not url.startswith("file:"):
-        return _redact(url)
-    from urllib.request import url2pathname
-
-    return "file:" + _shown_path(spec, Path(url2pathname(urlsplit(url).path)))
-
-
-def _shown_path(spec: StackSpec, path: Path) -> str:
-    """A folder as recorded in metadata: relative to the spec folder, POSIX."""
-    try:
-        return Path(os.path.relpath(path, spec.spec_dir)).as_posix()
-    except ValueError:
-        return Path(path).as_posix()
-
-
-def _module_hash(path: Path) -> list[str]:
-    """[module name, content hash] of a launch or support module (file or package folder)."""
-    if path.is_dir():
-        tree = scan_tree(path, skip=lambda rel: "__pycache__" in rel or rel.endswith(".pyc"))
-        digest = tree.digest()
-    else:
-        digest = hash_file_or_none(path) or "missing"
-    return [module_name(path), digest]
-
+if TYPE_CHECKING:
+    from stacks.lock.pylock import LowerPin, PlatformScope
+    from stacks.lock.uv_project import MissingWheelsError
 
 # ---------------------------------------------------------------- validity
 
@@ -304,39 +51,6 @@ class LockState:
     meta: LockMeta | None
 
 
-def layer_options(
-    spec: StackSpec, layer: LayerSpec, options: LockOptions, meta: LockMeta | None = None
-) -> LockOptions:
-    """The options a layer locks with: those given, or else those its lock (`meta`) recorded."""
-    if options.given:
-        return options
-    meta = meta or read_lock_meta(spec, layer)
-    other = meta.inputs.get("other") if meta else None
-    if not isinstance(other, Mapping):
-        return options
-    wheels = other.get("local_wheels")
-    return replace(
-        options,
-        index_url=_recorded_index(spec, other.get("index_url")),
-        no_index=other.get("no_index") is True,
-        local_wheels=tuple(
-            spec.spec_dir / path for path in wheels or () if isinstance(path, str) and path
-        )
-        if isinstance(wheels, list)
-        else (),
-        given=True,
-    )
-
-
-def _recorded_index(spec: StackSpec, shown: Any) -> str | None:
-    """An index URL from lock metadata (the inverse of `_shown_index`)."""
-    if not isinstance(shown, str) or not shown:
-        return None
-    if shown.startswith("file:") and not shown.startswith("file://"):
-        return (spec.spec_dir / shown.removeprefix("file:")).absolute().as_uri()
-    return shown
-
-
 def lock_state(spec: StackSpec, layer: LayerSpec, options: LockOptions | None) -> LockState:
     """Check a layer's lock against its current inputs (no uv, no network)."""
     paths = lock_paths(spec, layer)
@@ -348,6 +62,8 @@ def lock_state(spec: StackSpec, layer: LayerSpec, options: LockOptions | None) -
         return LockState(False, (f"{names}: a folder where a lock file belongs",), None)
     if meta is None:
         return LockState(False, (f"not locked yet (no readable {paths.meta.name})",), None)
+    if meta.written_by == "venvstacks":
+        return _venvstacks_lock_state(spec, layer, options, meta)
     reasons: list[str] = []
     actual = hash_file_or_none(paths.pylock)
     if actual is None:
@@ -370,6 +86,54 @@ def lock_state(spec: StackSpec, layer: LayerSpec, options: LockOptions | None) -
         elif meta.lower_locks.get(env) != digest:
             reasons.append(f"the lock of lower layer '{env}' changed")
     return LockState(not reasons, tuple(reasons), meta)
+
+
+def _venvstacks_lock_state(
+    spec: StackSpec, layer: LayerSpec, options: LockOptions, meta: LockMeta
+) -> LockState:
+    """Check a lock venvstacks wrote: its four hashes, recomputed from the spec and the pylock."""
+    from stacks.lock import venvstacks_meta as vs
+
+    paths = lock_paths(spec, layer)
+    reasons: list[str] = []
+    actual = vs.content_hash_of(paths.pylock)
+    if actual is None:
+        reasons.append(f"{paths.pylock.name} is missing or unreadable")
+    elif actual != meta.requirements_hash:
+        reasons.append(
+            f"{paths.pylock.name} was edited by hand (its packages differ from the "
+            "requirements_hash venvstacks recorded)"
+        )
+    if vs.lock_input_hash(layer) != meta.lock_input_hash:
+        reasons.append("requirements changed since venvstacks locked the layer")
+    if meta.other_inputs_hash not in vs.other_inputs_hashes(spec, layer):
+        reasons.append(
+            "lock inputs changed since venvstacks locked the layer (Python X.Y, runtime, "
+            "frameworks, linux_target or macosx_target)"
+        )
+    if layer.versioned and meta.version_inputs_hash not in vs.version_inputs_hashes(layer):
+        reasons.append(
+            "version inputs changed since venvstacks locked the layer (name, versioned, "
+            "launch or support modules)"
+        )
+    for env in layer.dependencies:
+        lower = spec.layer(env)
+        state = lock_state(spec, lower, options)
+        if not state.valid:
+            reasons.append(f"lower layer '{env}' has no valid lock")
+        elif not _same_as_venvstacks_locked(spec, lower, state.meta):
+            reasons.append(f"the lock of lower layer '{env}' changed")
+    return LockState(not reasons, tuple(reasons), meta)
+
+
+def _same_as_venvstacks_locked(spec: StackSpec, layer: LayerSpec, meta: LockMeta | None) -> bool:
+    """Whether a (valid) lower lock still has the packages venvstacks locked the layers above on."""
+    if meta is None or meta.written_by == "venvstacks":
+        return meta is not None
+    from stacks.lock.venvstacks_meta import content_hash_of
+
+    kept = meta.venvstacks_requirements_hash
+    return kept is not None and content_hash_of(lock_paths(spec, layer).pylock) == kept
 
 
 _LABELS = {
@@ -457,7 +221,7 @@ def lock_layer(
     """Resolve a layer with uv and write its pylock, metadata and summary (only if changed)."""
     given = options or LockOptions()
     from stacks.lock import pylock as pl
-    from stacks.lock.uv_project import resolve, uv_project
+    from stacks.lock.uv_project import MissingWheelsError, resolve, uv_project
 
     paths = lock_paths(spec, layer)
     in_the_way = folders_in_the_way(paths)
@@ -480,15 +244,18 @@ def lock_layer(
         local_wheels=options.local_wheels,
     )
     previous = _previous_pins(paths.pylock)
-    exported = resolve(
-        project,
-        work_dir=work_dir,
-        python=python,
-        env_name=layer.env_name,
-        reset=reset,
-        seed=previous,
-    )
     scope = pl.PlatformScope(layer.platforms, layer.python_version)
+    try:
+        exported = resolve(
+            project,
+            work_dir=work_dir,
+            python=python,
+            env_name=layer.env_name,
+            reset=reset,
+            seed=previous,
+        )
+    except MissingWheelsError as failure:
+        raise _wheels_per_platform(failure, layer, scope, pins, work_dir, paths) from None
     result = pl.layer_pylock(
         pl.parse_pylock(exported),
         scope=scope,
@@ -510,6 +277,35 @@ def lock_layer(
     meta_text = json.dumps(meta.to_json(), indent=2, sort_keys=True) + "\n"
     atomic.write_if_changed(paths.meta, meta_text.encode("utf-8"))  # last: it validates the rest
     return meta
+
+
+def _wheels_per_platform(
+    failure: MissingWheelsError,
+    layer: LayerSpec,
+    scope: PlatformScope,
+    pins: list[LowerPin],
+    work_dir: Path,
+    paths: LockPaths,
+) -> LockError:
+    """uv's missing-wheels failure, naming each package and the platforms it has no wheel for."""
+    from stacks.lock import pylock as pl
+
+    if failure.universal is None:
+        return failure
+    result = pl.layer_pylock(
+        pl.parse_pylock(failure.universal),
+        scope=scope,
+        lower=pins,
+        source_dir=work_dir / "probe" / "universal",
+        pylock_dir=paths.folder,
+    )
+    missing = pl.missing_wheels(
+        result, scope, linux_target=layer.linux_target, macosx_target=layer.macosx_target
+    )
+    if not missing:
+        return failure
+    message, hint = pl.describe_missing(layer.env_name, missing, layer.platforms)
+    return LockError(message, hint=hint)
 
 
 def _require_lower_locks(spec: StackSpec, layer: LayerSpec, options: LockOptions) -> None:
@@ -551,13 +347,30 @@ def _next_meta(
     """The metadata for new lock content: version and time kept when nothing changed."""
     lock_hash = hash_bytes(content)
     fixed_time = lock_time_of(exclude_newer)
+    kept_venvstacks_hash = None
+    if previous is not None and previous.written_by == "venvstacks":
+        # stacks renders another file for the same resolution: compare what venvstacks hashed.
+        from stacks.lock import venvstacks_meta as vs
+
+        same = vs.content_hash(content.decode("utf-8")) == previous.requirements_hash
+        kept_venvstacks_hash = previous.requirements_hash if same else None
+        version_changed = layer.versioned and (
+            previous.version_inputs_hash not in vs.version_inputs_hashes(layer)
+        )
+    else:
+        same = previous is not None and previous.lock_hash == lock_hash
+        if same and previous is not None:
+            kept_venvstacks_hash = previous.venvstacks_requirements_hash
+        version_changed = previous is not None and (
+            layer.versioned and previous.version_inputs_hash != inputs.version_inputs_hash
+        )
     if previous is None:
         version, locked_at = 1, fixed_time or _now()
-    elif previous.lock_hash != lock_hash:
+    elif not same:
         version, locked_at = previous.lock_version + 1, fixed_time or _now()
     else:
         version, locked_at = previous.lock_version, previous.locked_at
-        if layer.versioned and previous.version_inputs_hash != inputs.version_inputs_hash:
+        if version_changed:
             version += 1  # its deployed name follows its modules and versioned lower layers
         if fixed_time is not None and _is_later(locked_at, fixed_time):
             locked_at = fixed_time  # nothing in the lock can be newer than exclude-newer
@@ -571,6 +384,7 @@ def _next_meta(
         version_inputs_hash=inputs.version_inputs_hash,
         lower_locks={env: digest for env, digest in inputs.lower_locks.items() if digest},
         inputs=inputs.readable(),
+        venvstacks_requirements_hash=kept_venvstacks_hash,
     )
 
 

@@ -59,7 +59,11 @@ _KEPT_UV_VARIABLES = re.compile(
 )
 _STANDARD_FLAGS = ("--no-config", "--no-managed-python", "--no-python-downloads", "--quiet")
 _STDERR_LINES = 40
-_MISSING_WHEELS = re.compile(r"has no `[^`]*`-compatible wheels")
+# uv's words for "no wheel for some environment" (one version, or all versions of a package).
+_MISSING_WHEELS = re.compile(
+    r"ha(?:s|ve) no (?:`[^`]*`-compatible wheels|wheels with a matching "
+    r"(?:platform|Python ABI|Python implementation) tag)"
+)
 # uv's words for an index it could not read (not a resolution failure).
 _NETWORK_FAILURE = re.compile(
     r"^error: (Failed to fetch|Request failed|Failed to download)\b|error sending request|"
@@ -72,6 +76,19 @@ _OS_ERROR = re.compile(r"\(os error (?P<code>\d+)\)")
 _OS_ERROR_PATH = re.compile(r'at path "(?P<quoted>[^"]+)"|`(?P<ticked>[^`]+)`')
 # errno values that mean "cannot write here": EPERM, EACCES, ENOSPC, EROFS, EDQUOT.
 _WRITE_ERRORS = {1: "denied", 13: "denied", 28: "full", 30: "denied", 122: "full"}
+
+
+class MissingWheelsError(LockError):
+    """uv found no wheels of some packages for some target platforms.
+
+    `universal` is the pylock uv exports when the same project is locked without the
+    layer's `environments` (so uv does not need every wheel), for naming each package and
+    platform; None if that did not resolve either.
+    """
+
+    def __init__(self, message: str, *, hint: str, universal: str | None) -> None:
+        super().__init__(message, hint=hint)
+        self.universal = universal
 
 
 @dataclass(frozen=True)
@@ -265,17 +282,50 @@ def resolve(
 
 def _missing_wheels_error(
     project: UvProject, work_dir: Path, python: Path, env_name: str, stderr: str
-) -> LockError:
-    """uv found no wheels for some platform: find every platform that fails, suggest the rest."""
+) -> MissingWheelsError:
+    """uv found no wheels for some platform: lock without `environments` to name them all.
+
+    If that fails too, probe each platform alone and suggest those that resolve.
+    """
     from stacks.lock.pylock import platforms_hint
 
+    universal = _universal_export(project, work_dir, python)
+    if universal is not None:
+        return MissingWheelsError(
+            f"cannot lock layer '{env_name}': some packages have no wheels for some target "
+            f"platforms\n{_trim(stderr)}",
+            hint="set platforms to those with wheels, or provide the missing wheels",
+            universal=universal,
+        )
     working = [name for name in project.platforms if _resolves_on(project, name, work_dir, python)]
     failing = [name for name in project.platforms if name not in working]
-    return LockError(
-        f"cannot lock layer '{env_name}': some packages have no wheels for "
+    named = sorted(set(_WITHOUT_WHEELS.findall(stderr)), key=normalise_package)
+    packages = f" ({', '.join(named)})" if named else ""
+    return MissingWheelsError(
+        f"cannot lock layer '{env_name}': some packages{packages} have no wheels for "
         f"{', '.join(failing) or 'every target platform together'}\n{_trim(stderr)}",
         hint=platforms_hint(env_name, working),
+        universal=None,
     )
+
+
+# The package in uv's "<pkg>==<v> has no ..." / "all versions of <pkg> have no ..." phrases.
+_WITHOUT_WHEELS = re.compile(
+    r"(?:all versions of |\b)([A-Za-z0-9][A-Za-z0-9._-]*)(?:==\S+)? ha(?:s|ve) no "
+)
+
+
+def _universal_export(project: UvProject, work_dir: Path, python: Path) -> str | None:
+    """The pylock of the project locked for any platform (no `environments`), or None."""
+    probe = work_dir / "probe" / "universal"
+    probe.mkdir(parents=True, exist_ok=True)
+    uv = {k: v for k, v in project.pyproject["tool"]["uv"].items() if k != "environments"}
+    write_project(replace(project, pyproject={**project.pyproject, "tool": {"uv": uv}}), probe)
+    if _run(["lock"], project, probe, python).returncode != 0:
+        return None
+    export = ["export", "--frozen", "--format", "pylock.toml", "--no-header"]
+    exported = _run([*export, "--no-emit-project", "--no-annotate"], project, probe, python)
+    return exported.stdout if exported.returncode == 0 else None
 
 
 def _resolves_on(project: UvProject, platform: str, work_dir: Path, python: Path) -> bool:

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 from stacks.spec import LayerSpec, StackSpec
 
 if TYPE_CHECKING:
-    from stacks.lock.locking import LockOptions
+    from stacks.lock.metadata import LockOptions
 
 
 @dataclass(frozen=True, repr=False)
@@ -90,7 +90,7 @@ def task_name(step: str, env_name: str) -> str:
 
 def lock_version_of(ctx: RunContext, env_name: str) -> int | None:
     """The lock version recorded for a layer, if it has lock metadata."""
-    from stacks.lock.locking import read_lock_meta
+    from stacks.lock.metadata import read_lock_meta
 
     meta = read_lock_meta(ctx.spec, ctx.spec.layer(env_name))
     return meta.lock_version if meta is not None else None

@@ -64,7 +64,7 @@ class Finding:
 
 def verify_lock(spec: StackSpec, layer: LayerSpec, spec_arg: str) -> Finding:
     """The committed lock file against the hash its metadata recorded."""
-    from stacks.lock.locking import folders_in_the_way, lock_paths, read_lock_meta
+    from stacks.lock.metadata import folders_in_the_way, lock_paths, read_lock_meta
 
     paths = lock_paths(spec, layer)
     meta = read_lock_meta(spec, layer)
@@ -81,7 +81,14 @@ def verify_lock(spec: StackSpec, layer: LayerSpec, spec_arg: str) -> Finding:
     if meta is None:
         found.status = "absent"
         return found
-    actual = hashing.hash_file_or_none(paths.pylock)
+    if meta.written_by == "venvstacks":
+        from stacks.lock.venvstacks_meta import content_hash_of
+
+        # venvstacks hashes the packages in the file, not its bytes.
+        content = content_hash_of(paths.pylock)
+        actual = None if content is None else "venvstacks:" + content
+    else:
+        actual = hashing.hash_file_or_none(paths.pylock)
     if actual != meta.lock_hash:
         found.status = "differs"
         found.differences = [

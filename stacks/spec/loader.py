@@ -29,6 +29,7 @@ def load_spec(
     *,
     runtime_source: str | None = None,
     python_mirror: str | None = None,
+    runtime_any_patch: bool | None = None,
     environ: Mapping[str, str] | None = None,
 ) -> StackSpec:
     """Load, validate and freeze the stack spec at `path`; raise SpecError listing every problem."""
@@ -38,7 +39,7 @@ def load_spec(
     report = SpecReport(str(spec_path))
     tool = _top_level(report, document)
     uv_config, index_names = load_uv_config(report, spec_path.parent, tool)
-    settings = load_settings(report, tool, runtime_source, python_mirror, env)
+    settings = load_settings(report, tool, runtime_source, python_mirror, env, runtime_any_patch)
     reader = LayerReader(report, spec_path.parent, index_names, macosx_default(env))
     drafts = reader.read_layers(document, settings)
     graph = LayerGraph(report, reader.dropped)

@@ -129,6 +129,8 @@ class StackSettings:
 
     runtime_source: str = "python-build-standalone"
     python_mirror: str | None = None
+    # Opt-in: a local runtime pinned to X.Y.Z that is not installed uses the newest X.Y.*.
+    runtime_any_patch: bool = False
 
 
 @dataclass(frozen=True)

@@ -12,7 +12,9 @@ from stacks.spec.document import parse_toml, path_kind
 from stacks.spec.model import RUNTIME_SOURCES, StackSettings, normalise_package
 from stacks.spec.report import SpecReport, did_you_mean, show, type_name
 
-_TOOL_STACKS_FIELDS = ("runtime_source", "python_mirror")
+_TOOL_STACKS_FIELDS = ("runtime_source", "python_mirror", "runtime_any_patch")
+_TRUE_WORDS = ("1", "true", "yes", "on")
+_FALSE_WORDS = ("0", "false", "no", "off", "")
 # The fields uv knows in a [tool.uv.sources] entry.
 _UV_SOURCE_KEYS = frozenset(
     [
@@ -174,6 +176,7 @@ def load_settings(
     runtime_source: str | None,
     python_mirror: str | None,
     environ: Mapping[str, str],
+    runtime_any_patch: bool | None = None,
 ) -> StackSettings:
     """[tool.stacks] settings, overridden by the environment and then by the command line."""
     table = tool.get("stacks", {})
@@ -213,7 +216,38 @@ def load_settings(
     ):
         report.problem(None, origin, f"must be an http(s):// or file:// URL, not {show(mirror)}")
         mirror = None
-    return StackSettings(runtime_source=source, python_mirror=mirror)
+    any_patch = _any_patch(report, table, environ, runtime_any_patch)
+    return StackSettings(runtime_source=source, python_mirror=mirror, runtime_any_patch=any_patch)
+
+
+def _any_patch(
+    report: SpecReport,
+    table: Mapping[str, Any],
+    environ: Mapping[str, str],
+    from_command_line: bool | None,
+) -> bool:
+    """runtime_any_patch: the command line, else STACKS_RUNTIME_ANY_PATCH, else the spec."""
+    if from_command_line:
+        return True
+    word = environ.get("STACKS_RUNTIME_ANY_PATCH")
+    if word is not None:
+        if word.strip().lower() in _TRUE_WORDS:
+            return True
+        if word.strip().lower() in _FALSE_WORDS:
+            return False
+        report.problem(
+            None,
+            "STACKS_RUNTIME_ANY_PATCH (environment)",
+            f"must be 1 or 0 (true/false), not {show(word)}",
+        )
+        return False
+    value = table.get("runtime_any_patch", False)
+    if not isinstance(value, bool):
+        report.problem(
+            None, "tool.stacks.runtime_any_patch", f"must be true or false, not {show(value)}"
+        )
+        return False
+    return value
 
 
 def index_hint(name: str, index_names: set[str]) -> str:

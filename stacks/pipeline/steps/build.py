@@ -39,7 +39,7 @@ def _skip_source(relpath: str) -> bool:
 
 def build_inputs(ctx: RunContext, env_name: str) -> dict[str, Any] | None:
     """Inputs of a build: its own lock, its modules, and the identity of the layers below."""
-    from stacks.lock.locking import read_lock_meta
+    from stacks.lock.metadata import read_lock_meta
 
     layer = ctx.spec.layer(env_name)
     meta = read_lock_meta(ctx.spec, layer)
@@ -90,7 +90,7 @@ def build_digest(ctx: RunContext, env_name: str) -> str | None:
 def build_request(ctx: RunContext, env_name: str) -> BuildRequest:
     """The BuildRequest for a layer: its lock, runtime and lower layers."""
     from stacks.build.request import BuildRequest, LowerLayer
-    from stacks.lock.locking import lock_paths
+    from stacks.lock.metadata import lock_paths
 
     spec = ctx.spec
     layer = spec.layer(env_name)

@@ -74,7 +74,7 @@ class LockStep(Step):
 
     def targets(self, ctx: RunContext, env_name: str) -> list[Path]:
         """The lock file and its metadata."""
-        from stacks.lock.locking import lock_paths
+        from stacks.lock.metadata import lock_paths
 
         paths = lock_paths(ctx.spec, ctx.spec.layer(env_name))
         return [paths.pylock, paths.meta]

@@ -161,7 +161,7 @@ def publish_inputs(ctx: RunContext, env_name: str, step: PublishStep) -> dict[st
 
 def layer_metadata(ctx: RunContext, env_name: str) -> dict[str, Any]:
     """The publish/export metadata of a layer, without archive fields (venvstacks field names)."""
-    from stacks.lock.locking import read_lock_meta
+    from stacks.lock.metadata import read_lock_meta
 
     layer = ctx.spec.layer(env_name)
     meta = read_lock_meta(ctx.spec, layer)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -38,9 +39,17 @@ def run_runtime(ctx: RunContext, env_name: str) -> Any:
             ctx.runtime_dir(env_name),
             download_dir=ctx.download_dir,
             mirror=ctx.spec.settings.python_mirror,
+            any_patch=ctx.spec.settings.runtime_any_patch,
         )
     except StacksError as exc:
         return task_failure(exc, env_name)
+    if provided.requested is not None:
+        print(
+            f"warning: runtime '{env_name}': CPython {provided.requested} is not installed; "
+            f"using the local CPython {provided.python_version} instead (--runtime-any-patch); "
+            f"its layers record python_implementation cpython@{provided.python_version}",
+            file=sys.stderr,
+        )
     manifest = hashing.scan_tree(ctx.runtime_dir(env_name), skip=hashing.skip_bytecode)
     atomic.write_json(RUNTIME.tree_manifest_path(ctx, env_name), manifest.to_json())
     RUNTIME.write_stamp(
@@ -91,12 +100,15 @@ class RuntimeStep(Step):
         """Inputs of providing a runtime: which Python, from where, for which platform."""
         layer = ctx.spec.layer(env_name)
         source = layer.source
-        return {
+        inputs: dict[str, Any] = {
             "format": self.format,
             "implementation": layer.python_implementation,
             "source": [source.kind, source.url, source.sha256] if source else None,
             "platform": ctx.platform_tag,
         }
+        if ctx.spec.settings.runtime_any_patch and source is not None and source.kind == "local":
+            inputs["any_patch"] = True  # only when on: stamps made without it stay current
+        return inputs
 
     def drift(self, ctx: RunContext, env_name: str) -> list[str]:
         """How a provided runtime differs from its manifest by stat data (cheap)."""
