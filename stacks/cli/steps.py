@@ -8,13 +8,8 @@ import sys
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
-from stacks.cli.context import (
-    asked_layers,
-    check_reset_patterns,
-    context_from_args,
-    load_stack,
-    selected_layers,
-)
+from stacks.cli.compat import extra_tasks, step_layers, step_options
+from stacks.cli.context import check_reset_patterns, context_from_args, load_stack
 from stacks.errors import StacksError, UsageError
 
 if TYPE_CHECKING:
@@ -41,7 +36,7 @@ def cmd_steps(args: argparse.Namespace) -> int:
     from stacks.pipeline.reporter import StacksReporter
 
     spec = load_stack(args)
-    layers = selected_layers(args, spec, with_dependents=False)
+    layers = step_layers(args, spec)
     check_reset_patterns(args, spec)
     ctx = context_from_args(args, spec)
     if args.step in ("archive", "export"):
@@ -51,7 +46,7 @@ def cmd_steps(args: argparse.Namespace) -> int:
         check_output_folder(ctx, args.step, [lay for lay in layers if builds_here(ctx, lay)])
     if args.include:
         ctx = ctx.with_options(selected=frozenset(layer.env_name for layer in layers))
-    wanted = _wanted(ctx, args.step, layers)
+    wanted = _wanted(ctx, args.step, layers) + extra_tasks(args, ctx, spec)
     skipped = [
         layer.env_name
         for layer in layers
@@ -59,11 +54,8 @@ def cmd_steps(args: argparse.Namespace) -> int:
     ]
     if skipped and not args.quiet:
         print(f"note: not built here ({ctx.platform_tag}): {', '.join(skipped)}", file=sys.stderr)
-    if getattr(args, "clean", False):
-        # Only the layers asked for are forced; the layers they need are rebuilt only if needed.
-        ctx = ctx.with_options(
-            forced=frozenset(_wanted(ctx, args.step, asked_layers(args, layers)))
-        )
+    # --clean and --force: only the layers asked for are forced (see compat.step_options).
+    ctx = step_options(args, ctx, layers)
     if args.dry_run:
         planned = plan(ctx, wanted)
         if args.json:
