@@ -250,9 +250,15 @@ def step_options(
             if layer.env_name in rebuilt and builds_here(ctx, layer)
         )
     if args.step in ("archive", "export") and (clean or getattr(args, "force", False)):
-        # venvstacks' `build --clean --publish` republishes; `--force` rewrites up-to-date outputs.
+        # venvstacks' `build --clean --publish` republishes; `--force` rewrites up-to-date outputs
+        # of the layers asked for (and those above them with --publish-derived).
+        rewritten = {layer.env_name for layer in asked}
+        if getattr(args, "publish_derived", False):
+            rewritten.update(d.env_name for name in set(rewritten) for d in spec.dependents(name))
         forced.update(
-            task_name(args.step, layer.env_name) for layer in layers if builds_here(ctx, layer)
+            task_name(args.step, layer.env_name)
+            for layer in layers
+            if layer.env_name in rewritten and builds_here(ctx, layer)
         )
     return ctx.with_options(forced=frozenset(forced)) if forced else ctx
 

@@ -215,7 +215,7 @@ def is_current(ctx: RunContext, step: str, env_name: str) -> bool:
 def explain(ctx: RunContext, step: str, env_name: str) -> list[str]:
     """Why a task is not up to date, in words."""
     if task_name(step, env_name) in ctx.forced:
-        return ["forced (--clean)"]
+        return ["forced (--clean or --force)"]
     if step == "lock":
         from stacks.lock.locking import lock_state
 
