@@ -247,6 +247,12 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="LAYER",
         help="layers to deploy (default: all), with what they need",
     )
+    add_flag(
+        deploy,
+        "--dry-run",
+        help="check the archives and say what each layer would get; change nothing",
+    )
+    add_flag(deploy, "--json", help="print what was deployed (or would be) as JSON")
     deploy.set_defaults(handler=cmd_deploy)
 
     completion = commands.add_parser(
