@@ -154,6 +154,15 @@ def test_abbreviations_are_rejected(project: Path) -> None:
     for words in (["build", "--sho"], ["publish", "--out", "x"], ["lock", "--reset", "x"]):
         rejected = stacks(words[0], project, *words[1:], check=False)
         assert rejected.code == 2 and "unrecognized arguments" in rejected.stderr, words
+    # The stand-alone deploy script too.
+    deploy = subprocess.run(
+        [*_stacks_argv()[:-1], "stacks.deploy", "x", "--targ", "t"],
+        capture_output=True,
+        text=True,
+        env=_stacks_env(),
+        check=False,
+    )
+    assert deploy.returncode == 2 and "--target" in deploy.stderr
 
 
 def test_show_then_run(project: Path) -> None:

@@ -680,6 +680,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Command line: deploy layers, print how to run each application; exit 0, 1 or 2."""
     parser = argparse.ArgumentParser(
         description="Deploy published stacks layers (and the layers they need) into a folder.",
+        allow_abbrev=False,
     )
     parser.add_argument("archive_dir", type=Path, help="folder with the archives and __stacks__/")
     parser.add_argument("layers", nargs="*", help="layers to deploy (default: all)")
