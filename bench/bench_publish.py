@@ -181,7 +181,7 @@ def _demo_runtime(folder: Path) -> Path:
 
 def main(argv: list[str] | None = None) -> int:
     """Command line: benchmark one tree (or the tests' trimmed runtime)."""
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0], allow_abbrev=False)
     parser.add_argument("tree", nargs="?", type=Path, help="layer folder to archive")
     parser.add_argument("--layered", action="store_true", help="the tree is a layered venv")
     parser.add_argument("--formats", nargs="+", default=list(ARCHIVE_FORMATS))

@@ -135,7 +135,7 @@ def write_spec(folder: Path, n_layers: int, *, seed: int = 0, name: str = "stack
 
 def main(argv: list[str] | None = None) -> int:
     """`python bench/gen_spec.py N [FOLDER] [--seed S]`: write a generated spec."""
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0], allow_abbrev=False)
     parser.add_argument("layers", type=int, help="number of layers")
     parser.add_argument("folder", nargs="?", default=".", type=Path, help="where to write it")
     parser.add_argument("--seed", type=int, default=0)

@@ -99,7 +99,9 @@ def _machine() -> dict[str, Any]:
 
 def main(argv: list[str] | None = None) -> int:
     """Command line entry point of the benchmark suite."""
-    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(
+        prog="python -m bench", description=__doc__.splitlines()[0], allow_abbrev=False
+    )
     parser.add_argument("--runs", type=int, default=5, help="repetitions per measurement (>= 5)")
     parser.add_argument(
         "--only", nargs="+", choices=list(SCENARIOS), help="run only these scenarios"

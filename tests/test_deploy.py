@@ -112,6 +112,33 @@ def test_deploy_into_odd_folder_runs_the_app(published: Path, tmp_path: Path) ->
     assert [d.action for d in again] == ["unchanged"] * 3
 
 
+def test_dry_run_changes_nothing_and_json_says_what_each_layer_gets(
+    published: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    target = tmp_path / "target"
+    args = [str(published), "--target", str(target)]
+    assert main([*args, "--dry-run"]) == 0
+    text = capsys.readouterr().out
+    assert f"would be deployed  {APP}  ({target / APP})" in text
+    assert f"run {APP}: " in text
+    assert not target.exists()
+    assert main([*args, "--json"]) == 0
+    done = json.loads(capsys.readouterr().out)
+    assert done["dry_run"] is False
+    assert [(d["install_target"], d["action"]) for d in done["layers"]] == [
+        (RUNTIME, "deployed"),
+        (FRAMEWORK, "deployed"),
+        (APP, "deployed"),
+    ]
+    assert done["layers"][2]["run"] == [str(target / APP / "bin" / "python"), "-m", LAUNCH_MODULE]
+    before = snapshot(target, target / "none")
+    assert main([*args, "--dry-run", "--json"]) == 0
+    planned = json.loads(capsys.readouterr().out)
+    assert planned["dry_run"] is True
+    assert {d["action"] for d in planned["layers"]} == {"unchanged"}
+    assert snapshot(target, target / "none") == before
+
+
 def test_moved_deployment_works_after_postinstall_or_redeploy(
     published: Path, tmp_path: Path
 ) -> None:

@@ -50,5 +50,13 @@ def cmd_deploy(args: argparse.Namespace) -> int:
     """`stacks deploy`: deploy published archives on a target (the stand-alone deploy script)."""
     from stacks.deploy.deploy import main as deploy_main
 
-    quiet = ["--quiet"] if args.quiet else []
-    return deploy_main([args.archive_dir, "--target", args.target, *quiet, *args.layers])
+    flags = [
+        flag
+        for flag, given in (
+            ("--quiet", args.quiet),
+            ("--dry-run", args.dry_run),
+            ("--json", args.json),
+        )
+        if given
+    ]
+    return deploy_main([args.archive_dir, "--target", args.target, *flags, *args.layers])

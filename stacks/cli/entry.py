@@ -8,6 +8,7 @@ from collections.abc import Sequence
 from typing import NoReturn
 
 from stacks.cli.checks import cmd_deploy
+from stacks.cli.compat import apply_options, show_first
 from stacks.cli.parser import build_parser
 from stacks.errors import EXIT_USAGE, StacksError
 
@@ -67,6 +68,9 @@ def _run(argv: Sequence[str] | None) -> int:
     if getattr(args, "handler", None) is None:
         parser.print_help(sys.stderr)
         return EXIT_USAGE
+    apply_options(args)
+    if getattr(args, "show", False):
+        show_first(args)
     return int(args.handler(args) or 0)
 
 

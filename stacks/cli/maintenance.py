@@ -29,9 +29,35 @@ def cmd_list(args: argparse.Namespace) -> int:
         names = [name for name in task_graph(ctx) if name.partition(":")[2] in layers]
     if args.include and not names:
         return 0  # --allow-missing and nothing matched: doit would list everything
+    if args.json:
+        return _list_json(ctx, names, with_status=args.status)
     if args.status:
         return _list_status(ctx, names)
     return run_doit_command(ctx, ["list", "--all", *names])
+
+
+def _list_json(ctx: RunContext, names: list[str], *, with_status: bool) -> int:
+    """`list --json`: each task with its description and what it needs (and its status)."""
+    from stacks.pipeline.engine import plan, task_graph
+    from stacks.pipeline.steps import task_docs
+
+    graph = task_graph(ctx)
+    shown = names or list(graph)
+    docs = task_docs(ctx)
+    status = {item.task: item for item in plan(ctx, shown)} if with_status else {}
+    tasks = []
+    for name in shown:
+        entry: dict[str, object] = {
+            "task": name,
+            "doc": docs.get(name, ""),
+            "depends_on": graph[name],
+        }
+        if name in status:
+            entry["status"] = status[name].status
+            entry["reasons"] = status[name].reasons
+        tasks.append(entry)
+    print(json.dumps({"tasks": tasks}, indent=2))
+    return 0
 
 
 def _list_status(ctx: RunContext, names: list[str]) -> int:
@@ -163,6 +189,8 @@ def cmd_clean(args: argparse.Namespace) -> int:
             step = task_step(name)
             for path in step.remove_products(ctx, name.partition(":")[2]):
                 removed += 1
+                if not args.quiet:
+                    print(path, flush=True)
                 # An archive or an exported layer (not its stamp or metadata file): its folder.
                 output = ctx.cache_dir not in path.parents and path.parent.name != "env_metadata"
                 if isinstance(step, PublishStep) and output:

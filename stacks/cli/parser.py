@@ -3,31 +3,67 @@
 from __future__ import annotations
 
 import argparse
+import difflib
 import sys
+from collections.abc import Sequence
 from typing import Any
 
 from stacks import __version__
 from stacks.cli.checks import cmd_deploy, cmd_verify
+from stacks.cli.compat import add_flag, add_venvstacks_options
 from stacks.cli.maintenance import cmd_clean, cmd_forget, cmd_info, cmd_list
 from stacks.cli.show import cmd_show
 from stacks.cli.steps import cmd_run, cmd_steps
 
 
+class StacksParser(argparse.ArgumentParser):
+    """The top-level parser: a mistyped command gets a did-you-mean (exit 2)."""
+
+    def parse_known_args(  # type: ignore[override]
+        self, args: Sequence[str] | None = None, namespace: argparse.Namespace | None = None
+    ) -> tuple[argparse.Namespace, list[str]]:
+        words = list(sys.argv[1:] if args is None else args)
+        # The top-level options take no value: the first other word is the command.
+        command = next((word for word in words if not word.startswith("-")), None)
+        names = command_names(self)
+        if command is not None and command not in names:
+            close = difflib.get_close_matches(command, names, n=1, cutoff=0.6)
+            guess = f"; did you mean '{close[0]}'?" if close else ""
+            self.error(f"unknown command '{command}'{guess} (commands: {', '.join(names)})")
+        return super().parse_known_args(words, namespace)
+
+
+def subcommands(parser: argparse.ArgumentParser) -> dict[str, argparse.ArgumentParser]:
+    """command name -> its parser (aliases included)."""
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            return dict(action.choices)
+    return {}
+
+
+def command_names(parser: argparse.ArgumentParser) -> list[str]:
+    """The names of the commands, in the order `--help` lists them."""
+    return list(subcommands(parser))
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of every command."""
     prog = "stacks" if not sys.argv[0].endswith("__main__.py") else "python -m stacks"
-    parser = argparse.ArgumentParser(
+    parser = StacksParser(
         prog=prog,
         description="Build layered Python environment stacks: runtimes, shared frameworks, applications.",
+        allow_abbrev=False,
     )
-    parser.add_argument("--version", action="version", version=f"stacks {__version__}")
+    parser.add_argument("-V", "--version", action="version", version=f"stacks {__version__}")
     verbosity = parser.add_mutually_exclusive_group()
     verbosity.add_argument(
         "-v", "--verbose", action="count", default=0, help="say more (repeatable)"
     )
     verbosity.add_argument("-q", "--quiet", action="store_true", help="print only errors")
-    commands = parser.add_subparsers(title="commands", metavar="COMMAND")
-    common = argparse.ArgumentParser(add_help=False)
+    commands = parser.add_subparsers(
+        title="commands", metavar="COMMAND", parser_class=argparse.ArgumentParser
+    )
+    common = argparse.ArgumentParser(add_help=False, allow_abbrev=False)
     common.add_argument(
         "-v", "--verbose", action="count", default=argparse.SUPPRESS, help="say more (repeatable)"
     )
@@ -37,16 +73,20 @@ def build_parser() -> argparse.ArgumentParser:
     original_add_parser = commands.add_parser
 
     def add_parser(name: str, **kwargs: Any) -> argparse.ArgumentParser:
-        command = original_add_parser(name, parents=[common], **kwargs)
-        command.set_defaults(command_parser=command)
+        # No prefix matching: venvstacks' `--show` must not be taken as `--show-only`.
+        command = original_add_parser(name, parents=[common], allow_abbrev=False, **kwargs)
+        command.set_defaults(command_parser=command, command_name=name)
         return command
 
     commands.add_parser = add_parser  # type: ignore[method-assign]
 
     show = commands.add_parser("show", help="print the layers of a stack and what each depends on")
     _add_spec_arguments(show)
-    show.add_argument("--json", action="store_true", help="print the stack as JSON")
+    add_flag(show, "--json", help="print the stack as JSON")
     _add_lock_arguments(show, reset=False)
+    show.add_argument(
+        "--build-dir", dest="cache_dir", metavar="DIR", help="cache folder (venvstacks' name)"
+    )
     show.set_defaults(handler=cmd_show)
 
     lock = commands.add_parser(
@@ -59,8 +99,10 @@ def build_parser() -> argparse.ArgumentParser:
     build = commands.add_parser("build", help="lock as needed, then build the layer environments")
     _add_run_arguments(build)
     _add_lock_arguments(build)
-    build.add_argument(
-        "--clean", action="store_true", help="rebuild the selected layers even if up to date"
+    add_flag(
+        build,
+        "--clean",
+        help="rebuild the selected layers from scratch (with --publish, republish them too)",
     )
     build.set_defaults(handler=cmd_steps, step="build")
 
@@ -70,7 +112,9 @@ def build_parser() -> argparse.ArgumentParser:
     _add_run_arguments(publish)
     _add_lock_arguments(publish)
     publish.add_argument(
-        "--output-dir", metavar="DIR", help="where archives go (default: <spec dir>/_artifacts)"
+        "--output-dir",
+        metavar="DIR",
+        help="where archives go, relative to the spec's folder (default: <spec dir>/_artifacts)",
     )
     publish.add_argument(
         "--format",
@@ -78,9 +122,7 @@ def build_parser() -> argparse.ArgumentParser:
         default="tar.xz",
         help="archive format (default: tar.xz)",
     )
-    publish.add_argument(
-        "--tag-outputs", action="store_true", help="add the platform to archive and metadata names"
-    )
+    add_flag(publish, "--tag-outputs", help="add the platform to archive and metadata names")
     publish.set_defaults(handler=cmd_steps, step="archive")
 
     for name in ("export", "local-export"):
@@ -93,7 +135,9 @@ def build_parser() -> argparse.ArgumentParser:
         _add_run_arguments(export)
         _add_lock_arguments(export)
         export.add_argument(
-            "--output-dir", metavar="DIR", help="export folder (default: <spec dir>/_export)"
+            "--output-dir",
+            metavar="DIR",
+            help="export folder, relative to the spec's folder (default: <spec dir>/_export)",
         )
         export.add_argument(
             "--no-symlinks",
@@ -105,20 +149,20 @@ def build_parser() -> argparse.ArgumentParser:
     run = commands.add_parser("run", help="run an application from its build environment")
     run.add_argument("spec", metavar="SPEC", help="the stack spec file")
     run.add_argument(
-        "app", metavar="APP", nargs="?", help="application name (`demo` or `app-demo`)"
+        "app",
+        metavar="APP",
+        nargs="?",
+        help="the application: its name in the spec, or its env name (app-NAME)",
     )
     run.add_argument("args", nargs=argparse.REMAINDER, help="arguments for the application")
-    run.add_argument("--cache-dir", metavar="DIR", help="cache folder (default: <spec dir>/cache)")
+    _add_cache_argument(run)
     run.set_defaults(handler=cmd_run, runtime_source=None, python_mirror=None)
 
     listing = commands.add_parser("list", help="list the stack's tasks (doit list)")
     _add_spec_arguments(listing)
-    listing.add_argument(
-        "--cache-dir", metavar="DIR", help="cache folder (default: <spec dir>/cache)"
-    )
-    listing.add_argument(
-        "--status", action="store_true", help="show whether each task is up to date"
-    )
+    _add_cache_argument(listing)
+    add_flag(listing, "--status", help="show whether each task is up to date")
+    add_flag(listing, "--json", help="print the tasks (with --status, their status) as JSON")
     listing.set_defaults(handler=cmd_list)
 
     info = commands.add_parser(
@@ -126,8 +170,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _add_spec_arguments(info)
     info.add_argument("task", metavar="TASK", help="a task name such as build:app-demo")
-    info.add_argument("--cache-dir", metavar="DIR", help="cache folder (default: <spec dir>/cache)")
-    info.add_argument("--json", action="store_true", help="print as JSON")
+    _add_cache_argument(info)
+    add_flag(info, "--json", help="print as JSON")
     info.set_defaults(handler=cmd_info)
 
     for name, text in (
@@ -142,9 +186,7 @@ def build_parser() -> argparse.ArgumentParser:
             metavar="TASK",
             help="task names (default: every task of the layers --include matches, or of all)",
         )
-        sub.add_argument(
-            "--cache-dir", metavar="DIR", help="cache folder (default: <spec dir>/cache)"
-        )
+        _add_cache_argument(sub)
         sub.add_argument(
             "--no-wait", action="store_true", help="fail at once if another run holds the project"
         )
@@ -166,25 +208,25 @@ def build_parser() -> argparse.ArgumentParser:
         default=[],
         help="only layers whose env name matches (fnmatch; repeatable)",
     )
-    verify.add_argument(
-        "--cache-dir", metavar="DIR", help="cache folder (default: <spec dir>/cache)"
-    )
+    _add_cache_argument(verify)
     verify.add_argument(
         "--output-dir",
         metavar="DIR",
-        help="publish folder (default: every folder it was published to)",
+        help="publish folder, relative to the spec's folder (default: every folder it was "
+        "published to)",
     )
     verify.add_argument(
         "--export-dir",
         metavar="DIR",
-        help="export folder (default: every folder it was exported to)",
+        help="export folder, relative to the spec's folder (default: every folder it was "
+        "exported to)",
     )
-    verify.add_argument(
+    add_flag(
+        verify,
         "--allow-missing",
-        action="store_true",
         help="a pattern that matches no layer is a warning, not an error",
     )
-    verify.add_argument("--json", action="store_true", help="print the findings as JSON")
+    add_flag(verify, "--json", help="print the findings as JSON")
     verify.add_argument(
         "--no-wait", action="store_true", help="fail at once if another run holds the project"
     )
@@ -205,15 +247,46 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="LAYER",
         help="layers to deploy (default: all), with what they need",
     )
+    add_flag(
+        deploy,
+        "--dry-run",
+        help="check the archives and say what each layer would get; change nothing",
+    )
+    add_flag(deploy, "--json", help="print what was deployed (or would be) as JSON")
     deploy.set_defaults(handler=cmd_deploy)
+
+    completion = commands.add_parser(
+        "completion", help="print a shell completion script (bash, zsh or fish)"
+    )
+    completion.add_argument("shell", choices=("bash", "zsh", "fish"), help="the shell")
+    completion.set_defaults(handler=_cmd_completion)
+    for name, command in subcommands(parser).items():
+        add_venvstacks_options(command, name)
     return parser
+
+
+def _cmd_completion(args: argparse.Namespace) -> int:
+    """`stacks completion SHELL`: the completion script, generated from this parser."""
+    from stacks.cli.completion import completion_script
+
+    print(completion_script(build_parser(), args.shell), end="")
+    return 0
+
+
+def _add_cache_argument(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--cache-dir",
+        "--build-dir",
+        dest="cache_dir",
+        metavar="DIR",
+        help="cache folder, relative to the spec's folder (default: <spec dir>/cache; "
+        "--build-dir is venvstacks' name)",
+    )
 
 
 def _add_run_arguments(parser: argparse.ArgumentParser) -> None:
     _add_spec_arguments(parser)
-    parser.add_argument(
-        "--cache-dir", metavar="DIR", help="cache folder (default: <spec dir>/cache)"
-    )
+    _add_cache_argument(parser)
     parser.add_argument(
         "-n",
         "--jobs",
@@ -222,14 +295,11 @@ def _add_run_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="N",
         help="run up to N independent tasks at once (default: the number of cores)",
     )
-    parser.add_argument(
-        "--json", action="store_true", help="print the run's results (or the plan) as JSON"
-    )
-    parser.add_argument(
+    add_flag(parser, "--json", help="print the run's results (or the plan) as JSON")
+    add_flag(
+        parser,
         "--dry-run",
         "--show-only",
-        dest="dry_run",
-        action="store_true",
         help="print which tasks would run and why, without running them",
     )
     parser.add_argument(
@@ -251,21 +321,19 @@ def _add_lock_arguments(parser: argparse.ArgumentParser, *, reset: bool = True) 
     parser.add_argument(
         "--index-url", metavar="URL", help="use this package index instead of the default one"
     )
-    index = parser.add_mutually_exclusive_group()
-    index.add_argument(
-        "--no-index", action="store_true", help="use no package index (only --local-wheels)"
-    )
-    index.add_argument(
+    add_flag(
+        parser,
         "--index",
-        action="store_true",
-        help="use the default package index (where a lock recorded --no-index)",
+        default=None,
+        help="use the default package index (where a lock recorded --no-index); "
+        "--no-index: use none (only --local-wheels)",
     )
     parser.add_argument(
         "--local-wheels",
         metavar="DIR",
         action="append",
         default=[],
-        help="a folder of wheels to lock from (repeatable)",
+        help="a folder of wheels to lock from, relative to the spec's folder (repeatable)",
     )
 
 
@@ -291,9 +359,9 @@ def _add_spec_arguments(parser: argparse.ArgumentParser) -> None:
         default=[],
         help="only layers whose env name matches (fnmatch; repeatable), with the layers they need",
     )
-    parser.add_argument(
+    add_flag(
+        parser,
         "--allow-missing",
-        action="store_true",
         help="a pattern that matches no layer is a warning, not an error",
     )
     parser.add_argument(

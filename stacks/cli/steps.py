@@ -7,13 +7,8 @@ import json
 import sys
 from typing import TYPE_CHECKING
 
-from stacks.cli.context import (
-    asked_layers,
-    check_reset_patterns,
-    context_from_args,
-    load_stack,
-    selected_layers,
-)
+from stacks.cli.compat import extra_tasks, step_layers, step_options
+from stacks.cli.context import check_reset_patterns, context_from_args, load_stack
 from stacks.errors import StacksError, UsageError
 
 if TYPE_CHECKING:
@@ -31,7 +26,7 @@ def cmd_steps(args: argparse.Namespace) -> int:
 
     step = step_named(args.step)
     spec = load_stack(args)
-    layers = selected_layers(args, spec, with_dependents=False)
+    layers = step_layers(args, spec)
     check_reset_patterns(args, spec)
     ctx = context_from_args(args, spec)
     if isinstance(step, PublishStep):
@@ -40,7 +35,7 @@ def cmd_steps(args: argparse.Namespace) -> int:
         check_output_folder(ctx, step, [lay for lay in layers if builds_here(ctx, lay)])
     if args.include:
         ctx = ctx.with_options(selected=frozenset(layer.env_name for layer in layers))
-    wanted = step.task_names(ctx, layers)
+    wanted = step.task_names(ctx, layers) + extra_tasks(args, ctx, spec)
     skipped = [
         layer.env_name
         for layer in layers
@@ -48,9 +43,8 @@ def cmd_steps(args: argparse.Namespace) -> int:
     ]
     if skipped and not args.quiet:
         print(f"note: not built here ({ctx.platform_tag}): {', '.join(skipped)}", file=sys.stderr)
-    if getattr(args, "clean", False):
-        # Only the layers asked for are forced; the layers they need are rebuilt only if needed.
-        ctx = ctx.with_options(forced=frozenset(step.task_names(ctx, asked_layers(args, layers))))
+    # --clean and --force: only the layers asked for are forced (see compat.step_options).
+    ctx = step_options(args, ctx, layers)
     if args.dry_run:
         planned = plan(ctx, wanted)
         if args.json:

@@ -224,8 +224,12 @@ def deploy(
     layers: Sequence[str] | None = None,
     *,
     platform_name: str | None = None,
+    dry_run: bool = False,
 ) -> list[DeployedLayer]:
-    """Deploy the requested layers (default: all) and what they need from `archive_dir` into `target`."""
+    """Deploy the requested layers (default: all) and what they need from `archive_dir` into `target`.
+
+    With `dry_run`, only check and say what each layer would get; the target is not touched.
+    """
     archive_dir = Path(os.path.abspath(archive_dir))
     target = Path(os.path.abspath(target))
     selected = select_layers(read_manifest(archive_dir, platform_name=platform_name), layers)
@@ -236,6 +240,17 @@ def deploy(
         archive_dir,
         [r for r in selected if _action(target / r.install_target, r) == "deployed"],
     )
+    if dry_run:
+        return [
+            DeployedLayer(
+                r.install_target,
+                r.kind,
+                target / r.install_target,
+                _action(target / r.install_target, r),
+                r.launch_module,
+            )
+            for r in selected
+        ]
     target.mkdir(parents=True, exist_ok=True)
     return [_deploy_layer(archive_dir, target, record) for record in selected]
 
@@ -665,15 +680,28 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Command line: deploy layers, print how to run each application; exit 0, 1 or 2."""
     parser = argparse.ArgumentParser(
         description="Deploy published stacks layers (and the layers they need) into a folder.",
+        allow_abbrev=False,
     )
     parser.add_argument("archive_dir", type=Path, help="folder with the archives and __stacks__/")
     parser.add_argument("layers", nargs="*", help="layers to deploy (default: all)")
     parser.add_argument("--target", type=Path, required=True, help="deployment folder")
     parser.add_argument("--platform", help="platform of the metadata (default: this machine's)")
     parser.add_argument("-q", "--quiet", action="store_true", help="print only errors")
+    parser.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="check the archives and say what each layer would get; change nothing",
+    )
+    parser.add_argument("--json", action="store_true", help="print the outcome as JSON")
     args = parser.parse_intermixed_args(argv)
     try:
-        deployed = deploy(args.archive_dir, args.target, args.layers, platform_name=args.platform)
+        deployed = deploy(
+            args.archive_dir,
+            args.target,
+            args.layers,
+            platform_name=args.platform,
+            dry_run=args.dry_run,
+        )
     except DeployError as exc:
         # As the rest of stacks: `error: <message>`, then `  hint: <fix>` on its own line.
         print(f"error: {exc}", file=sys.stderr)
@@ -681,10 +709,24 @@ def main(argv: Sequence[str] | None = None) -> int:
     except OSError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
+    if args.json:
+        layers = [
+            {
+                "install_target": layer.install_target,
+                "kind": layer.kind,
+                "path": str(layer.path),
+                "action": layer.action,
+                "run": layer.run_command(),
+            }
+            for layer in deployed
+        ]
+        print(json.dumps({"dry_run": args.dry_run, "layers": layers}, indent=2))
+        return 0
     if args.quiet:
         return 0
+    would, width = ("would be ", 21) if args.dry_run else ("", 12)
     for layer in deployed:
-        print(f"{layer.action:>12}  {layer.install_target}  ({layer.path})")
+        print(f"{would + layer.action:>{width}}  {layer.install_target}  ({layer.path})")
     for layer in deployed:
         command = layer.run_command()
         if command:

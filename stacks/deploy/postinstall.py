@@ -297,7 +297,9 @@ def _compile_workers() -> int:
 def main(argv: list[str] | None = None) -> int:
     """Command line: configure the layer this script sits in (or LAYER_DIR)."""
     parser = argparse.ArgumentParser(
-        prog="postinstall.py", description="Configure a stacks layer for where it is now."
+        prog="postinstall.py",
+        description="Configure a stacks layer for where it is now.",
+        allow_abbrev=False,
     )
     parser.add_argument("layer_dir", nargs="?", help="layer folder (default: this script's)")
     parser.add_argument(

@@ -129,7 +129,7 @@ class Step:
     def reasons(self, ctx: RunContext, env_name: str) -> list[str]:
         """Why a layer's task is not up to date, in words."""
         if task_name(self.name, env_name) in ctx.forced:
-            return ["forced (--clean)"]
+            return ["forced (--clean or --force)"]
         inputs = self.inputs(ctx, env_name)
         if inputs is None:
             return ["what it is made from is not there yet (an earlier step must run first)"]

@@ -84,7 +84,7 @@ class LockStep(Step):
         from stacks.lock.locking import lock_state
 
         if task_name(self.name, env_name) in ctx.forced:
-            return ["forced (--clean)"]
+            return ["forced (--clean or --force)"]
         if resets_lock(ctx, env_name):
             return ["--reset-lock asks for a fresh resolution"]
         state = lock_state(ctx.spec, ctx.spec.layer(env_name), ctx.lock_options)
