@@ -1,0 +1,207 @@
+"""Install a layer's locked packages with uv, verify them, and drop machine-specific files."""
+
+from __future__ import annotations
+
+import csv
+import io
+import os
+import subprocess
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from stacks import atomic
+from stacks.build.records import VerifiedFiles, verify_installed
+from stacks.build.request import BuildRequest
+from stacks.errors import BuildError
+
+
+def pylock_packages(pylock: Path) -> list[dict[str, Any]]:
+    """The `packages` entries of a pylock.toml (a BuildError if it is missing or unreadable)."""
+    try:
+        import tomllib
+    except ModuleNotFoundError:  # Python 3.10
+        import tomli as tomllib  # type: ignore[no-redef]
+    try:
+        data = tomllib.loads(pylock.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise BuildError(f"no lock file at {pylock}", hint="run `stacks lock SPEC`") from None
+    except (OSError, ValueError) as exc:
+        raise BuildError(
+            f"cannot read lock file {pylock}: {exc}", hint="run `stacks lock SPEC` to regenerate it"
+        ) from None
+    return list(data.get("packages", []))
+
+
+def pylock_has_packages(pylock: Path) -> bool:
+    """Whether a lock lists any package (an empty runtime lock installs nothing)."""
+    return bool(pylock_packages(pylock))
+
+
+def subprocess_env(extra: dict[str, str] | None = None) -> dict[str, str]:
+    """A clean environment for build subprocesses (no user site, no stray virtualenv)."""
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if k not in ("PYTHONPATH", "PYTHONHOME", "VIRTUAL_ENV", "PYTHONSTARTUP")
+    }
+    env.update({"PYTHONNOUSERSITE": "1", "PYTHONSAFEPATH": "1", "PYTHONUTF8": "1"})
+    env.update(extra or {})
+    return env
+
+
+def uv_install(request: BuildRequest, python: Path) -> None:
+    """Install the layer's locked packages, then prove every installed file matches its wheel.
+
+    uv hard-links files from its cache; if anything ever edited such a file in place (a build
+    or export folder is easy to edit by mistake), the cache itself is corrupt. Checking RECORD
+    hashes catches that, and the packages are fetched again instead of re-linking bad bytes.
+    """
+    _run_uv_install(request, python)
+    site = python.parent.parent / request.site_dir
+    verified = VerifiedFiles.load(request.verified_files)
+    damaged = verify_installed(site, verified)
+    if not damaged:
+        verified.save()
+        return
+    _run_uv(
+        request, ["cache", "clean", *sorted(damaged)], "cleaning damaged packages from uv's cache"
+    )
+    _run_uv_install(request, python, reinstall=sorted(damaged))
+    still = verify_installed(site, verified)
+    verified.save()
+    if still:
+        details = "; ".join(
+            f"{dist}: {', '.join(files[:3])}" for dist, files in sorted(still.items())
+        )
+        raise BuildError(
+            f"layer '{request.layer.env_name}': installed files do not match their wheels even after a fresh install: {details}",
+            hint="run `uv cache clean` and build again",
+        )
+
+
+def _run_uv(request: BuildRequest, arguments: list[str], what: str) -> None:
+    from uv import find_uv_bin
+
+    result = subprocess.run(
+        [find_uv_bin(), *arguments],
+        capture_output=True,
+        text=True,
+        env=subprocess_env(),
+        check=False,
+    )
+    if result.returncode != 0:
+        detail = (result.stderr or result.stdout).strip()
+        _raise_if_unwritable(detail, f"layer '{request.layer.env_name}': {what} failed")
+        raise BuildError(f"layer '{request.layer.env_name}': {what} failed:\n{indent(detail)}")
+
+
+def _run_uv_install(request: BuildRequest, python: Path, *, reinstall: Sequence[str] = ()) -> None:
+    from uv import find_uv_bin
+
+    from stacks.platforms import target_platform
+
+    layer = request.layer
+    platform = target_platform(request.platform)
+    command = [
+        find_uv_bin(),
+        "pip",
+        "install",
+        "--python",
+        os.fspath(python),
+        "--no-config",
+        "--no-managed-python",
+        "--no-python-downloads",
+        "--no-color",
+        "--quiet",
+        "--link-mode",
+        os.environ.get("STACKS_LINK_MODE", "hardlink"),
+        "--python-platform",
+        platform.uv_python_platform(layer.linux_target, layer.macosx_target),
+        "--break-system-packages",
+        "--preview-features",
+        "pylock",
+        *[arg for name in reinstall for arg in ("--reinstall-package", name)],
+        "-r",
+        os.fspath(request.pylock),
+    ]
+    macos = f"{layer.macosx_target[0]}.{layer.macosx_target[1]}"
+    result = subprocess.run(
+        command,
+        capture_output=True,
+        text=True,
+        env=subprocess_env({"MACOSX_DEPLOYMENT_TARGET": macos}),
+        check=False,
+    )
+    if result.returncode != 0:
+        detail = (result.stderr or result.stdout).strip()
+        _raise_if_unwritable(
+            detail, f"layer '{layer.env_name}': installing its locked packages failed"
+        )
+        raise BuildError(
+            f"layer '{layer.env_name}': installing its locked packages failed:\n{indent(detail)}",
+            hint="if the lock is stale, run `stacks lock SPEC --reset-lock " + layer.env_name + "`",
+        )
+
+
+def _raise_if_unwritable(output: str, doing: str) -> None:
+    """Fail with the path and cause when uv could not write a file (not a lock problem)."""
+    from stacks.lock.uv_project import uv_write_failure
+
+    unwritable = uv_write_failure(output, doing=doing, environ=subprocess_env())
+    if unwritable is not None:
+        raise unwritable
+
+
+def indent(text: str, prefix: str = "    ") -> str:
+    """The last 40 lines of `text`, each indented by `prefix`."""
+    lines = text.splitlines()[-40:]
+    return "\n".join(prefix + line for line in lines)
+
+
+def remove_scripts(stage: Path, request: BuildRequest) -> None:
+    """Drop entry-point scripts (absolute shebangs) and machine-specific install records."""
+    bin_dir = stage / "bin"
+    removed: set[str] = set()
+    keep = {"python", "python3", f"python{request.python_xy}"}
+    if bin_dir.is_dir():
+        for entry in bin_dir.iterdir():
+            if entry.name not in keep:
+                atomic.remove_tree(entry)
+                removed.add(entry.name)
+    site = stage / request.site_dir
+    if not site.is_dir():
+        return
+    for dist_info in site.glob("*.dist-info"):
+        direct_url = dist_info / "direct_url.json"
+        if direct_url.is_file() and "file:" in direct_url.read_text(
+            encoding="utf-8", errors="replace"
+        ):
+            direct_url.unlink()
+            removed.add("direct_url.json")
+        _rewrite_record(dist_info, removed)
+
+
+def _rewrite_record(dist_info: Path, removed: set[str]) -> None:
+    """Remove RECORD rows of files we deleted (bin scripts, local direct_url.json)."""
+    record = dist_info / "RECORD"
+    if not removed or not record.is_file():
+        return
+    rows = list(csv.reader(io.StringIO(record.read_text(encoding="utf-8"))))
+    kept = []
+    for row in rows:
+        if not row:
+            continue
+        path = row[0]
+        in_bin = "/bin/" in path and path.rsplit("/", 1)[-1] in removed
+        local_url = (
+            path.endswith(f"{dist_info.name}/direct_url.json")
+            and not (dist_info / "direct_url.json").exists()
+        )
+        if not (in_bin or local_url):
+            kept.append(row)
+    if len(kept) != len([r for r in rows if r]):
+        out = io.StringIO()
+        csv.writer(out, lineterminator="\n").writerows(kept)
+        # Replace (new inode): RECORD may be a hard link into uv's cache.
+        atomic.write_text(record, out.getvalue())

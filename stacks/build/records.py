@@ -1,0 +1,123 @@
+"""Check installed files against their wheels' RECORD hashes, remembering what was checked."""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import io
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+
+class VerifiedFiles:
+    """Files already found to match their RECORD sha256, by inode, size and mtime.
+
+    Installed files are hard links into uv's cache, so every layer (and every rebuild) with
+    the same package holds the same inodes: each is hashed once, not once per build. Editing
+    a file in place changes its mtime, so it is hashed again, like the stat drift checks.
+    """
+
+    LIMIT = 100_000  # entries kept; past it, only the files of this build are kept
+
+    def __init__(self, path: Path | None, known: dict[str, list[Any]] | None = None) -> None:
+        self.path = path
+        self.known = known or {}
+        self.changed = False
+        self.used: set[str] = set()
+
+    @classmethod
+    def load(cls, path: Path | None) -> VerifiedFiles:
+        """The record at `path` (empty if missing or unreadable; None: remember nothing)."""
+        if path is None:
+            return cls(None)
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            data = {}
+        return cls(path, data if isinstance(data, dict) else {})
+
+    @staticmethod
+    def _key(info: os.stat_result) -> str:
+        return f"{info.st_dev}:{info.st_ino}"
+
+    def matches(self, info: os.stat_result, sha256: str) -> bool:
+        """Whether this file (by stat) was verified before with this RECORD hash."""
+        key = self._key(info)
+        if self.known.get(key) != [info.st_size, info.st_mtime_ns, sha256]:
+            return False
+        self.used.add(key)
+        return True
+
+    def add(self, info: os.stat_result, sha256: str) -> None:
+        """Remember that this file (by stat) matched this RECORD hash."""
+        key = self._key(info)
+        self.known[key] = [info.st_size, info.st_mtime_ns, sha256]
+        self.used.add(key)
+        self.changed = True
+
+    def save(self) -> None:
+        """Write the record (atomically; concurrent builds may drop each other's additions)."""
+        if self.path is None or not self.changed:
+            return
+        if len(self.known) > self.LIMIT:  # files of packages long gone: start over
+            self.known = {key: self.known[key] for key in self.used}
+        # A cache: replaced atomically but not fsynced (losing it only means hashing again).
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}.tmp")
+        try:
+            tmp.write_text(json.dumps(self.known), encoding="utf-8")
+            os.replace(tmp, self.path)
+        except OSError:
+            with contextlib.suppress(OSError):
+                tmp.unlink()
+        self.changed = False
+
+
+def verify_installed(site: Path, verified: VerifiedFiles | None = None) -> dict[str, list[str]]:
+    """Installed files whose sha256 differs from their RECORD entry, by distribution name."""
+    import base64
+    import hashlib
+    from concurrent.futures import ThreadPoolExecutor
+
+    verified = verified or VerifiedFiles(None)
+
+    checks: list[tuple[str, Path, str]] = []
+    for record in site.glob("*.dist-info/RECORD"):
+        dist = record.parent.name.split("-")[0]
+        for row in csv.reader(io.StringIO(record.read_text(encoding="utf-8"))):
+            if len(row) >= 2 and row[1].startswith("sha256="):
+                path = (site / row[0]).resolve() if ".." in row[0] else site / row[0]
+                checks.append((dist, path, row[1][len("sha256=") :]))
+
+    def bad(item: tuple[str, Path, str]) -> tuple[str, str] | None:
+        dist, path, expected = item
+        digest = hashlib.sha256()
+        try:
+            with open(path, "rb") as handle:
+                info = os.fstat(handle.fileno())
+                while chunk := handle.read(1 << 20):
+                    digest.update(chunk)
+        except OSError:
+            return dist, f"{path.name} (missing)"
+        actual = base64.urlsafe_b64encode(digest.digest()).rstrip(b"=").decode("ascii")
+        if actual != expected:
+            return dist, path.name
+        verified.add(info, expected)
+        return None
+
+    def known(item: tuple[str, Path, str]) -> bool:
+        try:
+            return verified.matches(os.stat(item[1]), item[2])
+        except OSError:
+            return False
+
+    # Answering from the record takes a stat; only the rest is worth a thread each.
+    checks = [item for item in checks if not known(item)] if verified.known else checks
+    damaged: dict[str, list[str]] = {}
+    with ThreadPoolExecutor(max_workers=os.cpu_count() or 2) as pool:
+        for found in pool.map(bad, checks):
+            if found is not None:
+                damaged.setdefault(found[0], []).append(found[1])
+    return damaged
