@@ -91,6 +91,8 @@ class StacksReporter:
         self.started: dict[str, float] = {}
         self.running: dict[str, float] = {}
         self.runtime_errors: list[str] = []
+        # Tasks that never started, with the failed tasks that kept them from running.
+        self.not_run: dict[str, tuple[str, ...]] = {}
         self.tty = self.stream.isatty()
         self._lock = threading.Lock()
         self._live_shown = False
@@ -191,7 +193,7 @@ class StacksReporter:
         if task.name not in self.started:
             message = self._not_run_reason(fail)
             self.results[task.name] = TaskResult(task.name, "not-run", 0.0, message)
-            self._say(f"{'-' if self.tty else '--'} {task.name} {message}")
+            self.not_run[task.name] = self._root_failures(fail, message)
             return
         message = _failure_message(fail)
         self.results[task.name] = TaskResult(task.name, "failed", seconds, message)
@@ -206,6 +208,39 @@ class StacksReporter:
             return _dependency_failure(fail)
         names = str(getattr(fail, "message", "")).split()
         return unmet_reason({n: self.results[n].status for n in names if n in self.results}, names)
+
+    def _root_failures(self, fail: Any, message: str) -> tuple[str, ...]:
+        """The failed tasks behind a task that did not run (through other tasks not run)."""
+        from doit.exceptions import UnmetDependency
+
+        if not isinstance(fail, UnmetDependency):
+            return (message,)
+        roots: list[str] = []
+        for name in str(getattr(fail, "message", "")).split():
+            for root in self.not_run.get(name, (name,)):
+                if root not in roots:
+                    roots.append(root)
+        return tuple(roots)
+
+    def not_run_lines(self) -> list[str]:
+        """One line per cause: which tasks did not run because which tasks failed."""
+        by_cause: dict[tuple[str, ...], list[str]] = {}
+        for name, roots in self.not_run.items():
+            by_cause.setdefault(roots, []).append(name)
+        lines = []
+        for roots, names in by_cause.items():
+            failed = [r for r in roots if self.results.get(r, TaskResult(r, "")).status == "failed"]
+            if failed and len(failed) == len(roots):
+                cause = "because " + ", ".join(f"{r} failed" for r in roots)
+            elif len(roots) == 1 and roots[0] not in self.results:
+                cause = f"({roots[0]})"
+            else:
+                cause = "because " + ", ".join(
+                    f"{r} failed" if r in failed else f"{r} did not run" for r in roots
+                )
+            count = f"{len(names)} task{'s' if len(names) != 1 else ''}"
+            lines.append(f"not run {cause}: {count}: {', '.join(sorted(names))}")
+        return lines
 
     def skip_uptodate(self, task: Any) -> None:
         if ":" not in task.name:
@@ -229,6 +264,9 @@ class StacksReporter:
 
     def complete_run(self) -> None:
         self._stop_ticker()
+        if not self.quiet:
+            for line in self.not_run_lines():
+                self.stream.write(f"{'-' if self.tty else '--'} {line}\n")
         for message in self.runtime_errors:
             self.stream.write(f"error: {message.strip()}\n")
 
