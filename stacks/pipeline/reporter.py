@@ -185,6 +185,8 @@ class StacksReporter:
         seconds = self._finished(task)
         self.results[task.name] = TaskResult(task.name, "ran", seconds)
         self._say(f"{'✓' if self.tty else 'ok'} {task.name} ({seconds:.1f} s)")
+        for warning in (getattr(task, "values", None) or {}).get("warnings", []):
+            self._say(f"warning: {warning}")
 
     def add_failure(self, task: Any, fail: Any) -> None:
         if ":" not in task.name:
