@@ -118,16 +118,17 @@ def _task_creator(
 
 
 def _doit_command(arguments: list[str]) -> str | None:
-    """The doit command word on a `doit` command line (None: the default, `run`)."""
+    """The doit command a `doit` command line runs (None: `run`), read as doit reads it."""
+    words: list[str] = []
     skip_next = False
     for word in arguments:
         if skip_next:
             skip_next = False
-        elif word in ("-f", "--file", "-d", "--dir", "--db-file", "--backend"):
+        elif word in ("-f", "--file", "-d", "--dir"):  # doit's loader options taking a value
             skip_next = True
-        elif not word.startswith("-") and "=" not in word:
-            return word
-    return None
+        elif word not in ("-k", "--seek-file") and not (word[:1] != "-" and "=" in word):
+            words.append(word)
+    return words[0] if words and not words[0].startswith("-") else None
 
 
 _namespace: dict[str, Any] | None = None
