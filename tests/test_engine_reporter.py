@@ -136,3 +136,32 @@ def test_two_failures_give_one_not_run_line_each_and_quiet_prints_none() -> None
                 "- not run because lock:a failed, lock:b failed: 1 task: lock:c",
             ]
         )
+
+
+def test_off_a_terminal_each_long_step_gets_a_heartbeat_line_every_ten_seconds() -> None:
+    reporter = StacksReporter(io.StringIO())
+    assert reporter.HEARTBEAT == 10.0
+    reporter.running = {"archive:big": 100.0, "build:app": 104.0}
+    assert reporter.heartbeat_lines(now=105.0) == []
+    assert reporter.heartbeat_lines(now=110.0) == [".. archive:big still running (10 s)"]
+    assert reporter.heartbeat_lines(now=114.0) == [".. build:app still running (10 s)"]
+    assert reporter.heartbeat_lines(now=119.0) == []
+    assert reporter.heartbeat_lines(now=120.5) == [".. archive:big still running (20 s)"]
+
+
+def test_the_heartbeat_is_printed_while_a_step_runs_and_never_when_quiet() -> None:
+    import time
+
+    for quiet in (False, True):
+        stream = io.StringIO()
+        reporter = StacksReporter(stream, quiet=quiet)
+        reporter.HEARTBEAT = 0.2
+        reporter.LIVE_EVERY = 0.05
+        reporter.execute_task(task("archive:big"))
+        time.sleep(0.6)
+        reporter.add_success(task("archive:big"))
+        reporter.complete_run()
+        beats = [line for line in stream.getvalue().splitlines() if "still running" in line]
+        assert (beats == []) is quiet
+        assert all(line.startswith(".. archive:big still running (") for line in beats)
+        assert "\r" not in stream.getvalue()

@@ -74,12 +74,14 @@ class StacksReporter:
 
     On a terminal it also says when a step starts and keeps a live `running: ...` line
     (steps and their elapsed time) at the bottom while steps run; elsewhere (CI logs,
-    pipes) it prints plain lines only, with no glyphs, colours or carriage returns.
+    pipes) it prints plain lines only, with no glyphs, colours or carriage returns, and a
+    `still running` line for each step every HEARTBEAT seconds, so a long step is no hang.
     """
 
     desc = "stacks console output"
     LIVE_AFTER = 1.0  # seconds a step runs before the live line shows it
     LIVE_EVERY = 0.5  # seconds between live line updates
+    HEARTBEAT = 10.0  # off a terminal: seconds between `still running` lines of a step
 
     def __init__(
         self, stream: TextIO | None = None, *, verbose: int = 0, quiet: bool = False
@@ -96,6 +98,7 @@ class StacksReporter:
         self.tty = self.stream.isatty()
         self._lock = threading.Lock()
         self._live_shown = False
+        self._last_beat: dict[str, float] = {}
         self._ticker: threading.Thread | None = None
         self._stop = threading.Event()
 
@@ -140,12 +143,26 @@ class StacksReporter:
                 self.stream.flush()
                 self._live_shown = True
 
+    def heartbeat_lines(self, now: float | None = None) -> list[str]:
+        """Off a terminal: a line for each step running HEARTBEAT seconds since its last one."""
+        now = time.perf_counter() if now is None else now
+        lines = []
+        for name, start in sorted(dict(self.running).items(), key=lambda item: item[1]):
+            if now - self._last_beat.get(name, start) >= self.HEARTBEAT:
+                self._last_beat[name] = now
+                lines.append(f".. {name} still running ({now - start:.0f} s)")
+        return lines
+
     def _tick(self) -> None:
         while not self._stop.wait(self.LIVE_EVERY):
-            self._draw_live()
+            if self.tty:
+                self._draw_live()
+            else:
+                for line in self.heartbeat_lines():
+                    self._say(line)
 
     def _start_ticker(self) -> None:
-        if self.tty and not self.quiet and self._ticker is None:
+        if not self.quiet and self._ticker is None:
             self._ticker = threading.Thread(target=self._tick, name="stacks-live", daemon=True)
             self._ticker.start()
 
@@ -177,6 +194,7 @@ class StacksReporter:
 
     def _finished(self, task: Any) -> float:
         self.running.pop(task.name, None)
+        self._last_beat.pop(task.name, None)
         return time.perf_counter() - self.started.get(task.name, time.perf_counter())
 
     def add_success(self, task: Any) -> None:
