@@ -19,6 +19,7 @@ SHARED = (
     "stacks.atomic",
     "stacks.tomlwriter",
     "stacks.platforms",
+    "stacks.progress",
 )
 STEPS = ("stacks.lock", "stacks.runtime", "stacks.build", "stacks.publish")
 # For each part: the parts (and shared leaves) it must never import.

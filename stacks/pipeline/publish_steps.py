@@ -21,6 +21,7 @@ from stacks.pipeline.run_context import (
     metadata_name,
     output_root,
     stack_manifest_path,
+    task_name,
 )
 from stacks.pipeline.stamps import manifest_path, matching_stamp, tree_drift, write_step_stamp
 from stacks.spec import LayerKind
@@ -123,6 +124,7 @@ def run_archive(ctx: RunContext, env_name: str) -> Any:
     name = archive_name(ctx, env_name)
     meta_name = metadata_name(ctx, env_name, tagged=ctx.tag_outputs)
     meta_path = ctx.output_dir / "__stacks__" / "env_metadata" / meta_name
+    progress = ctx.progress(task_name("archive", env_name), "archive")
     try:
         result = write_archive(
             ctx.build_dir(env_name),
@@ -131,9 +133,12 @@ def run_archive(ctx: RunContext, env_name: str) -> Any:
             fmt=ctx.archive_format,
             mtime=_epoch(metadata["locked_at"]),
             layered=layer.kind is not LayerKind.RUNTIME,
+            progress=progress,
         )
     except StacksError as exc:
         return task_failure(exc, env_name)
+    finally:
+        progress.close()
     build_number = _archive_build(
         hashing.read_stamp(meta_path) or {}, metadata["lock_version"], name, result.sha256
     )
@@ -210,15 +215,19 @@ def run_export(ctx: RunContext, env_name: str) -> Any:
     layer = ctx.spec.layer(env_name)
     metadata = dict(key["metadata"])  # computed with the inputs; no second pass over modules
     target = ctx.export_dir / metadata["install_target"]
+    progress = ctx.progress(task_name("export", env_name), "export")
     try:
         export_layer(
             ctx.build_dir(env_name),
             target,
             layered=layer.kind is not LayerKind.RUNTIME,
             symlinks=ctx.symlinks,
+            progress=progress,
         )
     except StacksError as exc:
         return task_failure(exc, env_name)
+    finally:
+        progress.close()
     exported = hashing.scan_tree(target, skip=hashing.skip_bytecode)
     atomic.write_json(manifest_path(ctx, "export", env_name), exported.to_json())
     meta_path = (

@@ -8,6 +8,7 @@ import threading
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, TextIO
 
 
@@ -99,6 +100,8 @@ class StacksReporter:
         self._lock = threading.Lock()
         self._live_shown = False
         self._last_beat: dict[str, float] = {}
+        # Where running steps leave their progress (stacks.progress); None: not shown.
+        self.progress_dir: Path | None = None
         self._ticker: threading.Thread | None = None
         self._stop = threading.Event()
 
@@ -122,8 +125,19 @@ class StacksReporter:
         )
         if not shown:
             return ""
-        parts = [f"{name} ({now - start:.0f} s)" for start, name in shown]
+        parts = [
+            f"{name} ({now - start:.0f} s{self._progress(name, ', ')})" for start, name in shown
+        ]
         return "running: " + ", ".join(parts)
+
+    def _progress(self, task: str, before: str) -> str:
+        """What a running task says it has done so far, after `before` (or nothing)."""
+        if self.progress_dir is None:
+            return ""
+        from stacks.progress import describe, read_progress
+
+        data = read_progress(self.progress_dir, task)
+        return before + describe(data) if data else ""
 
     def _clear_live(self) -> None:
         if self._live_shown:
@@ -150,7 +164,9 @@ class StacksReporter:
         for name, start in sorted(dict(self.running).items(), key=lambda item: item[1]):
             if now - self._last_beat.get(name, start) >= self.HEARTBEAT:
                 self._last_beat[name] = now
-                lines.append(f".. {name} still running ({now - start:.0f} s)")
+                lines.append(
+                    f".. {name} still running ({now - start:.0f} s){self._progress(name, ': ')}"
+                )
         return lines
 
     def _tick(self) -> None:
