@@ -43,7 +43,7 @@ def test_init_writes_the_starter_project_into_a_new_folder(tmp_path: Path) -> No
     assert files_in(here) == sorted(STARTER)
 
 
-@pytest.mark.parametrize("existing", [*STARTER, "venvstacks.toml", "stacks.yaml"])
+@pytest.mark.parametrize("existing", [*STARTER, "venvstacks.toml", "stacks.yaml", "launch"])
 def test_init_never_overwrites_a_file_and_then_writes_nothing(
     tmp_path: Path, existing: str
 ) -> None:

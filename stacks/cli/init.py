@@ -163,6 +163,13 @@ def _refuse_existing(folder: Path, files: dict[str, str]) -> None:
 
     names = [*files, *(name for name in SPEC_NAMES if name not in files)]
     present = [name for name in names if os.path.lexists(folder / name)]
+    # A file where a folder must go (`launch`) would stop the writing half way.
+    folders = {parent for name in files for parent in Path(name).parents if parent != Path(".")}
+    present += sorted(
+        os.fspath(name)
+        for name in folders
+        if os.path.lexists(folder / name) and not (folder / name).is_dir()
+    )
     if present:
         listed = ", ".join(os.fspath(folder / name) for name in present)
         raise UsageError(
