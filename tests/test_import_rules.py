@@ -20,6 +20,7 @@ SHARED = (
     "stacks.tomlwriter",
     "stacks.platforms",
     "stacks.progress",
+    "stacks.streaming",
 )
 STEPS = ("stacks.lock", "stacks.runtime", "stacks.build", "stacks.publish")
 # For each part: the parts (and shared leaves) it must never import.

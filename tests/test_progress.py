@@ -87,3 +87,52 @@ def test_the_reporter_shows_progress_live_and_in_heartbeats(tmp_path: Path) -> N
         ".. archive:big still running (12 s): archive 40.0 MB of 80.0 MB, 50%",
         ".. build:app still running (12 s)",
     ]
+
+
+def test_run_captured_streams_stderr_only_when_asked(
+    monkeypatch: pytest.MonkeyPatch, capfd: pytest.CaptureFixture[str]
+) -> None:
+    import sys
+
+    from stacks.streaming import run_captured
+
+    script = "import sys; print('out'); print('one', file=sys.stderr); print(sys.argv[1:], file=sys.stderr)"
+    monkeypatch.delenv("STACKS_STREAM_UV", raising=False)
+    quiet = run_captured([sys.executable, "-c", script, "--quiet"], label="x")
+    assert (quiet.returncode, quiet.stdout, quiet.stderr) == (0, "out\n", "one\n['--quiet']\n")
+    assert capfd.readouterr().err == ""
+    monkeypatch.setenv("STACKS_STREAM_UV", "1")
+    loud = run_captured([sys.executable, "-c", script, "--quiet"], label="uv lock: app-x")
+    assert (loud.returncode, loud.stdout, loud.stderr) == (0, "out\n", "one\n[]\n")
+    assert capfd.readouterr().err == "  [uv lock: app-x] one\n  [uv lock: app-x] []\n"
+
+
+@pytest.mark.slow
+def test_stacks_verbose_streams_uv_output(tmp_path: Path) -> None:
+    from projects import write_project
+    from stackrun import stacks
+
+    spec = write_project(
+        tmp_path / "p",
+        """
+        [tool.stacks]
+        runtime_source = "local"
+
+        [[runtimes]]
+        name = "cpython-3.12"
+        python_implementation = "cpython@3.12"
+        requirements = []
+
+        [[applications]]
+        name = "x"
+        launch_module = "x.py"
+        runtime = "cpython-3.12"
+        requirements = ["six"]
+        """,
+        {"x.py": "import six\n"},
+    )
+    loud = stacks("build", spec, "-v")
+    assert "  [uv lock: app-x] Resolved " in loud.stderr
+    assert "  [uv pip install: app-x]  + six==" in loud.stderr
+    quiet = stacks("build", spec, "--clean")
+    assert "[uv " not in quiet.stderr

@@ -126,12 +126,12 @@ def _run_uv_install(request: BuildRequest, python: Path, *, reinstall: Sequence[
         os.fspath(request.pylock),
     ]
     macos = f"{layer.macosx_target[0]}.{layer.macosx_target[1]}"
-    result = subprocess.run(
+    from stacks.streaming import run_captured
+
+    result = run_captured(
         command,
-        capture_output=True,
-        text=True,
+        label=f"uv pip install: {layer.env_name}",
         env=subprocess_env({"MACOSX_DEPLOYMENT_TARGET": macos}),
-        check=False,
     )
     if result.returncode != 0:
         detail = (result.stderr or result.stdout).strip()
