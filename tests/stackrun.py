@@ -45,8 +45,9 @@ def stacks(
     env: dict[str, str] | None = None,
     check: bool = True,
     timeout: float = 900,
+    cwd: os.PathLike[str] | None = None,
 ) -> Outcome:
-    """Run `python -m stacks ARGS`; with check, fail the test on a non-zero exit (showing stderr)."""
+    """Run `python -m stacks ARGS` (in `cwd`); with check, fail the test on a non-zero exit (showing stderr)."""
     full_env = {**os.environ, **(env or {})}
     full_env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), full_env.get("PYTHONPATH")]))
     result = subprocess.run(
@@ -56,6 +57,7 @@ def stacks(
         env=full_env,
         timeout=timeout,
         check=False,
+        cwd=cwd,
     )
     outcome = Outcome(result.returncode, result.stdout, result.stderr)
     if check and result.returncode != 0:

@@ -19,10 +19,12 @@ def smoke(
     paths: list[str] | None = None,
     launch: str | None = None,
     first: Path | None = None,
+    modules: list[list[str]] | None = None,
+    launch_files: list[list[str]] | None = None,
 ) -> Any:
     """Run the smoke script with this Python (`first` put at the front of sys.path); return its report."""
     code = _SMOKE if first is None else f"import sys; sys.path.insert(0, {str(first)!r})\n{_SMOKE}"
-    argument = json.dumps([paths or [], packages, launch])
+    argument = json.dumps([paths or [], packages, launch, modules or [], launch_files or []])
     done = subprocess.run(
         [sys.executable, "-c", code, argument], capture_output=True, text=True, check=True
     )
@@ -88,4 +90,48 @@ def test_launch_module_names_python_m_accepts(tmp_path: Path) -> None:
     report = smoke([], launch="no_such_package.app", first=tmp_path)
     assert report["problems"] == [
         "launch module no_such_package.app (No module named 'no_such_package') cannot be imported"
+    ]
+
+
+def test_a_syntax_error_in_a_module_names_the_source_file_and_line(tmp_path: Path) -> None:
+    good = tmp_path / "good.py"
+    good.write_text("import os\n")
+    bad = tmp_path / "bad.py"
+    bad.write_text("x = 1\n\ndef broken(:\n    pass\n")
+    report = smoke(
+        [],
+        modules=[[str(good), "launch/good.py"], [str(bad), "launch/bad.py"]],
+        launch="good",
+        first=tmp_path,
+    )
+    assert len(report["problems"]) == 1
+    assert report["problems"][0].startswith("launch/bad.py, line 3: syntax error: ")
+    assert report["warnings"] == []  # imports are checked only once everything compiles
+
+
+def test_unresolved_top_level_imports_of_the_launch_module_are_warnings(tmp_path: Path) -> None:
+    launch = tmp_path / "launch_me.py"
+    launch.write_text(
+        "from __future__ import annotations\n"
+        "import os, json\n"
+        "import no_such_package_here.sub\n"
+        "from pytest import fixture\n"
+        "from . import sibling\n"  # relative: resolved by the package, not checked here
+        "from also_missing import thing\n"
+        "def later():\n"
+        "    import not_checked_inside_functions\n"
+    )
+    report = smoke(
+        [],
+        launch="launch_me",
+        first=tmp_path,
+        modules=[[str(launch), "launch_me.py"]],
+        launch_files=[[str(launch), "launch_me.py"]],
+    )
+    assert report["problems"] == []
+    assert report["warnings"] == [
+        "launch_me.py, line 3: imports no_such_package_here.sub, but no module"
+        " 'no_such_package_here' is in this layer or the layers below it",
+        "launch_me.py, line 6: imports also_missing, but no module 'also_missing' is in this"
+        " layer or the layers below it",
     ]

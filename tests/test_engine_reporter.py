@@ -75,3 +75,93 @@ def test_quiet_prints_failures_only() -> None:
     reporter.add_success(task("build:app"))
     reporter.complete_run()
     assert stream.getvalue() == ""
+
+
+def test_tasks_that_did_not_run_after_a_failure_are_summed_up_in_one_line() -> None:
+    from doit.exceptions import UnmetDependency
+
+    stream = io.StringIO()
+    reporter = StacksReporter(stream)
+    reporter.execute_task(task("runtime:py"))
+    reporter.add_failure(task("runtime:py"), SimpleNamespace(get_msg=lambda: "no python"))
+    # doit reports each dependent as an unmet dependency on the task right below it.
+    for name, needs in [
+        ("lock:py", "runtime:py"),
+        ("build:py", "runtime:py lock:py"),
+        ("lock:fw", "lock:py"),
+        ("build:fw", "build:py lock:fw"),
+        ("lock:app", "lock:fw"),
+        ("build:app", "build:fw lock:app"),
+    ]:
+        reporter.add_failure(task(name), UnmetDependency(needs))
+    reporter.execute_task(task("lock:other"))
+    reporter.add_success(task("lock:other"))
+    reporter.complete_run()
+    lines = stream.getvalue().splitlines()
+    assert lines[0].startswith("FAILED runtime:py (")
+    assert lines[1] == "    no python"
+    assert lines[2].startswith("ok lock:other (")
+    assert lines[3:] == [
+        "-- not run because runtime:py failed: 6 tasks: build:app, build:fw, build:py, "
+        "lock:app, lock:fw, lock:py"
+    ]
+    # Each result still says what kept it from running, for --json.
+    assert reporter.results["build:fw"].status == "not-run"
+    assert (
+        reporter.results["build:fw"].error
+        == "not run because build:py did not run, lock:fw did not run"
+    )
+
+
+def test_two_failures_give_one_not_run_line_each_and_quiet_prints_none() -> None:
+    from doit.exceptions import UnmetDependency
+
+    for quiet in (False, True):
+        stream = Terminal()
+        reporter = StacksReporter(stream, quiet=quiet)
+        for name in ("lock:a", "lock:b"):
+            reporter.execute_task(task(name))
+            reporter.add_failure(task(name), SimpleNamespace(get_msg=lambda: "conflict"))
+        reporter.add_failure(task("build:a"), UnmetDependency("lock:a"))
+        reporter.add_failure(task("build:b"), UnmetDependency("lock:b"))
+        reporter.add_failure(task("lock:c"), UnmetDependency("lock:a lock:b"))
+        reporter.complete_run()
+        not_run = [line for line in stream.getvalue().splitlines() if "not run" in line]
+        assert not_run == (
+            []
+            if quiet
+            else [
+                "- not run because lock:a failed: 1 task: build:a",
+                "- not run because lock:b failed: 1 task: build:b",
+                "- not run because lock:a failed, lock:b failed: 1 task: lock:c",
+            ]
+        )
+
+
+def test_off_a_terminal_each_long_step_gets_a_heartbeat_line_every_ten_seconds() -> None:
+    reporter = StacksReporter(io.StringIO())
+    assert reporter.HEARTBEAT == 10.0
+    reporter.running = {"archive:big": 100.0, "build:app": 104.0}
+    assert reporter.heartbeat_lines(now=105.0) == []
+    assert reporter.heartbeat_lines(now=110.0) == [".. archive:big still running (10 s)"]
+    assert reporter.heartbeat_lines(now=114.0) == [".. build:app still running (10 s)"]
+    assert reporter.heartbeat_lines(now=119.0) == []
+    assert reporter.heartbeat_lines(now=120.5) == [".. archive:big still running (20 s)"]
+
+
+def test_the_heartbeat_is_printed_while_a_step_runs_and_never_when_quiet() -> None:
+    import time
+
+    for quiet in (False, True):
+        stream = io.StringIO()
+        reporter = StacksReporter(stream, quiet=quiet)
+        reporter.HEARTBEAT = 0.2
+        reporter.LIVE_EVERY = 0.05
+        reporter.execute_task(task("archive:big"))
+        time.sleep(0.6)
+        reporter.add_success(task("archive:big"))
+        reporter.complete_run()
+        beats = [line for line in stream.getvalue().splitlines() if "still running" in line]
+        assert (beats == []) is quiet
+        assert all(line.startswith(".. archive:big still running (") for line in beats)
+        assert "\r" not in stream.getvalue()

@@ -19,6 +19,8 @@ SHARED = (
     "stacks.atomic",
     "stacks.tomlwriter",
     "stacks.platforms",
+    "stacks.progress",
+    "stacks.streaming",
 )
 STEPS = ("stacks.lock", "stacks.runtime", "stacks.build", "stacks.publish")
 # For each part: the parts (and shared leaves) it must never import.

@@ -1,4 +1,4 @@
-"""Shared libraries across layers: found in site-packages, linked from the layer's dynlib folder."""
+"""Shared libraries across layers: find them and link them into the layer's dynlib folder."""
 
 from __future__ import annotations
 
@@ -47,7 +47,7 @@ def _glob_tail(path: str, pattern: str) -> bool:
 
 
 def link_dynlibs(request: BuildRequest, stage: Path) -> None:
-    """Link the layer's shared libraries from its dynlib folder (one per name, or an error)."""
+    """Link the layer's shared libraries (not extension modules) into its dynlib folder."""
     site = stage / request.site_dir
     libraries = shared_libraries(site, request.python_xy, request.layer.dynlib_exclude)
     if not libraries:

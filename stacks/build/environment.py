@@ -18,8 +18,11 @@ from stacks.hashing import TreeManifest, scan_tree, skip_bytecode
 from stacks.spec import LayerKind
 
 
-def build_layer(request: BuildRequest) -> TreeManifest:
-    """Build a layer into `request.target` atomically and return the manifest of what was built."""
+def build_layer(request: BuildRequest, *, warnings: list[str] | None = None) -> TreeManifest:
+    """Build a layer into `request.target` atomically and return the manifest of what was built.
+
+    Warnings (a launch module import nothing in the stack provides) are added to `warnings`.
+    """
     target = request.target
     with atomic.new_directory(target) as stage:
         if request.layer.kind is LayerKind.RUNTIME:
@@ -36,11 +39,13 @@ def build_layer(request: BuildRequest) -> TreeManifest:
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="stacks-scan") as pool:
         scanning = pool.submit(scan_tree, target, skip=skip_bytecode)
         try:
-            smoke_check(request)
+            found = smoke_check(request)
         except BuildError:
             scanning.exception()  # wait for the scan before removing what it reads
             atomic.remove_tree(target)
             raise
+        if warnings is not None:
+            warnings.extend(found)
         return scanning.result()
 
 

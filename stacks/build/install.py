@@ -1,4 +1,4 @@
-"""Installing a layer's locked packages with uv, and making the result portable."""
+"""Install a layer's locked packages with uv, verify them, and drop machine-specific files."""
 
 from __future__ import annotations
 
@@ -17,7 +17,7 @@ from stacks.errors import BuildError
 
 
 def pylock_packages(pylock: Path) -> list[dict[str, Any]]:
-    """The package entries of a pylock.toml (a BuildError if it is missing or unreadable)."""
+    """The `packages` entries of a pylock.toml (a BuildError if it is missing or unreadable)."""
     try:
         import tomllib
     except ModuleNotFoundError:  # Python 3.10
@@ -34,7 +34,7 @@ def pylock_packages(pylock: Path) -> list[dict[str, Any]]:
 
 
 def pylock_has_packages(pylock: Path) -> bool:
-    """Whether a pylock.toml installs anything."""
+    """Whether a lock lists any package (an empty runtime lock installs nothing)."""
     return bool(pylock_packages(pylock))
 
 
@@ -126,12 +126,12 @@ def _run_uv_install(request: BuildRequest, python: Path, *, reinstall: Sequence[
         os.fspath(request.pylock),
     ]
     macos = f"{layer.macosx_target[0]}.{layer.macosx_target[1]}"
-    result = subprocess.run(
+    from stacks.streaming import run_captured
+
+    result = run_captured(
         command,
-        capture_output=True,
-        text=True,
+        label=f"uv pip install: {layer.env_name}",
         env=subprocess_env({"MACOSX_DEPLOYMENT_TARGET": macos}),
-        check=False,
     )
     if result.returncode != 0:
         detail = (result.stderr or result.stdout).strip()
@@ -154,7 +154,7 @@ def _raise_if_unwritable(output: str, doing: str) -> None:
 
 
 def indent(text: str, prefix: str = "    ") -> str:
-    """The last 40 lines of `text`, each indented (for error messages)."""
+    """The last 40 lines of `text`, each indented by `prefix`."""
     lines = text.splitlines()[-40:]
     return "\n".join(prefix + line for line in lines)
 

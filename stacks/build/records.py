@@ -1,4 +1,4 @@
-"""Checking installed files against their wheels' RECORD hashes, remembering those that matched."""
+"""Check installed files against their wheels' RECORD hashes, remembering what was checked."""
 
 from __future__ import annotations
 

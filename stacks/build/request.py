@@ -1,4 +1,4 @@
-"""What building one layer needs: the build request, the layers below it, fixed layer paths."""
+"""What building one layer needs: the layer, its lock, its runtime and the layers below."""
 
 from __future__ import annotations
 
@@ -8,8 +8,6 @@ from pathlib import Path
 from stacks.spec import LayerSpec
 
 METADATA_FILE = Path("share/venv/metadata/venvstacks_layer.json")
-
-
 DYNLIB_DIR = Path("share/venv/dynlib")
 
 

@@ -1,4 +1,4 @@
-"""The smoke check of a built layer: its python starts, sees its layers in order and its packages."""
+"""The smoke check: start a built layer's python and check its sys.path, packages and launch module."""
 
 from __future__ import annotations
 
@@ -37,7 +37,7 @@ def expected_packages(
 # like importlib.metadata.version, the first distribution of a name on sys.path wins.
 _SMOKE = r"""
 import json, os, sys
-expected_paths, packages, launch = json.loads(sys.argv[1])
+expected_paths, packages, launch, modules, launch_files = json.loads(sys.argv[1])
 norm = [os.path.normcase(os.path.realpath(p)) for p in sys.path]
 positions = []
 for path in expected_paths:
@@ -91,13 +91,56 @@ if launch:
         found, launch = None, f"{launch} ({exc})"
     if found is None:
         problems.append(f"launch module {launch} cannot be imported")
-print(json.dumps({"problems": problems, "executable": sys.executable, "prefix": sys.prefix}))
+
+# Launch and support modules: compiled (not run) with this python, so a syntax error fails
+# the build instead of the app's first start.
+for path, shown in modules:
+    try:
+        with open(path, "rb") as handle:
+            compile(handle.read(), shown, "exec", dont_inherit=True)
+    except SyntaxError as exc:
+        problems.append(f"{shown}, line {exc.lineno}: syntax error: {exc.msg}")
+    except (ValueError, OSError) as exc:
+        problems.append(f"{shown}: cannot be compiled: {exc}")
+
+# The launch module's top-level imports must resolve on this sys.path (found, not imported).
+warnings = []
+if launch and not problems:
+    import ast
+    import importlib.util
+    checked = set()
+    for path, shown in launch_files:
+        with open(path, "rb") as handle:
+            tree = ast.parse(handle.read(), shown)
+        for node in tree.body:
+            if isinstance(node, ast.Import):
+                names = [alias.name for alias in node.names]
+            elif isinstance(node, ast.ImportFrom) and not node.level and node.module:
+                names = [node.module]
+            else:
+                continue
+            for name in names:
+                top = name.partition(".")[0]
+                if top in checked:
+                    continue
+                checked.add(top)
+                try:
+                    found = importlib.util.find_spec(top)
+                except (ImportError, ValueError):
+                    found = None
+                if found is None:
+                    warnings.append(
+                        f"{shown}, line {node.lineno}: imports {name}, but no module {top!r} is"
+                        " in this layer or the layers below it"
+                    )
+print(json.dumps({"problems": problems, "warnings": warnings, "executable": sys.executable, "prefix": sys.prefix}))
 """
 
 
-def smoke_check(request: BuildRequest) -> None:
+def smoke_check(request: BuildRequest) -> list[str]:
     """Start the layer's python: sys.path holds the layer and its lower layers in order, every
-    locked package of the layer and below has metadata, and an app's launch module resolves."""
+    locked package of the layer and below has metadata, launch and support modules compile,
+    and an app's launch module resolves; return warnings about its unresolved imports."""
     layer = request.layer
     target = request.target
     python = target / "bin" / ("python3" if layer.kind is LayerKind.RUNTIME else "python")
@@ -106,7 +149,10 @@ def smoke_check(request: BuildRequest) -> None:
     ]
     pylocks = [request.pylock] + [lower.pylock for lower in request.lower]
     packages = expected_packages(pylocks, request.platform, request.python_version)
-    argument = json.dumps([[os.fspath(s) for s in sites], packages, layer.launch_module_name])
+    modules, launch_files = module_files(request)
+    argument = json.dumps(
+        [[os.fspath(s) for s in sites], packages, layer.launch_module_name, modules, launch_files]
+    )
     try:
         result = subprocess.run(
             [os.fspath(python), "-X", "utf8", "-I", "-B", "-c", _SMOKE, argument],
@@ -133,3 +179,41 @@ def smoke_check(request: BuildRequest) -> None:
             f"layer '{layer.env_name}' failed its smoke check:\n"
             + indent("\n".join(report["problems"]))
         )
+    return list(report.get("warnings", []))
+
+
+def module_files(request: BuildRequest) -> tuple[list[list[str]], list[list[str]]]:
+    """[copied file, source file to show] of every launch and support module .py file, and of
+    the launch module's own top-level files (its __init__.py and __main__.py for a package)."""
+    site = request.target / request.site_dir
+    layer = request.layer
+    every: list[list[str]] = []
+    launch: list[list[str]] = []
+    for source in (layer.launch_module, *layer.support_modules):
+        if source is None:
+            continue
+        if source.is_dir():
+            files = sorted(
+                path
+                for path in source.rglob("*.py")
+                if "__pycache__" not in path.relative_to(source).parts
+            )
+            pairs = [
+                [os.fspath(site / source.name / path.relative_to(source)), _shown(path)]
+                for path in files
+            ]
+            top = {os.fspath(site / source.name / name) for name in ("__init__.py", "__main__.py")}
+            own = [pair for pair in pairs if pair[0] in top]
+        else:
+            pairs = [[os.fspath(site / source.name), _shown(source)]]
+            own = pairs
+        every.extend(pairs)
+        if source == layer.launch_module:
+            launch.extend(own)
+    return every, launch
+
+
+def _shown(path: Path) -> str:
+    """A source path as the user knows it: relative to the working folder when inside it."""
+    relative = os.path.relpath(path)
+    return path.as_posix() if relative.startswith("..") else Path(relative).as_posix()

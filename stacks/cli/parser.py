@@ -11,6 +11,7 @@ from typing import Any
 from stacks import __version__
 from stacks.cli.checks import cmd_deploy, cmd_verify
 from stacks.cli.compat import add_flag, add_venvstacks_options
+from stacks.cli.init import add_init_command
 from stacks.cli.maintenance import cmd_clean, cmd_forget, cmd_info, cmd_list
 from stacks.cli.show import cmd_show
 from stacks.cli.steps import cmd_run, cmd_steps
@@ -79,6 +80,7 @@ def build_parser() -> argparse.ArgumentParser:
         return command
 
     commands.add_parser = add_parser  # type: ignore[method-assign]
+    add_init_command(commands)
 
     show = commands.add_parser("show", help="print the layers of a stack and what each depends on")
     _add_spec_arguments(show)

@@ -57,6 +57,9 @@ def cmd_steps(args: argparse.Namespace) -> int:
                 ]
                 print(f"{item.task:40} {label}{reasons}")
         return 0
+    if args.verbose:
+        # Read by the steps (workers inherit it): uv's own output streams through.
+        os.environ.setdefault("STACKS_STREAM_UV", "1")
     reporter = StacksReporter(verbose=args.verbose, quiet=args.quiet)
     jobs = args.jobs if args.jobs is not None else (os.cpu_count() or 1)
     result = run_tasks(ctx, wanted, jobs=jobs, reporter=reporter, wait=not args.no_wait)

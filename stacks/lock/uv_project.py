@@ -355,15 +355,15 @@ def _run(
         "--no-color",
         *project.options,
     ]
-    return subprocess.run(
+    from stacks.streaming import run_captured
+
+    return run_captured(
         args,
+        label=f"uv {command[0]}: {work_dir.name}",
         cwd=work_dir,
         env=uv_environment(),
-        capture_output=True,
-        text=True,
         encoding="utf-8",
         errors="replace",
-        check=False,
     )
 
 

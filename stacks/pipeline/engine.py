@@ -243,6 +243,7 @@ def run_tasks(
             if folder is not None:
                 clean_stale_partials(folder)
         planned = plan(ctx, wanted)
+        reporter.progress_dir = ctx.progress_dir
         if all(p.status == "up-to-date" for p in planned):
             # Nothing to do: skip loading doit at all (the same answer, much faster).
             result = RunResult([TaskResult(p.task, "up-to-date") for p in planned], 0)

@@ -8,6 +8,7 @@ import threading
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, TextIO
 
 
@@ -74,12 +75,14 @@ class StacksReporter:
 
     On a terminal it also says when a step starts and keeps a live `running: ...` line
     (steps and their elapsed time) at the bottom while steps run; elsewhere (CI logs,
-    pipes) it prints plain lines only, with no glyphs, colours or carriage returns.
+    pipes) it prints plain lines only, with no glyphs, colours or carriage returns, and a
+    `still running` line for each step every HEARTBEAT seconds, so a long step is no hang.
     """
 
     desc = "stacks console output"
     LIVE_AFTER = 1.0  # seconds a step runs before the live line shows it
     LIVE_EVERY = 0.5  # seconds between live line updates
+    HEARTBEAT = 10.0  # off a terminal: seconds between `still running` lines of a step
 
     def __init__(
         self, stream: TextIO | None = None, *, verbose: int = 0, quiet: bool = False
@@ -91,9 +94,14 @@ class StacksReporter:
         self.started: dict[str, float] = {}
         self.running: dict[str, float] = {}
         self.runtime_errors: list[str] = []
+        # Tasks that never started, with the failed tasks that kept them from running.
+        self.not_run: dict[str, tuple[str, ...]] = {}
         self.tty = self.stream.isatty()
         self._lock = threading.Lock()
         self._live_shown = False
+        self._last_beat: dict[str, float] = {}
+        # Where running steps leave their progress (stacks.progress); None: not shown.
+        self.progress_dir: Path | None = None
         self._ticker: threading.Thread | None = None
         self._stop = threading.Event()
 
@@ -117,8 +125,19 @@ class StacksReporter:
         )
         if not shown:
             return ""
-        parts = [f"{name} ({now - start:.0f} s)" for start, name in shown]
+        parts = [
+            f"{name} ({now - start:.0f} s{self._progress(name, ', ')})" for start, name in shown
+        ]
         return "running: " + ", ".join(parts)
+
+    def _progress(self, task: str, before: str) -> str:
+        """What a running task says it has done so far, after `before` (or nothing)."""
+        if self.progress_dir is None:
+            return ""
+        from stacks.progress import describe, read_progress
+
+        data = read_progress(self.progress_dir, task)
+        return before + describe(data) if data else ""
 
     def _clear_live(self) -> None:
         if self._live_shown:
@@ -138,12 +157,28 @@ class StacksReporter:
                 self.stream.flush()
                 self._live_shown = True
 
+    def heartbeat_lines(self, now: float | None = None) -> list[str]:
+        """Off a terminal: a line for each step running HEARTBEAT seconds since its last one."""
+        now = time.perf_counter() if now is None else now
+        lines = []
+        for name, start in sorted(dict(self.running).items(), key=lambda item: item[1]):
+            if now - self._last_beat.get(name, start) >= self.HEARTBEAT:
+                self._last_beat[name] = now
+                lines.append(
+                    f".. {name} still running ({now - start:.0f} s){self._progress(name, ': ')}"
+                )
+        return lines
+
     def _tick(self) -> None:
         while not self._stop.wait(self.LIVE_EVERY):
-            self._draw_live()
+            if self.tty:
+                self._draw_live()
+            else:
+                for line in self.heartbeat_lines():
+                    self._say(line)
 
     def _start_ticker(self) -> None:
-        if self.tty and not self.quiet and self._ticker is None:
+        if not self.quiet and self._ticker is None:
             self._ticker = threading.Thread(target=self._tick, name="stacks-live", daemon=True)
             self._ticker.start()
 
@@ -175,6 +210,7 @@ class StacksReporter:
 
     def _finished(self, task: Any) -> float:
         self.running.pop(task.name, None)
+        self._last_beat.pop(task.name, None)
         return time.perf_counter() - self.started.get(task.name, time.perf_counter())
 
     def add_success(self, task: Any) -> None:
@@ -183,6 +219,8 @@ class StacksReporter:
         seconds = self._finished(task)
         self.results[task.name] = TaskResult(task.name, "ran", seconds)
         self._say(f"{'✓' if self.tty else 'ok'} {task.name} ({seconds:.1f} s)")
+        for warning in (getattr(task, "values", None) or {}).get("warnings", []):
+            self._say(f"warning: {warning}")
 
     def add_failure(self, task: Any, fail: Any) -> None:
         if ":" not in task.name:
@@ -191,7 +229,7 @@ class StacksReporter:
         if task.name not in self.started:
             message = self._not_run_reason(fail)
             self.results[task.name] = TaskResult(task.name, "not-run", 0.0, message)
-            self._say(f"{'-' if self.tty else '--'} {task.name} {message}")
+            self.not_run[task.name] = self._root_failures(fail, message)
             return
         message = _failure_message(fail)
         self.results[task.name] = TaskResult(task.name, "failed", seconds, message)
@@ -206,6 +244,39 @@ class StacksReporter:
             return _dependency_failure(fail)
         names = str(getattr(fail, "message", "")).split()
         return unmet_reason({n: self.results[n].status for n in names if n in self.results}, names)
+
+    def _root_failures(self, fail: Any, message: str) -> tuple[str, ...]:
+        """The failed tasks behind a task that did not run (through other tasks not run)."""
+        from doit.exceptions import UnmetDependency
+
+        if not isinstance(fail, UnmetDependency):
+            return (message,)
+        roots: list[str] = []
+        for name in str(getattr(fail, "message", "")).split():
+            for root in self.not_run.get(name, (name,)):
+                if root not in roots:
+                    roots.append(root)
+        return tuple(roots)
+
+    def not_run_lines(self) -> list[str]:
+        """One line per cause: which tasks did not run because which tasks failed."""
+        by_cause: dict[tuple[str, ...], list[str]] = {}
+        for name, roots in self.not_run.items():
+            by_cause.setdefault(roots, []).append(name)
+        lines = []
+        for roots, names in by_cause.items():
+            failed = [r for r in roots if self.results.get(r, TaskResult(r, "")).status == "failed"]
+            if failed and len(failed) == len(roots):
+                cause = "because " + ", ".join(f"{r} failed" for r in roots)
+            elif len(roots) == 1 and roots[0] not in self.results:
+                cause = f"({roots[0]})"
+            else:
+                cause = "because " + ", ".join(
+                    f"{r} failed" if r in failed else f"{r} did not run" for r in roots
+                )
+            count = f"{len(names)} task{'s' if len(names) != 1 else ''}"
+            lines.append(f"not run {cause}: {count}: {', '.join(sorted(names))}")
+        return lines
 
     def skip_uptodate(self, task: Any) -> None:
         if ":" not in task.name:
@@ -229,6 +300,9 @@ class StacksReporter:
 
     def complete_run(self) -> None:
         self._stop_ticker()
+        if not self.quiet:
+            for line in self.not_run_lines():
+                self.stream.write(f"{'-' if self.tty else '--'} {line}\n")
         for message in self.runtime_errors:
             self.stream.write(f"error: {message.strip()}\n")
 

@@ -42,6 +42,17 @@ class RunContext:
         return self.cache_dir / "build"
 
     @property
+    def progress_dir(self) -> Path:
+        """Where running steps leave their progress for the reporter (stacks.progress)."""
+        return self.cache_dir / "progress"
+
+    def progress(self, task: str, what: str) -> Any:
+        """A stacks.progress.ProgressFile for a running task."""
+        from stacks.progress import ProgressFile, progress_path
+
+        return ProgressFile(progress_path(self.progress_dir, task), what, 0)
+
+    @property
     def download_dir(self) -> Path:
         """The download cache (shareable between projects via STACKS_DOWNLOAD_CACHE)."""
         shared = os.environ.get("STACKS_DOWNLOAD_CACHE")

@@ -36,6 +36,7 @@ from typing import Any, BinaryIO
 import zstandard
 
 from stacks.errors import PublishError
+from stacks.progress import ProgressFile
 
 ARCHIVE_FORMATS = ("tar.xz", "tar.zst", "tar.gz", "zip")
 INJECTED_POSTINSTALL = Path(__file__).parent.parent / "deploy" / "postinstall.py"
@@ -267,8 +268,12 @@ def write_archive(
     mtime: int,
     layered: bool,
     threads: int | None = None,
+    progress: ProgressFile | None = None,
 ) -> ArchiveResult:
-    """Write a byte-reproducible archive of the layer at `tree`, atomically; return its hash."""
+    """Write a byte-reproducible archive of the layer at `tree`, atomically; return its hash.
+
+    `progress` counts the bytes of the layer's files as they are archived.
+    """
     if fmt not in ARCHIVE_FORMATS:
         raise PublishError(
             f"unknown archive format {fmt!r}", hint=f"use one of {', '.join(ARCHIVE_FORMATS)}"
@@ -278,6 +283,8 @@ def write_archive(
     if mtime < 0:
         raise PublishError(f"archive mtime must not be negative (got {mtime})")
     entries = layer_entries(tree, layered=layered)
+    if progress is not None:
+        progress.total = total_file_size(entries)
     archive = Path(os.path.abspath(archive))
     archive.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp_name = tempfile.mkstemp(prefix=f".{archive.name}.", suffix=".tmp", dir=archive.parent)
@@ -285,10 +292,10 @@ def write_archive(
         with os.fdopen(fd, "wb") as handle:
             out = _HashingWriter(handle)
             if fmt == "zip":
-                _write_zip(out, entries, root_name, mtime)
+                _write_zip(out, entries, root_name, mtime, progress)
             else:
                 with _compressed(fmt, out, _thread_count(threads)) as sink:
-                    _write_tar(sink, entries, root_name, mtime)
+                    _write_tar(sink, entries, root_name, mtime, progress)
             handle.flush()
             os.fsync(handle.fileno())
         os.chmod(tmp_name, 0o644)
@@ -304,7 +311,23 @@ def write_archive(
     return ArchiveResult(archive, out.size, out.sha256.hexdigest())
 
 
-def _write_tar(sink: Any, entries: list[LayerEntry], root_name: str, mtime: int) -> None:
+def total_file_size(entries: list[LayerEntry]) -> int:
+    """The bytes of the regular files among `entries` (what progress counts)."""
+    total = 0
+    for entry in entries:
+        if entry.kind == "file":
+            with contextlib.suppress(OSError):
+                total += os.stat(entry.source).st_size
+    return total
+
+
+def _write_tar(
+    sink: Any,
+    entries: list[LayerEntry],
+    root_name: str,
+    mtime: int,
+    progress: ProgressFile | None = None,
+) -> None:
     with tarfile.open(fileobj=sink, mode="w|", format=tarfile.PAX_FORMAT) as tar:
         tar.addfile(_tar_info(root_name, tarfile.DIRTYPE, 0o755, mtime))
         for entry in entries:
@@ -320,6 +343,8 @@ def _write_tar(sink: Any, entries: list[LayerEntry], root_name: str, mtime: int)
                     info = _tar_info(name, tarfile.REGTYPE, entry.mode, mtime)
                     info.size = os.fstat(source.fileno()).st_size
                     tar.addfile(info, source)
+                if progress is not None:
+                    progress.add(info.size)
 
 
 def _tar_info(name: str, kind: bytes, mode: int, mtime: int) -> tarfile.TarInfo:
@@ -332,7 +357,13 @@ def _tar_info(name: str, kind: bytes, mode: int, mtime: int) -> tarfile.TarInfo:
     return info
 
 
-def _write_zip(out: _HashingWriter, entries: list[LayerEntry], root_name: str, mtime: int) -> None:
+def _write_zip(
+    out: _HashingWriter,
+    entries: list[LayerEntry],
+    root_name: str,
+    mtime: int,
+    progress: ProgressFile | None = None,
+) -> None:
     date_time = time.gmtime(max(mtime, _ZIP_EPOCH))[:6]
     # `out` cannot seek, so every entry gets a data descriptor; that is deterministic too.
     with zipfile.ZipFile(out, mode="w", compression=zipfile.ZIP_DEFLATED) as zf:  # type: ignore[arg-type]
@@ -351,6 +382,8 @@ def _write_zip(out: _HashingWriter, entries: list[LayerEntry], root_name: str, m
                     info.file_size = os.fstat(source.fileno()).st_size
                     with zf.open(info, mode="w") as dest:
                         shutil.copyfileobj(source, dest, _COPY_CHUNK)
+                if progress is not None:
+                    progress.add(info.file_size)
 
 
 def _zip_folder(zf: zipfile.ZipFile, info: zipfile.ZipInfo) -> None:

@@ -13,7 +13,14 @@ from pathlib import Path
 
 from stacks import atomic
 from stacks.errors import PublishError
-from stacks.publish.archives import INJECTED_POSTINSTALL, LayerEntry, layer_entries, os_error_hint
+from stacks.progress import ProgressFile
+from stacks.publish.archives import (
+    INJECTED_POSTINSTALL,
+    LayerEntry,
+    layer_entries,
+    os_error_hint,
+    total_file_size,
+)
 
 
 def supports_symlinks(folder: Path) -> bool:
@@ -29,9 +36,21 @@ def supports_symlinks(folder: Path) -> bool:
         atomic.remove_tree(probe)
 
 
-def export_layer(tree: Path, target: Path, *, layered: bool, symlinks: bool = True) -> None:
-    """Copy the layer at `tree` to `target` (hard links where possible), then run its postinstall."""
+def export_layer(
+    tree: Path,
+    target: Path,
+    *,
+    layered: bool,
+    symlinks: bool = True,
+    progress: ProgressFile | None = None,
+) -> None:
+    """Copy the layer at `tree` to `target` (hard links where possible), then run its postinstall.
+
+    `progress` counts the bytes of the layer's files as they are linked or copied.
+    """
     entries = layer_entries(tree, layered=layered)
+    if progress is not None:
+        progress.total = total_file_size(entries)
     target = Path(os.path.abspath(target))
     try:
         with atomic.new_directory(target) as staging:
@@ -41,6 +60,9 @@ def export_layer(tree: Path, target: Path, *, layered: bool, symlinks: bool = Tr
                 _export_entry(
                     entry, staging / entry.name, same_device=same_device, symlinks=symlinks
                 )
+                if progress is not None and entry.kind == "file":
+                    with contextlib.suppress(OSError):
+                        progress.add(os.stat(entry.source).st_size)
             _export_bytecode(Path(os.path.abspath(tree)), staging, same_device=same_device)
     except OSError as exc:
         raise PublishError(

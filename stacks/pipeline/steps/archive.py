@@ -69,6 +69,7 @@ def run_archive(ctx: RunContext, env_name: str) -> Any:
     name = archive_name(ctx, env_name)
     meta_name = metadata_name(ctx, env_name, tagged=ctx.tag_outputs)
     meta_path = ctx.output_dir / "__stacks__" / "env_metadata" / meta_name
+    progress = ctx.progress(task_name(ARCHIVE.name, env_name), "archive")
     try:
         result = write_archive(
             ctx.build_dir(env_name),
@@ -77,9 +78,12 @@ def run_archive(ctx: RunContext, env_name: str) -> Any:
             fmt=ctx.archive_format,
             mtime=epoch(metadata["locked_at"]),
             layered=layer.kind is not LayerKind.RUNTIME,
+            progress=progress,
         )
     except StacksError as exc:
         return task_failure(exc, env_name)
+    finally:
+        progress.close()
     build_number = _archive_build(
         hashing.read_stamp(meta_path) or {}, metadata["lock_version"], name, result.sha256
     )

@@ -128,15 +128,17 @@ def run_build(ctx: RunContext, env_name: str) -> Any:
             StacksError("no lock metadata to build from", hint="run `stacks lock SPEC` first"),
             env_name,
         )
+    warnings: list[str] = []
     try:
-        manifest = build_layer(build_request(ctx, env_name))
+        manifest = build_layer(build_request(ctx, env_name), warnings=warnings)
     except StacksError as exc:
         return task_failure(exc, env_name)
     atomic.write_json(BUILD.tree_manifest_path(ctx, env_name), manifest.to_json())
     BUILD.write_stamp(
         ctx, env_name, inputs, {"digest": manifest.digest(), "entries": len(manifest.entries)}
     )
-    return None
+    # doit hands a returned dict back to the reporter as the task's values (also from workers).
+    return {"warnings": [f"layer '{env_name}': {text}" for text in warnings]} if warnings else None
 
 
 class BuildStep(Step):

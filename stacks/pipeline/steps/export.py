@@ -68,15 +68,19 @@ def run_export(ctx: RunContext, env_name: str) -> Any:
     layer = ctx.spec.layer(env_name)
     metadata = dict(key["metadata"])  # computed with the inputs; no second pass over modules
     target = ctx.export_dir / metadata["install_target"]
+    progress = ctx.progress(task_name(EXPORT.name, env_name), "export")
     try:
         export_layer(
             ctx.build_dir(env_name),
             target,
             layered=layer.kind is not LayerKind.RUNTIME,
             symlinks=ctx.symlinks,
+            progress=progress,
         )
     except StacksError as exc:
         return task_failure(exc, env_name)
+    finally:
+        progress.close()
     exported = hashing.scan_tree(target, skip=hashing.skip_bytecode)
     atomic.write_json(EXPORT.tree_manifest_path(ctx, env_name), exported.to_json())
     meta_path = (
