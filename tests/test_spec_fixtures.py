@@ -183,8 +183,12 @@ EXPECTED_ERRORS: dict[str, list[Expected]] = {
         Expected(
             "app-layer",
             "frameworks",
-            r"linearization failed \(remaining sequences: "
-            r"\[\['layerA', 'layerB'\], \['layerB', 'layerA'\]\]\)",
+            r"^dependency linearization failed: the frameworks below cannot be put in one"
+            r" sys.path order: 'layerC' puts 'layerA' before 'layerB' \(it lists frameworks ="
+            r' \["layerA", "layerB"\]\); but \'layerD\' puts \'layerB\' before \'layerA\''
+            r' \(it lists frameworks = \["layerB", "layerA"\]\)$',
+            r"^make the frameworks below agree on one order, e.g. in 'layerD':"
+            r' frameworks = \["layerA", "layerB"\]$',
         )
     ],
     "error_unknown_platform.toml": [
