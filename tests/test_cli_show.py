@@ -164,11 +164,11 @@ def test_bad_usage_exits_2(args: list[str]) -> None:
 
 def test_warnings_go_to_stderr_and_quiet_hides_them() -> None:
     """Spec warnings are printed on stderr as `warning: ...`; -q hides them."""
-    spec = SPECS / "warning_at_symbol.toml"
+    spec = SPECS / "warning_build_requirements.toml"
     loud = run("show", spec)
     assert loud.returncode == 0
     assert loud.stderr.count("warning: ") == 3
-    assert "'@' in names is discouraged" in loud.stderr
+    assert "dropping legacy field 'build_requirements'" in loud.stderr
     quiet = run("-q", "show", spec)
     assert (quiet.returncode, quiet.stderr) == (0, "")
     assert quiet.stdout == loud.stdout

@@ -271,6 +271,22 @@ EXPECTED_ERRORS: dict[str, list[Expected]] = {
             r"^specify 'index_overrides = \{pytorch-cpu = \"pytorch-cu128\"\}' to accept$",
         )
     ],
+    "error_reversed_index_overrides.toml": [
+        Expected(
+            "app-empty",
+            "index_overrides",
+            r"^inconsistent package index override\(s\) for torch \(\{pytorch-cu128 ="
+            r' "pytorch-cpu"\} is the wrong way round: the key is the index replaced, the value'
+            r" the index used\)$",
+            r"^specify 'index_overrides = \{pytorch-cpu = \"pytorch-cu128\"\}' to accept$",
+        ),
+        Expected(
+            "app-own-pin",
+            "package_indexes",
+            r"for torch \(\{pytorch-cu128 = \"pytorch-cpu\"\} is the wrong way round",
+            r"^specify 'index_overrides = \{pytorch-cpu = \"pytorch-cu128\"\}' to accept$",
+        ),
+    ],
     "error_inconsistent_app_indexes.toml": [
         Expected(
             "app-empty",
@@ -554,9 +570,9 @@ EXPECTED_WARNINGS: dict[str, list[str]] = {
         r"layer 'app-app': dropping legacy field 'build_requirements'",
     ],
     "warning_at_symbol.toml": [
-        r"layer 'cpython@3.12': '@' in names is discouraged",
-        r"layer 'framework-torch@2': '@' in names is discouraged",
-        r"layer 'app-app@1': '@' in names is discouraged",
+        r"layer 'framework-torch@2' has the folder name versioned layer 'framework-torch'"
+        r" deploys as at lock version 2: the two would overwrite each other in one deployment"
+        r"\n  hint: rename one of them \(or make the other layer unversioned\)$"
     ],
 }
 

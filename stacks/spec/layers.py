@@ -38,6 +38,7 @@ _IMPLEMENTATION = re.compile(
     r"(?P<impl>[A-Za-z]+)@(?P<version>[0-9]+\.[0-9]+(?:\.[0-9]+)?(?:(?:a|b|rc)[0-9]+)?)"
 )
 _SHA256 = re.compile(r"^[0-9a-fA-F]{64}$")
+_VERSION_SUFFIX = re.compile(r"(.+)@([0-9]+)")  # what `<env>@<lock version>` looks like
 
 
 class LayerReader(FieldReader):
@@ -106,7 +107,25 @@ class LayerReader(FieldReader):
                     self.dropped[kind].add(draft.name)
                     continue
                 seen_env[draft.env_name] = f"{kind.value} '{draft.name}'"
+        self._warn_version_lookalikes(drafts)
         return drafts
+
+    def _warn_version_lookalikes(self, drafts: list[LayerDraft]) -> None:
+        """Warn about a name like `x@3` beside a versioned `x`: they can deploy to one folder.
+
+        '@' is allowed in names (as in venvstacks); only this case is ambiguous, because a
+        versioned layer deploys as `<env>@<lock version>`.
+        """
+        versioned = {d.env_name for d in drafts if d.kept and d.versioned}
+        for draft in drafts:
+            match = _VERSION_SUFFIX.fullmatch(draft.env_name) if draft.kept else None
+            if match and match.group(1) in versioned:
+                self.report.warn(
+                    f"layer '{draft.env_name}' has the folder name versioned layer"
+                    f" '{match.group(1)}' deploys as at lock version {match.group(2)}: the two"
+                    " would overwrite each other in one deployment"
+                    "\n  hint: rename one of them (or make the other layer unversioned)"
+                )
 
     def _load_layer(
         self, kind: LayerKind, label: str, entry: dict[str, Any], settings: StackSettings
@@ -155,10 +174,6 @@ class LayerReader(FieldReader):
                 else "'.' and '..' already name folders: choose another name",
             )
             return LayerDraft(kind=kind, name=name, env_name=env_name, kept=False, broken=True)
-        if "@" in name:
-            self.report.warn(
-                f"layer '{env_name}': '@' in names is discouraged ('@N' marks versions)"
-            )
         return LayerDraft(kind=kind, name=name, env_name=env_name)
 
     def _runtime_fields(
