@@ -128,9 +128,9 @@ def test_every_problem_is_printed() -> None:
 
 
 def test_syntax_errors_name_the_line() -> None:
-    """Syntax errors show `file:line`."""
+    """Syntax errors show `file:line` (TOML's also the column: `file:line:column`)."""
     toml_result = run("show", SPECS / "error_toml_syntax.toml")
-    assert f"{SPECS / 'error_toml_syntax.toml'}:10: TOML syntax error" in toml_result.stderr
+    assert f"{SPECS / 'error_toml_syntax.toml'}:10:11: TOML syntax error" in toml_result.stderr
     yaml_result = run("show", SPECS / "error_yaml_syntax.yaml")
     assert f"{SPECS / 'error_yaml_syntax.yaml'}:9: YAML syntax error" in yaml_result.stderr
 

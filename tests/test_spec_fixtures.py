@@ -28,7 +28,7 @@ class Expected:
     field: str | None
     message: str
     hint: str | None = None
-    line: int | None = None  # syntax errors name the line: `file:line`
+    line: int | str | None = None  # syntax errors name the line: `file:line` (TOML `line:col`)
 
 
 def fixtures(prefix: str) -> list[str]:
@@ -508,7 +508,9 @@ EXPECTED_ERRORS: dict[str, list[Expected]] = {
             "app-app", "frameworks", r"unknown framework 'nowhere'$", r"known frameworks: ok$"
         ),
     ],
-    "error_toml_syntax.toml": [Expected(None, None, r"^TOML syntax error: Invalid value", line=10)],
+    "error_toml_syntax.toml": [
+        Expected(None, None, r"^TOML syntax error: Invalid value", line="10:11")
+    ],
     "error_yaml_syntax.yaml": [
         Expected(None, None, r"^YAML syntax error: .*expected <block end>", line=9)
     ],

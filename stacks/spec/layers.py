@@ -6,6 +6,7 @@ import re
 from pathlib import Path
 from typing import Any
 
+from stacks.platforms import PLATFORMS
 from stacks.spec.document import path_kind
 from stacks.spec.fields import FieldReader, LayerDraft
 from stacks.spec.model import RUNTIME_SOURCES, LayerKind, RuntimeSource, StackSettings, module_name
@@ -38,6 +39,18 @@ _IMPLEMENTATION = re.compile(
     r"(?P<impl>[A-Za-z]+)@(?P<version>[0-9]+\.[0-9]+(?:\.[0-9]+)?(?:(?:a|b|rc)[0-9]+)?)"
 )
 _SHA256 = re.compile(r"^[0-9a-fA-F]{64}$")
+# The longest file-name component a name becomes: an archive's temporary file while it is
+# written, `.<env>@<lock version>-<platform>.<format>.<8 random>.tmp` (lock files, stamps and
+# build folders are shorter). File systems allow 255 bytes per component.
+NAME_MAX = 255
+_LONGEST_PLATFORM = max(PLATFORMS, key=len)
+
+
+def longest_derived_name(env_name: str) -> str:
+    """The longest file or folder name stacks makes from a layer's env name."""
+    return f".{env_name}@{'9' * 10}-{_LONGEST_PLATFORM}.tar.zst.XXXXXXXX.tmp"
+
+
 _VERSION_SUFFIX = re.compile(r"(.+)@([0-9]+)")  # what `<env>@<lock version>` looks like
 
 
@@ -164,6 +177,22 @@ class LayerReader(FieldReader):
             self.report.problem(label, "name", message, f'e.g. name = "{example[kind.value]}"')
             return LayerDraft(kind=kind, name="", env_name=label, kept=False, broken=True)
         env_name = kind.prefix + name
+        longest = longest_derived_name(env_name)
+        too_long = len(longest.encode("utf-8", "surrogatepass")) > NAME_MAX
+        if too_long:
+            room = NAME_MAX - (
+                len(longest.encode("utf-8", "surrogatepass"))
+                - len(name.encode("utf-8", "surrogatepass"))
+            )
+            self.report.problem(
+                label,
+                "name",
+                f"{show(name)} is too long ({len(name.encode('utf-8', 'surrogatepass'))} bytes):"
+                f" file names made from it, such as {show(longest)}, would exceed the"
+                f" {NAME_MAX}-byte limit of file systems",
+                f"use a {kind.value} name of at most {room} bytes (UTF-8)",
+            )
+            return LayerDraft(kind=kind, name=name, env_name=label, kept=False, broken=True)
         if _NAME_BAD_CHARS.search(name) or env_name in (".", ".."):
             self.report.problem(
                 env_name,
@@ -220,6 +249,14 @@ class LayerReader(FieldReader):
                 "python_implementation",
                 f"unsupported implementation {show(match.group('impl'))}",
                 "stacks builds CPython runtimes only: use 'cpython@X.Y'",
+            )
+            draft.broken = True
+        elif any(len(part) > 6 for part in re.findall(r"[0-9]+", match.group("version"))):
+            self.report.problem(
+                env,
+                "python_implementation",
+                f"the version in {show(implementation)} has a number of more than 6 digits",
+                'use a real CPython version, e.g. python_implementation = "cpython@3.12"',
             )
             draft.broken = True
         elif tuple(map(int, re.findall(r"[0-9]+", match.group("version"))[:2])) < MIN_PYTHON:

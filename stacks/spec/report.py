@@ -52,7 +52,10 @@ _SHOWN.maxlevel = 3
 
 def show(value: object) -> str:
     """A bounded repr of a spec value for messages (spec values can be huge or self-referential)."""
-    return _SHOWN.repr(value)
+    try:
+        return _SHOWN.repr(value)
+    except ValueError:  # an integer too long to write in decimal (TOML hex, octal, binary)
+        return f"<an integer of {value.bit_length()} bits>" if isinstance(value, int) else "<?>"
 
 
 def did_you_mean(word: str, choices: Iterable[str]) -> str | None:
