@@ -411,3 +411,57 @@ def test_show_of_a_3000_deep_chain_is_quick_and_small(tmp_path: Path) -> None:
     assert child.returncode == 0
     assert seconds < 10  # about 1 s here; generous for a loaded machine
     assert usage.ru_maxrss < 200 * 1024  # KiB
+
+
+@pytest.mark.slow
+def test_names_at_the_limit_lock_publish_export_and_deploy(tmp_path: Path) -> None:
+    """Versioned layers with the longest names allowed go through every step (tagged .tar.zst
+    archives, whose temporary files are the longest names made) and their app runs."""
+    (tmp_path / "launch").mkdir()
+    (tmp_path / "launch" / "app.py").write_text("print('ran at the limit')\n")
+    runtime, framework, app = "r" * 208, "f" * 198, "a" * 204
+    spec = tmp_path / "stack.toml"
+    spec.write_text(
+        f"""[tool.stacks]
+runtime_source = "local"
+
+[[runtimes]]
+name = "{runtime}"
+python_implementation = "cpython@3.12"
+requirements = []
+versioned = true
+
+[[frameworks]]
+name = "{framework}"
+runtime = "{runtime}"
+requirements = []
+versioned = true
+
+[[applications]]
+name = "{app}"
+frameworks = ["{framework}"]
+launch_module = "launch/app.py"
+requirements = []
+versioned = true
+""",
+        encoding="utf-8",
+    )
+
+    def stacks(*args: str | Path) -> None:
+        done = subprocess.run(
+            [sys.executable, "-m", "stacks", *map(str, args)],
+            capture_output=True,
+            text=True,
+            timeout=600,
+        )
+        assert done.returncode == 0, done.stderr[-3000:]
+
+    stacks("publish", spec, "--tag-outputs", "--format", "tar.zst")
+    stacks("export", spec)
+    stacks("deploy", tmp_path / "_artifacts", "--target", tmp_path / "deployed")
+    (deployed_app,) = (tmp_path / "deployed").glob("app-*")
+    assert deployed_app.name == f"app-{app}@1"
+    ran = subprocess.run(
+        [deployed_app / "bin" / "python", "-m", "app"], capture_output=True, text=True
+    )
+    assert (ran.returncode, ran.stdout) == (0, "ran at the limit\n")
