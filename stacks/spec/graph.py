@@ -8,8 +8,9 @@ from dataclasses import dataclass
 
 from stacks.platforms import PLATFORMS
 from stacks.spec.fields import LayerDraft, parse_macosx
+from stacks.spec.linearise import OrderExplainer, c3_merge
 from stacks.spec.model import LayerKind
-from stacks.spec.report import SpecReport, did_you_mean, show
+from stacks.spec.report import SpecReport, did_you_mean, show, toml_key, toml_string
 
 # What only Windows forbids: these characters, a trailing space or dot, device names.
 _WINDOWS_BAD_CHARS = re.compile(r'[:*?"<>|]')
@@ -173,108 +174,15 @@ class LayerGraph:
             return (lower[0].env_name, *resolved[lower[0].env_name].linearised)
         sequences = [[f.env_name, *resolved[f.env_name].linearised] for f in lower]
         sequences.append([f.env_name for f in lower])
-        merged = _c3_merge(sequences)
+        merged = c3_merge(sequences)
         if isinstance(merged, list):
             return tuple(merged)
-        message, hint = self._explain_c3(lower, sequences, merged, resolved)
+        explainer = OrderExplainer(
+            [f.env_name for f in lower], lambda env: resolved[env].linearised, self._declared
+        )
+        message, hint = explainer.explain(sequences, merged)
         self.report.problem(draft.env_name, "frameworks", message, hint)
         return None
-
-    def _explain_c3(
-        self,
-        lower: list[LayerDraft],
-        sequences: list[list[str]],
-        conflict: _C3Conflict,
-        resolved: dict[str, ResolvedLayer],
-    ) -> tuple[str, str]:
-        """Which layers put the frameworks in orders that cannot be merged, and what would work."""
-        remaining = conflict.remaining
-        # Each head is blocked by a sequence that has it further back: follow the blocks
-        # from the first head until they go round, which is the disagreement.
-        blocker: dict[int, int] = {}
-        for j, seq in enumerate(remaining):
-            blocker[j] = next(k for k, other in enumerate(remaining) if seq[0] in other[1:])
-        j, visited = 0, []
-        while j not in visited:
-            visited.append(j)
-            j = blocker[j]
-        cycle = visited[visited.index(j) :]
-        orders = []  # (sequence number, the name it puts first, the name it puts after)
-        for j in cycle:
-            k = blocker[j]
-            orders.append((conflict.origins[k], remaining[k][0], remaining[j][0]))
-        start = orders.index(min(orders))  # begin with the first framework listed
-        orders = orders[start:] + orders[:start]
-        reasons = [self._order_reason(lower, origin, a, b, resolved) for origin, a, b in orders]
-        message = (
-            "dependency linearization failed: the frameworks below cannot be put in one"
-            " sys.path order: " + "; but ".join(reasons)
-        )
-        without_own = _c3_merge(sequences[:-1])
-        if isinstance(without_own, list):
-            declared = {f.env_name for f in lower}
-            order = [_bare(n) for n in without_own if n in declared]
-            hint = f"list them in an order that agrees: frameworks = {_toml_list(order)}"
-        else:
-            hint = self._reorder_hint(lower, orders, resolved)
-        return message, hint
-
-    def _declaring_layer(
-        self, top: str, first: str, second: str, resolved: dict[str, ResolvedLayer]
-    ) -> str:
-        """The lowest layer at or below `top` whose order already has `first` before `second`."""
-        for name in reversed((top, *resolved[top].linearised)):
-            below = (name, *resolved[name].linearised)
-            if first in below and second in below:
-                return name
-        return top
-
-    def _order_reason(
-        self,
-        lower: list[LayerDraft],
-        origin: int,
-        first: str,
-        second: str,
-        resolved: dict[str, ResolvedLayer],
-    ) -> str:
-        """Why sequence number `origin` puts `first` before `second`, in the spec's words."""
-        if origin == len(lower):
-            names = [_bare(f.env_name) for f in lower]
-            return (
-                f"this layer lists '{_bare(first)}' before '{_bare(second)}'"
-                f" (frameworks = {_toml_list(names)})"
-            )
-        top = lower[origin].env_name
-        layer = self._declaring_layer(top, first, second, resolved)
-        via = "" if layer == top else f" (through '{_bare(top)}')"
-        if layer == first:
-            return f"'{_bare(first)}' sits on '{_bare(second)}'{via}"
-        listed = _toml_list([_bare(n) for n in self._declared(layer)])
-        return (
-            f"'{_bare(layer)}' puts '{_bare(first)}' before '{_bare(second)}'{via}"
-            f" (it lists frameworks = {listed})"
-        )
-
-    def _reorder_hint(
-        self,
-        lower: list[LayerDraft],
-        orders: list[tuple[int, str, str]],
-        resolved: dict[str, ResolvedLayer],
-    ) -> str:
-        """How to make two frameworks below agree: swap the pair in the list of one of them."""
-        for origin, first, second in reversed(orders):  # change the later-listed one
-            if origin == len(lower):
-                continue
-            layer = self._declaring_layer(lower[origin].env_name, first, second, resolved)
-            declared = self._declared(layer)
-            if layer == first or first not in declared or second not in declared:
-                continue
-            swapped = [second if n == first else first if n == second else n for n in declared]
-            return (
-                f"make the frameworks below agree on one order, e.g. in '{_bare(layer)}':"
-                f" frameworks = {_toml_list([_bare(n) for n in swapped])}"
-            )
-        return "list the frameworks in an order consistent with how the layers below list them"
 
     def _declared(self, env_name: str) -> list[str]:
         """The env names of the frameworks a layer lists, in its order."""
@@ -352,11 +260,11 @@ class LayerGraph:
         if wanted:
             kept = {k: v for k, v in draft.index_overrides.items() if k not in reversed_entries}
             table = {**kept, **dict(sorted(wanted.items()))}
-            entries = ", ".join(f"{_toml_key(k)} = {_toml_string(v)}" for k, v in table.items())
+            entries = ", ".join(f"{toml_key(k)} = {toml_string(v)}" for k, v in table.items())
             message = f"inconsistent package index override(s) for {', '.join(sorted(reported))}"
             if reversed_entries:
                 backwards = ", ".join(
-                    f"{_toml_key(k)} = {_toml_string(v)}" for k, v in reversed_entries.items()
+                    f"{toml_key(k)} = {toml_string(v)}" for k, v in reversed_entries.items()
                 )
                 message += (
                     f" ({{{backwards}}} is the wrong way round: the key is the index replaced,"
@@ -434,26 +342,6 @@ def _windows_name_problem(env_name: str) -> str | None:
     return None
 
 
-def _bare(env_name: str) -> str:
-    """A framework's name as the spec writes it (its env name without 'framework-')."""
-    return env_name.removeprefix(LayerKind.FRAMEWORK.prefix)
-
-
-def _toml_list(items: Sequence[str]) -> str:
-    """`items` as a TOML array of strings."""
-    return "[" + ", ".join(_toml_string(item) for item in items) + "]"
-
-
-def _toml_key(key: str) -> str:
-    """`key` as written in a TOML table: bare if it can be, quoted otherwise."""
-    return key if re.fullmatch(r"[A-Za-z0-9_-]+", key) else _toml_string(key)
-
-
-def _toml_string(text: str) -> str:
-    """`text` as a TOML basic string."""
-    return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
-
-
 def _leads_to(overrides: Mapping[str, str], index: str, target: str) -> bool:
     """Whether following `index_overrides` from `index` reaches `target`."""
     seen = {index}
@@ -465,47 +353,3 @@ def _leads_to(overrides: Mapping[str, str], index: str, target: str) -> bool:
             return False
         seen.add(index)
     return False
-
-
-@dataclass
-class _C3Conflict:
-    remaining: list[list[str]]
-    origins: list[int]  # for each remaining sequence, the index of the sequence it is left of
-
-
-def _c3_merge(sequences: Sequence[Sequence[str]]) -> list[str] | _C3Conflict:
-    """Merge sequences with the C3 rule (Python's MRO algorithm), in time linear in their length.
-
-    Instead of scanning every sequence's tail for each candidate head, it keeps a count of
-    the tails each name is in; a head is free when its count is zero.
-    """
-    seqs = [s for s in sequences if s]
-    origins = [i for i, s in enumerate(sequences) if s]
-    position = [0] * len(seqs)
-    in_tails: dict[str, int] = {}
-    for seq in seqs:
-        for name in seq[1:]:
-            in_tails[name] = in_tails.get(name, 0) + 1
-    active = list(range(len(seqs)))
-    result: list[str] = []
-    while active:
-        for i in active:
-            head = seqs[i][position[i]]
-            if not in_tails.get(head):
-                break
-        else:
-            return _C3Conflict(
-                [list(seqs[i][position[i] :]) for i in active], [origins[i] for i in active]
-            )
-        result.append(head)
-        still = []
-        for i in active:
-            seq = seqs[i]
-            if seq[position[i]] == head:
-                position[i] += 1
-                if position[i] < len(seq):
-                    in_tails[seq[position[i]]] -= 1  # the new head has left this tail
-            if position[i] < len(seq):
-                still.append(i)
-        active = still
-    return result

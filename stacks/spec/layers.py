@@ -6,10 +6,10 @@ import re
 from pathlib import Path
 from typing import Any
 
-from stacks.platforms import PLATFORMS
 from stacks.spec.document import path_kind
 from stacks.spec.fields import FieldReader, LayerDraft
 from stacks.spec.model import RUNTIME_SOURCES, LayerKind, RuntimeSource, StackSettings, module_name
+from stacks.spec.names import name_too_long, warn_version_lookalikes
 from stacks.spec.report import SpecReport, did_you_mean, show, type_name
 
 _COMMON_FIELDS = (
@@ -39,19 +39,6 @@ _IMPLEMENTATION = re.compile(
     r"(?P<impl>[A-Za-z]+)@(?P<version>[0-9]+\.[0-9]+(?:\.[0-9]+)?(?:(?:a|b|rc)[0-9]+)?)"
 )
 _SHA256 = re.compile(r"^[0-9a-fA-F]{64}$")
-# The longest file-name component a name becomes: an archive's temporary file while it is
-# written, `.<env>@<lock version>-<platform>.<format>.<8 random>.tmp` (lock files, stamps and
-# build folders are shorter). File systems allow 255 bytes per component.
-NAME_MAX = 255
-_LONGEST_PLATFORM = max(PLATFORMS, key=len)
-
-
-def longest_derived_name(env_name: str) -> str:
-    """The longest file or folder name stacks makes from a layer's env name."""
-    return f".{env_name}@{'9' * 10}-{_LONGEST_PLATFORM}.tar.zst.XXXXXXXX.tmp"
-
-
-_VERSION_SUFFIX = re.compile(r"(.+)@([0-9]+)")  # what `<env>@<lock version>` looks like
 
 
 class LayerReader(FieldReader):
@@ -120,25 +107,8 @@ class LayerReader(FieldReader):
                     self.dropped[kind].add(draft.name)
                     continue
                 seen_env[draft.env_name] = f"{kind.value} '{draft.name}'"
-        self._warn_version_lookalikes(drafts)
+        warn_version_lookalikes(self.report, drafts)
         return drafts
-
-    def _warn_version_lookalikes(self, drafts: list[LayerDraft]) -> None:
-        """Warn about a name like `x@3` beside a versioned `x`: they can deploy to one folder.
-
-        '@' is allowed in names (as in venvstacks); only this case is ambiguous, because a
-        versioned layer deploys as `<env>@<lock version>`.
-        """
-        versioned = {d.env_name for d in drafts if d.kept and d.versioned}
-        for draft in drafts:
-            match = _VERSION_SUFFIX.fullmatch(draft.env_name) if draft.kept else None
-            if match and match.group(1) in versioned:
-                self.report.warn(
-                    f"layer '{draft.env_name}' has the folder name versioned layer"
-                    f" '{match.group(1)}' deploys as at lock version {match.group(2)}: the two"
-                    " would overwrite each other in one deployment"
-                    "\n  hint: rename one of them (or make the other layer unversioned)"
-                )
 
     def _load_layer(
         self, kind: LayerKind, label: str, entry: dict[str, Any], settings: StackSettings
@@ -177,21 +147,7 @@ class LayerReader(FieldReader):
             self.report.problem(label, "name", message, f'e.g. name = "{example[kind.value]}"')
             return LayerDraft(kind=kind, name="", env_name=label, kept=False, broken=True)
         env_name = kind.prefix + name
-        longest = longest_derived_name(env_name)
-        too_long = len(longest.encode("utf-8", "surrogatepass")) > NAME_MAX
-        if too_long:
-            room = NAME_MAX - (
-                len(longest.encode("utf-8", "surrogatepass"))
-                - len(name.encode("utf-8", "surrogatepass"))
-            )
-            self.report.problem(
-                label,
-                "name",
-                f"{show(name)} is too long ({len(name.encode('utf-8', 'surrogatepass'))} bytes):"
-                f" file names made from it, such as {show(longest)}, would exceed the"
-                f" {NAME_MAX}-byte limit of file systems",
-                f"use a {kind.value} name of at most {room} bytes (UTF-8)",
-            )
+        if name_too_long(self.report, kind, label, name):
             return LayerDraft(kind=kind, name=name, env_name=label, kept=False, broken=True)
         if _NAME_BAD_CHARS.search(name) or env_name in (".", ".."):
             self.report.problem(
