@@ -151,3 +151,45 @@ def test_huge_values_are_reported_never_crash(
     for layer in spec.layers:
         longest = f".{layer.env_name}@9999999999-macosx_x86_64.tar.zst.XXXXXXXX.tmp"
         assert len(longest.encode()) <= 255
+
+
+@st.composite
+def random_dags(draw: st.DrawFn) -> dict[str, Any]:
+    """Frameworks each on up to three earlier ones in any order: often no C3 order exists."""
+    runtime = {"name": "rt", "python_implementation": "cpython@3.12", "requirements": []}
+    frameworks: list[dict[str, Any]] = []
+    for index in range(draw(st.integers(2, 12))):
+        earlier = [f["name"] for f in frameworks]
+        picked = (
+            draw(st.lists(st.sampled_from(earlier), max_size=3, unique=True)) if earlier else []
+        )
+        entry: dict[str, Any] = {"name": f"f{index}", "requirements": []}
+        entry.update({"frameworks": picked} if picked else {"runtime": "rt"})
+        frameworks.append(entry)
+    return {"runtimes": [runtime], "frameworks": frameworks}
+
+
+@settings(max_examples=150, deadline=None)
+@given(document=random_dags())
+def test_any_framework_dag_loads_in_mro_order_or_names_the_disagreement(
+    spec_dir: Path, document: dict[str, Any]
+) -> None:
+    """Where Python finds an MRO the spec loads in it; where it finds none, each failing layer
+    gets one error that names two frameworks of its own graph in both orders, and a hint."""
+    path = spec_dir / "dag.toml"
+    path.write_text(dumps(document), encoding="utf-8")
+    try:
+        expected = mro_orders(document)
+    except TypeError:
+        expected = None
+    code, _out, err = run_show(["show", str(path)])
+    if expected is not None:
+        assert code == 0, err
+        for layer in load_spec(path, environ={}).layers:
+            if layer.kind is not LayerKind.RUNTIME:
+                assert list(layer.linearised) == expected[layer.env_name]
+        return
+    assert code == 2, err
+    assert "Traceback" not in err
+    assert "dependency linearization failed: the frameworks below cannot be put in one" in err
+    assert "  hint: " in err

@@ -314,6 +314,34 @@ requirements = []
     assert hint.endswith('in \'ba\': frameworks = ["one", "two"]')
 
 
+def test_c3_conflict_of_three_reads_as_a_round_of_orders(tmp_path: Path) -> None:
+    """x before y (a), y before z (b), z before x (c): all three named, in a round, and the
+    last one's swap suggested."""
+    spec = tmp_path / "stack.toml"
+    layers = [RUNTIME]
+    for name in ("x", "y", "z"):
+        layers.append(f'[[frameworks]]\nname = "{name}"\nruntime = "rt"\nrequirements = []\n')
+    for name, on in (
+        ("a", '"x", "y"'),
+        ("b", '"y", "z"'),
+        ("c", '"z", "x"'),
+        ("top", '"a", "b", "c"'),
+    ):
+        layers.append(f'[[frameworks]]\nname = "{name}"\nframeworks = [{on}]\nrequirements = []\n')
+    spec.write_text("\n".join(layers), encoding="utf-8")
+    ((layer, _, message, hint),) = problems_of(spec)
+    assert layer == "framework-top"
+    assert message.endswith(
+        "'a' puts 'x' before 'y' (it lists frameworks = [\"x\", \"y\"]); 'b' puts 'y' before"
+        " 'z' (it lists frameworks = [\"y\", \"z\"]); but 'c' puts 'z' before 'x' (it lists"
+        ' frameworks = ["z", "x"])'
+    )
+    assert (
+        hint
+        == 'make the frameworks below agree on one order, e.g. in \'c\': frameworks = ["x", "z"]'
+    )
+
+
 # ---------------------------------------------------------------- index_overrides direction
 
 

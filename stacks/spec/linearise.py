@@ -87,7 +87,7 @@ class OrderExplainer:
             j = blocker[j]
         cycle = visited[visited.index(j) :]
         orders = []  # (sequence number, the name it puts first, the name it puts after)
-        for j in cycle:
+        for j in reversed(cycle):  # the blocks lead backwards: reversed, each order leads on
             k = blocker[j]
             orders.append((conflict.origins[k], remaining[k][0], remaining[j][0]))
         start = orders.index(min(orders))  # begin with the first framework listed
@@ -95,7 +95,7 @@ class OrderExplainer:
         reasons = [self._order_reason(origin, a, b) for origin, a, b in orders]
         message = (
             "dependency linearization failed: the frameworks below cannot be put in one"
-            " sys.path order: " + "; but ".join(reasons)
+            " sys.path order: " + "; ".join(reasons[:-1]) + "; but " + reasons[-1]
         )
         without_own = c3_merge(sequences[:-1])
         if isinstance(without_own, list):
