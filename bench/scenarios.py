@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import json
+import os
 import re
 import shutil
+import subprocess
 import sys
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -412,6 +415,60 @@ def scale(bench: Bench) -> list[Row]:
     return rows
 
 
+def _show_once(spec: Path, env: dict[str, str]) -> tuple[float, float, float]:
+    """One `stacks show` with its output thrown away: wall seconds, CPU seconds, peak bytes."""
+    start = time.perf_counter()
+    child = subprocess.Popen(
+        [sys.executable, "-m", "stacks", "show", str(spec)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        env=env,
+    )
+    _, status, usage = os.wait4(child.pid, 0)
+    seconds = time.perf_counter() - start
+    stderr = child.stderr.read().decode() if child.stderr else ""
+    if child.stderr:
+        child.stderr.close()
+    if os.waitstatus_to_exitcode(status) != 0:
+        raise RuntimeError(f"stacks show {spec} failed:\n{stderr[-4000:]}")
+    return seconds, usage.ru_utime + usage.ru_stime, usage.ru_maxrss * 1024.0
+
+
+def scale_graph(bench: Bench) -> list[Row]:
+    """`stacks show` on a chain of N frameworks and on N frameworks side by side: the time per
+    framework should stay flat as N grows (the spec graph and the tree are linear in size)."""
+    from bench.gen_spec import shaped_spec
+
+    rows = []
+    for shape, sizes in (("chain", (500, 1000, 2000, 3000)), ("wide", (500, 1000, 2000, 3000))):
+        first_per_layer: float | None = None
+        for size in sizes:
+            folder = bench.root / f"graph-{shape}-{size}"
+            (folder / "launch").mkdir(parents=True, exist_ok=True)
+            (folder / "launch" / "app_000.py").write_text("print('app')\n", encoding="utf-8")
+            spec = folder / "stack.toml"
+            spec.write_text(shaped_spec(shape, size), encoding="utf-8")
+            runs = [_show_once(spec, bench.env) for _ in range(bench.runs)]
+            sample = sample_of([(wall, cpu) for wall, cpu, _ in runs])
+            peak = max(rss for _, _, rss in runs)
+            per_layer = sample.median / size
+            first_per_layer = first_per_layer or per_layer
+            ratio = per_layer / first_per_layer
+            row = Row(
+                "scale",
+                f"stacks show, {shape} of {size} frameworks",
+                sample,
+                note=f"{per_layer * 1e6:.0f} us per framework, {ratio:.2f}x that at"
+                f" {sizes[0]}; peak {peak / 1e6:.0f} MB",
+                extra={"per_layer_seconds": per_layer, "ratio": ratio, "peak_bytes": peak},
+            )
+            if size == sizes[-1]:
+                row.target = "< 2 s, < 200 MB, time per framework <= 2x that at 500"
+                row.met = sample.median < 2.0 and peak < 200e6 and ratio <= 2.0
+            rows.append(row)
+    return rows
+
+
 SCENARIOS: dict[str, Callable[[Bench], list[Row]]] = {
     "no-op": noop,
     "incremental": incremental,
@@ -419,4 +476,5 @@ SCENARIOS: dict[str, Callable[[Bench], list[Row]]] = {
     "parallel": parallel,
     "publish": publish,
     "scale": scale,
+    "scale-graph": scale_graph,
 }

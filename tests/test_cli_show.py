@@ -128,9 +128,9 @@ def test_every_problem_is_printed() -> None:
 
 
 def test_syntax_errors_name_the_line() -> None:
-    """Syntax errors show `file:line`."""
+    """Syntax errors show `file:line` (TOML's also the column: `file:line:column`)."""
     toml_result = run("show", SPECS / "error_toml_syntax.toml")
-    assert f"{SPECS / 'error_toml_syntax.toml'}:10: TOML syntax error" in toml_result.stderr
+    assert f"{SPECS / 'error_toml_syntax.toml'}:10:11: TOML syntax error" in toml_result.stderr
     yaml_result = run("show", SPECS / "error_yaml_syntax.yaml")
     assert f"{SPECS / 'error_yaml_syntax.yaml'}:9: YAML syntax error" in yaml_result.stderr
 
@@ -164,11 +164,11 @@ def test_bad_usage_exits_2(args: list[str]) -> None:
 
 def test_warnings_go_to_stderr_and_quiet_hides_them() -> None:
     """Spec warnings are printed on stderr as `warning: ...`; -q hides them."""
-    spec = SPECS / "warning_at_symbol.toml"
+    spec = SPECS / "warning_build_requirements.toml"
     loud = run("show", spec)
     assert loud.returncode == 0
     assert loud.stderr.count("warning: ") == 3
-    assert "'@' in names is discouraged" in loud.stderr
+    assert "dropping legacy field 'build_requirements'" in loud.stderr
     quiet = run("-q", "show", spec)
     assert (quiet.returncode, quiet.stderr) == (0, "")
     assert quiet.stdout == loud.stdout

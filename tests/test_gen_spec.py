@@ -90,3 +90,22 @@ def test_script_writes_the_spec(
     assert gen_spec.main(["12", str(tmp_path), "--seed", "5"]) == 0
     assert capsys.readouterr().out.strip() == str(tmp_path / "stack.toml")
     assert len(load_spec(tmp_path / "stack.toml", environ={}).layers) == 12
+
+
+@pytest.mark.parametrize("shape", ["chain", "wide"])
+def test_shaped_specs_load_with_the_shape_asked_for(
+    gen_spec: ModuleType, tmp_path: Path, shape: str
+) -> None:
+    """`shaped_spec` (the scale-graph benchmark's specs): N frameworks, in C3 = MRO order."""
+    (tmp_path / "launch").mkdir()
+    (tmp_path / "launch" / "app_000.py").write_text("print('app')\n")
+    path = tmp_path / "stack.toml"
+    path.write_text(gen_spec.shaped_spec(shape, 50), encoding="utf-8")
+    spec = load_spec(path, environ={})
+    assert len(spec.of_kind(LayerKind.FRAMEWORK)) == 50
+    expected = mro_orders(tomllib.loads(path.read_text(encoding="utf-8")))
+    app = spec.layer("app-app")
+    assert list(app.linearised) == expected["app-app"]
+    assert len(app.linearised) == 50
+    if shape == "chain":
+        assert app.linearised[0] == "framework-f49"

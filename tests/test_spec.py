@@ -541,14 +541,18 @@ def test_toml_and_yaml_mean_the_same(yaml_twins: Path, name: str) -> None:
 
 
 def test_toml_syntax_error_names_file_and_line(write_spec: Callable[..., Path]) -> None:
-    """A TOML syntax error points at its line."""
-    path = write_spec('[[runtimes]]\nname = "a"\nname = "b"\n')
+    """A TOML syntax error points at its line and column (`file:line:column`)."""
+    path = write_spec('[[runtimes]]\nname = "a"\nname = "b"\nx = = 1\n')
     with pytest.raises(SpecError) as caught:
         load_spec(path, environ={})
     (problem,) = caught.value.problems
-    assert problem.file == f"{path}:3"
+    assert problem.file == f"{path}:3:11"
     assert problem.message.startswith("TOML syntax error: ")
-    assert f"{path}:3: TOML syntax error" in str(caught.value)
+    assert f"{path}:3:11: TOML syntax error" in str(caught.value)
+    path = write_spec('[[runtimes]]\nname = "a"\nx = = 1\n')
+    with pytest.raises(SpecError) as caught:
+        load_spec(path, environ={})
+    assert caught.value.problems[0].file == f"{path}:3:5"
 
 
 def test_toml_error_at_end_of_document_names_last_line(write_spec: Callable[..., Path]) -> None:
@@ -648,13 +652,53 @@ def test_empty_spec_is_an_empty_stack(tmp_path: Path) -> None:
         assert spec.layers == () and spec.name == name and spec.spec_dir == tmp_path
 
 
-def test_misspelt_top_level_key_warns(write_spec: Callable[..., Path]) -> None:
-    """Unknown top-level keys are ignored; one close to a known key gets a warning."""
+@pytest.mark.parametrize(
+    ("key", "meant"),
+    [
+        ("runtime", "runtimes"),
+        ("framework", "frameworks"),
+        ("application", "applications"),
+        ("Applications", "applications"),
+        ("aplications", "applications"),
+    ],
+)
+def test_misspelt_layer_table_is_an_error(
+    write_spec: Callable[..., Path], key: str, meant: str
+) -> None:
+    """A near-miss of a layer table would drop its layers silently: an error with did-you-mean."""
+    path = write_spec(
+        f"""
+        [[runtimes]]
+        name = "rt"
+        python_implementation = "cpython@3.12"
+        requirements = []
+
+        [[{key}]]
+        name = "a"
+        runtime = "rt"
+        requirements = []
+
+        [[{key}]]
+        name = "b"
+        runtime = "rt"
+        requirements = []
+        """
+    )
+    with pytest.raises(SpecError) as caught:
+        load_spec(path, environ={})
+    (problem,) = caught.value.problems
+    assert (problem.layer, problem.field) == (None, key)
+    assert problem.message == "unknown top-level table"
+    assert problem.hint == f"did you mean '{meant}'?"
+    assert caught.value.exit_code == 2
+
+
+def test_other_top_level_keys_are_ignored_or_warned(write_spec: Callable[..., Path]) -> None:
+    """Other unknown top-level keys are ignored; a near-miss of [tool] gets a warning."""
     path = write_spec(
         """
-        [[runtime]]
-        name = "rt"
-        requirements = []
+        [tools.uv]
+        x = 1
 
         [project]
         name = "ignored silently"
@@ -662,9 +706,7 @@ def test_misspelt_top_level_key_warns(write_spec: Callable[..., Path]) -> None:
     )
     spec = load_spec(path, environ={})
     assert spec.layers == ()
-    assert spec.warnings == (
-        f"{path}: top-level key 'runtime' is ignored (did you mean 'runtimes'?)",
-    )
+    assert spec.warnings == (f"{path}: top-level key 'tools' is ignored (did you mean 'tool'?)",)
 
 
 # ---------------------------------------------------------------- odd values

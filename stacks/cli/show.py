@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import TYPE_CHECKING, Any
 
 from stacks.cli.context import context_from_args, load_stack, selected_layers
@@ -30,7 +30,8 @@ def cmd_show(args: argparse.Namespace) -> int:
             ]
         print(json.dumps(document, indent=2))
         return 0
-    print(_render_tree(spec, layers, status))
+    for block in _render_tree(spec, layers, status):
+        sys.stdout.write(block + "\n")
     return 0
 
 
@@ -74,7 +75,8 @@ def _layer_json(
 
 def _render_tree(
     spec: StackSpec, layers: Sequence[LayerSpec], status: dict[str, tuple[bool, int | None]]
-) -> str:
+) -> Iterator[str]:
+    """The `show` tree, a layer at a time (a deep stack's tree is long: it is not built whole)."""
     from stacks.spec import LayerKind
 
     def label(env_name: str) -> str:
@@ -83,24 +85,37 @@ def _render_tree(
         text = env_name if deployed == env_name else f"{env_name} -> {deployed}"
         return text if valid else f"*{text}"
 
+    labels = {env_name: label(env_name) for env_name in status}
+
     tee, corner, pipe, blank = _tree_glyphs()
-    lines = [spec.name]
+    yield spec.name
     groups = [(kind, [layer for layer in layers if layer.kind is kind]) for kind in LayerKind]
     groups = [(kind, members) for kind, members in groups if members]
     for group_index, (kind, members) in enumerate(groups):
         last_group = group_index == len(groups) - 1
-        lines.append((corner if last_group else tee) + kind.table)
+        yield (corner if last_group else tee) + kind.table
         indent = blank if last_group else pipe
         for index, layer in enumerate(members):
             last = index == len(members) - 1
-            lines.append(indent + (corner if last else tee) + label(layer.env_name))
+            head = indent + (corner if last else tee) + labels[layer.env_name]
             inner = indent + (blank if last else pipe)
-            for dep_index, dep in enumerate(layer.dependencies):
-                dep_last = dep_index == len(layer.dependencies) - 1
-                lines.append(inner + (corner if dep_last else tee) + label(dep))
+            dependencies = layer.dependencies
+            if not dependencies:
+                yield head
+                continue
+            # One join per layer: a deep layer has thousands of dependency lines.
+            between = "\n" + inner + tee
+            above = between.join(map(labels.__getitem__, dependencies[:-1]))
+            yield (
+                head
+                + (between + above if above else "")
+                + "\n"
+                + inner
+                + corner
+                + labels[dependencies[-1]]
+            )
     if any(not status[layer.env_name][0] for layer in layers):
-        lines.append("(* = no valid lock: run `stacks lock`)")
-    return "\n".join(lines)
+        yield "(* = no valid lock: run `stacks lock`)"
 
 
 def _tree_glyphs() -> tuple[str, str, str, str]:

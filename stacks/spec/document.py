@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import errno
+import os
 import re
 import stat
 from dataclasses import replace
@@ -12,22 +13,13 @@ from typing import Any
 from stacks.errors import Problem, SpecError
 from stacks.spec.report import show, type_name
 
+MAX_SPEC_BYTES = 16 * 2**20  # far above any real spec; bounds what a wrong path can cost
+
 
 def read_document(path: Path) -> dict[str, Any]:
     """Parse the spec file into a dict, turning syntax errors into a SpecError with the line."""
     shown = str(path)
-    try:
-        raw = path.read_bytes()
-    except FileNotFoundError:
-        raise SpecError(
-            [Problem(shown, None, None, "spec file not found", "check the path")]
-        ) from None
-    except IsADirectoryError:
-        raise SpecError([Problem(shown, None, None, "is a folder, not a spec file")]) from None
-    except OSError as exc:
-        raise SpecError(
-            [Problem(shown, None, None, f"cannot read spec file: {exc.strerror}")]
-        ) from None
+    raw = read_spec_bytes(path, shown)
     try:
         text = raw.decode("utf-8-sig")  # tolerate the BOM some Windows editors write
     except UnicodeDecodeError as exc:
@@ -57,6 +49,47 @@ def read_document(path: Path) -> dict[str, Any]:
     return document
 
 
+def read_spec_bytes(path: Path, shown: str) -> bytes:
+    """The bytes of a spec file: a regular file of at most MAX_SPEC_BYTES, else a SpecError.
+
+    It is opened without blocking and checked before it is read, so a FIFO, a device such
+    as /dev/zero or a huge file is refused instead of hanging or filling memory.
+    """
+
+    def refuse(message: str, hint: str | None = None) -> SpecError:
+        return SpecError([Problem(shown, None, None, message, hint)])
+
+    try:
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
+    except FileNotFoundError:
+        raise refuse("spec file not found", "check the path") from None
+    except IsADirectoryError:
+        raise refuse("is a folder, not a spec file") from None
+    except (OSError, ValueError) as exc:
+        why = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+        raise refuse(f"cannot read spec file: {why}") from None
+    mode = os.fstat(fd).st_mode
+    if not stat.S_ISREG(mode):
+        os.close(fd)
+        if stat.S_ISDIR(mode):
+            raise refuse("is a folder, not a spec file")
+        raise refuse(
+            "is not a regular file (a pipe, socket or device)",
+            "save the spec to a file and pass its path",
+        )
+    with os.fdopen(fd, "rb") as handle:
+        try:
+            raw = handle.read(MAX_SPEC_BYTES + 1)
+        except OSError as exc:
+            raise refuse(f"cannot read spec file: {exc.strerror or exc}") from None
+    if len(raw) > MAX_SPEC_BYTES:
+        raise refuse(
+            f"is larger than {MAX_SPEC_BYTES // 2**20} MiB, the most a spec file may be",
+            "a stack spec is a few kilobytes: check that this is the right file",
+        )
+    return raw
+
+
 def parse_toml(shown: str, text: str) -> Any:
     """Parse TOML text; a syntax error becomes a SpecError naming `shown` and the line."""
     try:
@@ -68,14 +101,29 @@ def parse_toml(shown: str, text: str) -> Any:
     except tomllib.TOMLDecodeError as exc:
         message = str(exc)
         line = getattr(exc, "lineno", None)
+        column = getattr(exc, "colno", None)
         match = re.search(r"\(at line (\d+), column (\d+)\)", message)
         if line is None and match:
-            line = int(match.group(1))
+            line, column = int(match.group(1)), int(match.group(2))
         if line is None and "(at end of document)" in message:
             line = max(1, len(text.splitlines()))
         message = re.sub(r"\s*\(at (line \d+, column \d+|end of document)\)", "", message)
         where = f"{shown}:{line}" if line else shown
+        if line and column:
+            where += f":{column}"
         raise SpecError([Problem(where, None, None, f"TOML syntax error: {message}")]) from None
+    except ValueError as exc:  # an integer with more digits than Python converts
+        raise SpecError(
+            [
+                Problem(
+                    shown,
+                    None,
+                    None,
+                    f"TOML value error: {exc}".split(";")[0],
+                    "no spec field takes a number that long: shorten it (or quote it)",
+                )
+            ]
+        ) from None
     except RecursionError:
         raise SpecError([Problem(shown, None, None, "TOML document nested too deeply")]) from None
 

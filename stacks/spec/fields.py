@@ -177,7 +177,9 @@ class FieldReader:
         if "macosx_target" in entry:
             draft.macosx_default = False
             target = entry["macosx_target"]
-            ok_type = isinstance(target, (str, int)) and not isinstance(target, bool)
+            ok_type = isinstance(target, str) or (
+                isinstance(target, int) and not isinstance(target, bool) and 0 <= target < 10**6
+            )
             parsed = parse_macosx(str(target)) if ok_type else None
             if parsed is None:
                 # An unquoted 10.10 reads as the number 10.1: ask for a string instead.
@@ -262,7 +264,7 @@ class FieldReader:
         result = []
         for text in requirements:
             try:
-                result.append(str(Requirement(text)))
+                requirement = Requirement(text)
             except InvalidRequirement as exc:
                 detail = str(exc).splitlines()[0]
                 self.report.problem(
@@ -271,6 +273,17 @@ class FieldReader:
                     f"invalid requirement syntax {show(text)}: {detail}",
                     "use PEP 508 form, e.g. 'attrs>=23.1'",
                 )
+                continue
+            if any(len(run) > 18 for run in re.findall(r"[0-9]+", str(requirement.specifier))):
+                # Version parsing turns each release number into an int; no release has these.
+                self.report.problem(
+                    env,
+                    "requirements",
+                    f"version in {show(text)} has a number of more than 18 digits",
+                    "use a real release number, e.g. 'attrs>=23.1'",
+                )
+                continue
+            result.append(str(requirement))
         return tuple(result)
 
 
@@ -280,13 +293,13 @@ def _parse_linux_target(value: str) -> tuple[int, int] | None:
         return None
     if not at:
         return DEFAULT_GLIBC
-    match = re.fullmatch(r"([0-9]+)\.([0-9]+)", version)
+    match = re.fullmatch(r"([0-9]{1,6})\.([0-9]{1,6})", version)  # bounded: no huge ints
     return (int(match.group(1)), int(match.group(2))) if match else None
 
 
 def parse_macosx(value: str) -> tuple[int, int] | None:
     """A macOS version 'X' or 'X.Y' as (X, Y); None if malformed."""
-    match = re.fullmatch(r"([0-9]+)(?:\.([0-9]+))?", value.strip())
+    match = re.fullmatch(r"([0-9]{1,6})(?:\.([0-9]{1,6}))?", value.strip())  # bounded
     if not match:
         return None
     return int(match.group(1)), int(match.group(2) or 0)

@@ -8,8 +8,9 @@ from dataclasses import dataclass
 
 from stacks.platforms import PLATFORMS
 from stacks.spec.fields import LayerDraft, parse_macosx
+from stacks.spec.linearise import OrderExplainer, c3_merge
 from stacks.spec.model import LayerKind
-from stacks.spec.report import SpecReport, did_you_mean, show
+from stacks.spec.report import SpecReport, did_you_mean, show, toml_key, toml_string
 
 # What only Windows forbids: these characters, a trailing space or dot, device names.
 _WINDOWS_BAD_CHARS = re.compile(r'[:*?"<>|]')
@@ -39,11 +40,13 @@ class LayerGraph:
         # Names of layers left out after a problem of their own: references to them are
         # not reported again as unknown.
         self.dropped = dropped
+        self._by_env: dict[str, LayerDraft] = {}
 
     def resolve(self, drafts: list[LayerDraft]) -> dict[str, ResolvedLayer]:
         """Resolve each layer against those below it: runtime, C3 order, platforms, indexes."""
         resolved: dict[str, ResolvedLayer] = {}
         kept = [d for d in drafts if d.kept]
+        self._by_env = {d.env_name: d for d in kept}
         runtimes = {d.name: d for d in kept if d.kind is LayerKind.RUNTIME}
         frameworks_seen: dict[str, LayerDraft] = {}
         all_frameworks = {d.name for d in kept if d.kind is LayerKind.FRAMEWORK}
@@ -76,6 +79,7 @@ class LayerGraph:
         resolved: dict[str, ResolvedLayer],
     ) -> ResolvedLayer | None:
         env = draft.env_name
+        lower: list[LayerDraft] = []  # the frameworks it names, in its order
         if draft.runtime_ref is not None:
             runtime = runtimes.get(draft.runtime_ref)
             if runtime is None:
@@ -91,7 +95,6 @@ class LayerGraph:
                 return None
             runtime_env, linearised = runtime.env_name, ()
         else:
-            lower: list[LayerDraft] = []
             ok = not draft.broken
             for ref in draft.framework_refs or ():
                 if ref in frameworks_seen:
@@ -125,31 +128,22 @@ class LayerGraph:
                 )
                 return None
             runtime_env = runtime_envs.pop()
-            merged = _c3_merge(
-                [[f.env_name, *resolved[f.env_name].linearised] for f in lower]
-                + [[f.env_name for f in lower]]
-            )
-            if isinstance(merged, _C3Conflict):
-                bare = len(LayerKind.FRAMEWORK.prefix)
-                remaining = ", ".join(str([n[bare:] for n in seq]) for seq in merged.remaining)
-                self.report.problem(
-                    env,
-                    "frameworks",
-                    f"dependency linearization failed (remaining sequences: [{remaining}])",
-                    "list the frameworks in an order consistent with how the layers below list them",
-                )
+            linearised = self._linearise(draft, lower, resolved)
+            if linearised is None:
                 return None
-            linearised = tuple(merged)
-        below = [*linearised, runtime_env]
+        # Each layer's platforms are within those of everything below it (asking for more is
+        # an error), so the layers it names directly and its runtime are enough to intersect:
+        # that keeps a deep stack linear.
+        direct = [*(f.env_name for f in lower), runtime_env]
         available = set(PLATFORMS)
-        for dep in below:
+        for dep in direct:
             available &= set(resolved[dep].platforms)
         # Below a layer with invalid platforms, what is available is not known.
-        complete = all(resolved[dep].platforms_complete for dep in below)
+        complete = all(resolved[dep].platforms_complete for dep in direct)
         if draft.platforms is None:
             platforms = tuple(p for p in PLATFORMS if p in available)
-            if not platforms and all(resolved[dep].platforms for dep in below):
-                self._warn_no_common_platform(draft, below, resolved)
+            if not platforms and all(resolved[dep].platforms for dep in direct):
+                self._warn_no_common_platform(draft, direct, resolved)
         else:
             extra = [p for p in draft.platforms if p not in available]
             if extra and complete:
@@ -161,7 +155,7 @@ class LayerGraph:
                     f"lower layers support: {supported}",
                 )
             platforms = draft.platforms
-        indexes, overrides, unresolved = self._merge_indexes(draft, below, resolved)
+        indexes, overrides, unresolved = self._merge_indexes(draft, direct, resolved)
         return ResolvedLayer(
             runtime_env,
             linearised,
@@ -171,6 +165,30 @@ class LayerGraph:
             unresolved,
             platforms_complete=complete and draft.platforms_complete,
         )
+
+    def _linearise(
+        self, draft: LayerDraft, lower: list[LayerDraft], resolved: dict[str, ResolvedLayer]
+    ) -> tuple[str, ...] | None:
+        """The C3 order of the frameworks below `draft` (None after reporting why there is none)."""
+        if len(lower) == 1:  # one framework: its own order with it on top, no merge needed
+            return (lower[0].env_name, *resolved[lower[0].env_name].linearised)
+        sequences = [[f.env_name, *resolved[f.env_name].linearised] for f in lower]
+        sequences.append([f.env_name for f in lower])
+        merged = c3_merge(sequences)
+        if isinstance(merged, list):
+            return tuple(merged)
+        explainer = OrderExplainer(
+            [f.env_name for f in lower], lambda env: resolved[env].linearised, self._declared
+        )
+        message, hint = explainer.explain(sequences, merged)
+        self.report.problem(draft.env_name, "frameworks", message, hint)
+        return None
+
+    def _declared(self, env_name: str) -> list[str]:
+        """The env names of the frameworks a layer lists, in its order."""
+        draft = self._by_env.get(env_name)
+        refs = draft.framework_refs if draft is not None else None
+        return [LayerKind.FRAMEWORK.prefix + ref for ref in refs or ()]
 
     def _warn_no_common_platform(
         self, draft: LayerDraft, below: list[str], resolved: dict[str, ResolvedLayer]
@@ -189,48 +207,45 @@ class LayerGraph:
         )
 
     def _merge_indexes(
-        self, draft: LayerDraft, below: list[str], resolved: dict[str, ResolvedLayer]
+        self, draft: LayerDraft, direct: list[str], resolved: dict[str, ResolvedLayer]
     ) -> tuple[dict[str, str], dict[str, str], frozenset[str]]:
-        """Merge the package_indexes pinned below with this layer's own, checking clashes.
+        """Merge the package_indexes of the layers right below with this layer's own, checking clashes.
 
-        The layer's own pin wins over inherited ones. Otherwise inherited pins that
-        disagree need an `index_overrides` entry (`{replaced = "replacement"}`, from this
-        layer or any layer below); the replacement is the index used. Clashes are looked
-        for as venvstacks does (the runtime first, then the frameworks in sys.path order),
-        so its specs and hints mean the same here. Returns the merged pins, the overrides
-        in force and the packages whose clash is left unresolved.
+        Each layer below already carries the merged pins of everything under it, so only the
+        layers a layer names (and its runtime) are merged here. They are taken as venvstacks
+        takes them: the runtime first, then the frameworks in the order listed; a later pin
+        replaces an earlier one, and the layer's own pin replaces them all. Each replacement
+        of one index by another must be accepted by an `index_overrides` entry
+        `{replaced = "replacement"}` (from this layer or any layer below; a chain of entries
+        leading to the replacement counts). Returns the merged pins, the overrides in force
+        and the packages whose clash is left unresolved.
         """
         overrides: dict[str, str] = {}
-        for dep in below:
+        for dep in direct:
             overrides.update(resolved[dep].overrides)
         overrides.update(draft.index_overrides)
         inherited: dict[str, list[str]] = {}
         reported_below: set[str] = set()
-        for dep in [below[-1], *below[:-1]]:
+        for dep in [direct[-1], *direct[:-1]]:
             reported_below.update(resolved[dep].unresolved)
             for package, index in resolved[dep].package_indexes.items():
                 seen = inherited.setdefault(package, [])
-                if index not in seen:
-                    seen.append(index)
+                if index in seen:
+                    seen.remove(index)  # seen again later: it is the later pin that counts
+                seen.append(index)
         merged = dict(draft.package_indexes)
         wanted: dict[str, str] = {}
+        reversed_entries: dict[str, str] = {}
         unresolved: set[str] = set()
         reported: list[str] = []
         own_pin_clashes = False  # a clash involving this layer's own package_indexes
         for package, indexes in inherited.items():
             own = merged.get(package)
-            if own is None and len(indexes) == 1:
-                merged[package] = indexes[0]
-                continue
-            if own is not None:
-                winner = own
-            else:
-                accepted = [
-                    w for w in indexes if all(overrides.get(i) == w for i in indexes if i != w)
-                ]
-                winner = accepted[0] if accepted else indexes[-1]
-                merged[package] = winner
-            missing = {i: winner for i in indexes if i != winner and overrides.get(i) != winner}
+            winner = own if own is not None else indexes[-1]
+            merged[package] = winner
+            missing = {
+                i: winner for i in indexes if i != winner and not _leads_to(overrides, i, winner)
+            }
             if not missing:
                 continue
             unresolved.add(package)
@@ -239,15 +254,28 @@ class LayerGraph:
             wanted.update(missing)
             reported.append(package)
             own_pin_clashes = own_pin_clashes or own is not None
+            for replaced in missing:
+                if overrides.get(winner) == replaced:
+                    reversed_entries[winner] = replaced
         if wanted:
-            table = {**draft.index_overrides, **dict(sorted(wanted.items()))}
-            entries = ", ".join(f"{_toml_key(k)} = {_toml_string(v)}" for k, v in table.items())
+            kept = {k: v for k, v in draft.index_overrides.items() if k not in reversed_entries}
+            table = {**kept, **dict(sorted(wanted.items()))}
+            entries = ", ".join(f"{toml_key(k)} = {toml_string(v)}" for k, v in table.items())
+            message = f"inconsistent package index override(s) for {', '.join(sorted(reported))}"
+            if reversed_entries:
+                backwards = ", ".join(
+                    f"{toml_key(k)} = {toml_string(v)}" for k, v in reversed_entries.items()
+                )
+                message += (
+                    f" ({{{backwards}}} is the wrong way round: the key is the index replaced,"
+                    " the value the index used)"
+                )
             # The fix goes in index_overrides; blame package_indexes only if the layer's own
             # pin is part of the clash (changing that pin is then another fix).
             self.report.problem(
                 draft.env_name,
                 "package_indexes" if own_pin_clashes else "index_overrides",
-                f"inconsistent package index override(s) for {', '.join(sorted(reported))}",
+                message,
                 f"specify 'index_overrides = {{{entries}}}' to accept",
             )
         return merged, overrides, frozenset(unresolved)
@@ -314,33 +342,14 @@ def _windows_name_problem(env_name: str) -> str | None:
     return None
 
 
-def _toml_key(key: str) -> str:
-    """`key` as written in a TOML table: bare if it can be, quoted otherwise."""
-    return key if re.fullmatch(r"[A-Za-z0-9_-]+", key) else _toml_string(key)
-
-
-def _toml_string(text: str) -> str:
-    """`text` as a TOML basic string."""
-    return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
-
-
-@dataclass
-class _C3Conflict:
-    remaining: list[list[str]]
-
-
-def _c3_merge(sequences: list[list[str]]) -> list[str] | _C3Conflict:
-    """Merge sequences with the C3 rule (Python's MRO algorithm)."""
-    seqs = [list(s) for s in sequences if s]
-    result: list[str] = []
-    while seqs:
-        for seq in seqs:
-            head = seq[0]
-            if not any(head in other[1:] for other in seqs):
-                break
-        else:
-            return _C3Conflict(seqs)
-        result.append(head)
-        seqs = [[item for item in s if item != head] for s in seqs]
-        seqs = [s for s in seqs if s]
-    return result
+def _leads_to(overrides: Mapping[str, str], index: str, target: str) -> bool:
+    """Whether following `index_overrides` from `index` reaches `target`."""
+    seen = {index}
+    while index in overrides:
+        index = overrides[index]
+        if index == target:
+            return True
+        if index in seen:
+            return False
+        seen.add(index)
+    return False

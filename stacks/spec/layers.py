@@ -9,6 +9,7 @@ from typing import Any
 from stacks.spec.document import path_kind
 from stacks.spec.fields import FieldReader, LayerDraft
 from stacks.spec.model import RUNTIME_SOURCES, LayerKind, RuntimeSource, StackSettings, module_name
+from stacks.spec.names import name_too_long, warn_version_lookalikes
 from stacks.spec.report import SpecReport, did_you_mean, show, type_name
 
 _COMMON_FIELDS = (
@@ -106,6 +107,7 @@ class LayerReader(FieldReader):
                     self.dropped[kind].add(draft.name)
                     continue
                 seen_env[draft.env_name] = f"{kind.value} '{draft.name}'"
+        warn_version_lookalikes(self.report, drafts)
         return drafts
 
     def _load_layer(
@@ -145,6 +147,8 @@ class LayerReader(FieldReader):
             self.report.problem(label, "name", message, f'e.g. name = "{example[kind.value]}"')
             return LayerDraft(kind=kind, name="", env_name=label, kept=False, broken=True)
         env_name = kind.prefix + name
+        if name_too_long(self.report, kind, label, name):
+            return LayerDraft(kind=kind, name=name, env_name=label, kept=False, broken=True)
         if _NAME_BAD_CHARS.search(name) or env_name in (".", ".."):
             self.report.problem(
                 env_name,
@@ -155,10 +159,6 @@ class LayerReader(FieldReader):
                 else "'.' and '..' already name folders: choose another name",
             )
             return LayerDraft(kind=kind, name=name, env_name=env_name, kept=False, broken=True)
-        if "@" in name:
-            self.report.warn(
-                f"layer '{env_name}': '@' in names is discouraged ('@N' marks versions)"
-            )
         return LayerDraft(kind=kind, name=name, env_name=env_name)
 
     def _runtime_fields(
@@ -205,6 +205,14 @@ class LayerReader(FieldReader):
                 "python_implementation",
                 f"unsupported implementation {show(match.group('impl'))}",
                 "stacks builds CPython runtimes only: use 'cpython@X.Y'",
+            )
+            draft.broken = True
+        elif any(len(part) > 6 for part in re.findall(r"[0-9]+", match.group("version"))):
+            self.report.problem(
+                env,
+                "python_implementation",
+                f"the version in {show(implementation)} has a number of more than 6 digits",
+                'use a real CPython version, e.g. python_implementation = "cpython@3.12"',
             )
             draft.broken = True
         elif tuple(map(int, re.findall(r"[0-9]+", match.group("version"))[:2])) < MIN_PYTHON:

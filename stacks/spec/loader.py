@@ -18,10 +18,11 @@ from stacks.spec.fields import LayerDraft, macosx_default
 from stacks.spec.graph import LayerGraph, ResolvedLayer
 from stacks.spec.layers import LayerReader
 from stacks.spec.model import LayerKind, LayerSpec, StackSpec
-from stacks.spec.report import SpecReport, did_you_mean, type_name
+from stacks.spec.report import SpecReport, did_you_mean, show, type_name
 from stacks.spec.settings import load_settings, load_uv_config
 
-_TOP_LEVEL_KNOWN = ("runtimes", "frameworks", "applications", "tool")
+_TOP_LEVEL_LAYERS = ("runtimes", "frameworks", "applications")
+_TOP_LEVEL_KNOWN = (*_TOP_LEVEL_LAYERS, "tool")
 
 
 def load_spec(
@@ -63,10 +64,16 @@ def load_spec(
 def _top_level(report: SpecReport, document: dict[str, Any]) -> dict[str, Any]:
     """The document's [tool] table, after warning about keys that look like misspelt ones."""
     for key in document:
-        if key not in _TOP_LEVEL_KNOWN:
-            hint = did_you_mean(str(key), _TOP_LEVEL_KNOWN)
-            if hint:
-                report.warn(f"top-level key '{key}' is ignored ({hint})")
+        if key in _TOP_LEVEL_KNOWN:
+            continue
+        layers = did_you_mean(str(key), _TOP_LEVEL_LAYERS)
+        if layers:
+            # A misspelt layer table would silently leave its layers out of the stack.
+            report.problem(None, str(key), "unknown top-level table", layers)
+            continue
+        hint = did_you_mean(str(key), _TOP_LEVEL_KNOWN)
+        if hint:
+            report.warn(f"top-level key {show(key)} is ignored ({hint})")
     tool = document.get("tool", {})
     if not isinstance(tool, dict):
         report.problem(None, "tool", f"must be a table, not {type_name(tool)}")

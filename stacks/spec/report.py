@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import difflib
+import re
 import reprlib
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
 from stacks.errors import Problem
@@ -52,10 +53,28 @@ _SHOWN.maxlevel = 3
 
 def show(value: object) -> str:
     """A bounded repr of a spec value for messages (spec values can be huge or self-referential)."""
-    return _SHOWN.repr(value)
+    try:
+        return _SHOWN.repr(value)
+    except ValueError:  # an integer too long to write in decimal (TOML hex, octal, binary)
+        return f"<an integer of {value.bit_length()} bits>" if isinstance(value, int) else "<?>"
 
 
 def did_you_mean(word: str, choices: Iterable[str]) -> str | None:
     """A 'did you mean ...?' hint naming the choice closest to `word`, if one is close."""
     close = difflib.get_close_matches(word, list(choices), n=1, cutoff=0.6)
     return f"did you mean '{close[0]}'?" if close else None
+
+
+def toml_key(key: str) -> str:
+    """`key` as written in a TOML table: bare if it can be, quoted otherwise."""
+    return key if re.fullmatch(r"[A-Za-z0-9_-]+", key) else toml_string(key)
+
+
+def toml_string(text: str) -> str:
+    """`text` as a TOML basic string."""
+    return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def toml_list(items: Sequence[str]) -> str:
+    """`items` as a TOML array of strings."""
+    return "[" + ", ".join(toml_string(item) for item in items) + "]"

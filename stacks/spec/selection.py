@@ -28,6 +28,10 @@ def select_layers(
     chosen = set(matched)
     for env_name in matched:
         chosen.update(spec.layer(env_name).dependencies)
-        if with_dependents:
-            chosen.update(layer.env_name for layer in spec.dependents(env_name))
+    if with_dependents:
+        # One pass over the layers, not one per match: a wide --include on a deep stack
+        # would otherwise look at every layer's dependencies once per matched layer.
+        chosen.update(
+            layer.env_name for layer in spec.layers if not matched.isdisjoint(layer.dependencies)
+        )
     return tuple(layer for layer in spec.layers if layer.env_name in chosen), unmatched

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from stacks.errors import SpecError
-from stacks.spec.document import parse_toml, path_kind
+from stacks.spec.document import parse_toml, path_kind, read_spec_bytes
 from stacks.spec.model import RUNTIME_SOURCES, StackSettings, normalise_package
 from stacks.spec.report import SpecReport, did_you_mean, show, type_name
 
@@ -51,7 +51,8 @@ def load_uv_config(
             return {}, index_names
         where = str(sibling)
         try:
-            config = parse_toml(str(sibling), sibling.read_text(encoding="utf-8-sig"))
+            raw = read_spec_bytes(sibling, str(sibling))
+            config = parse_toml(str(sibling), raw.decode("utf-8-sig"))
         except SpecError as exc:
             report.problems.extend(exc.problems)
             return {}, index_names
