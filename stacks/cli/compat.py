@@ -196,27 +196,32 @@ def show_first(args: argparse.Namespace) -> None:
 def step_layers(args: argparse.Namespace, spec: StackSpec) -> tuple[LayerSpec, ...]:
     """The layers whose step tasks the command asks for: --include with what it adds."""
     from stacks.cli.context import asked_layers, selected_layers
+    from stacks.pipeline.steps import BUILD, LOCK, PublishStep, step_named
 
-    step = args.step
-    derived = bool(getattr(args, "build_derived" if step == "build" else "publish_derived", False))
-    if step == "archive" and getattr(args, "publish_dependencies", None) is False:
+    step = step_named(args.step)
+    derived = bool(getattr(args, "build_derived" if step is BUILD else "publish_derived", False))
+    if isinstance(step, PublishStep) and getattr(args, "publish_dependencies", None) is False:
         with_derived = selected_layers(args, spec, with_dependents=derived)
         asked = {layer.env_name for layer in asked_layers(args, with_derived)}
         if derived:
             asked.update(d.env_name for name in set(asked) for d in spec.dependents(name))
         return tuple(layer for layer in with_derived if layer.env_name in asked)
-    return selected_layers(args, spec, with_dependents=derived and step != "lock")
+    # `lock` takes no --*-derived: a lock above is redone only when its inputs change.
+    return selected_layers(args, spec, with_dependents=derived and step is not LOCK)
 
 
 def extra_tasks(args: argparse.Namespace, ctx: RunContext, spec: StackSpec) -> list[str]:
     """`build --publish --build-derived`: the derived layers' builds, beyond what is published."""
     from stacks.cli.context import selected_layers
     from stacks.pipeline.run_context import builds_here, task_name
+    from stacks.pipeline.steps import BUILD, PublishStep, step_named
 
-    if args.step != "archive" or not getattr(args, "build_derived", False):
+    if not isinstance(step_named(args.step), PublishStep) or not getattr(
+        args, "build_derived", False
+    ):
         return []
     return [
-        task_name("build", layer.env_name)
+        task_name(BUILD.name, layer.env_name)
         for layer in selected_layers(args, spec, with_dependents=True)
         if builds_here(ctx, layer)
     ]
@@ -228,35 +233,38 @@ def step_options(
     """Apply --clean, --force and --no-lock-if-needed to the run context of a step command."""
     from stacks.cli.context import asked_layers
     from stacks.pipeline.run_context import builds_here, task_name
+    from stacks.pipeline.steps import ARCHIVE, BUILD, LOCK, RUNTIME, PublishStep, step_named
 
     _require_locks(args, ctx, layers)
+    step = step_named(args.step)
     spec = ctx.spec
     asked = asked_layers(args, layers)
     forced: set[str] = set()
     clean = getattr(args, "clean", False)
-    if args.step == "lock" and clean:
+    if step is LOCK and clean:
         runtimes = {layer.runtime for layer in layers}
-        forced.update(task_name("runtime", name) for name in runtimes)
+        forced.update(task_name(RUNTIME.name, name) for name in runtimes)
     elif clean:
         rebuilt = {layer.env_name for layer in asked}
         if getattr(args, "build_derived", False):
             rebuilt.update(d.env_name for name in set(rebuilt) for d in spec.dependents(name))
         if getattr(args, "build_dependencies", False):
             rebuilt.update(dep for name in set(rebuilt) for dep in spec.layer(name).dependencies)
-        step = "build" if args.step == "archive" else args.step
+        # `build --clean --publish` (the archive step here) rebuilds, as venvstacks does.
+        rebuild = BUILD if step is ARCHIVE else step
         forced.update(
-            task_name(step, layer.env_name)
+            task_name(rebuild.name, layer.env_name)
             for layer in spec.layers
             if layer.env_name in rebuilt and builds_here(ctx, layer)
         )
-    if args.step in ("archive", "export") and (clean or getattr(args, "force", False)):
+    if isinstance(step, PublishStep) and (clean or getattr(args, "force", False)):
         # venvstacks' `build --clean --publish` republishes; `--force` rewrites up-to-date outputs
         # of the layers asked for (and those above them with --publish-derived).
         rewritten = {layer.env_name for layer in asked}
         if getattr(args, "publish_derived", False):
             rewritten.update(d.env_name for name in set(rewritten) for d in spec.dependents(name))
         forced.update(
-            task_name(args.step, layer.env_name)
+            task_name(step.name, layer.env_name)
             for layer in layers
             if layer.env_name in rewritten and builds_here(ctx, layer)
         )
