@@ -218,6 +218,13 @@ def verify_release(folder: Path) -> list[Finding]:
     return findings
 
 
+def verify_published(env_name: str, folder: Path) -> list[Finding]:
+    """A layer's archives in a folder no stamp records (a merged release), against its metadata."""
+    if not any((folder / "__stacks__").glob("stack*.json")):
+        return []
+    return [item for item in verify_release(folder) if item.layer == env_name]
+
+
 # ---------------------------------------------------------------- a deployment folder
 
 
