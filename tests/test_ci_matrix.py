@@ -9,7 +9,6 @@ merged release must be byte-identical to the single-machine publish.
 from __future__ import annotations
 
 import json
-import shutil
 from pathlib import Path
 from typing import Any
 
@@ -275,11 +274,6 @@ def test_merged_release_is_the_single_machine_publish(ci_run: dict[str, Any]) ->
     assert damaged.code == 1 and "DIFFERS" in damaged.stdout and victim.name in damaged.stdout
 
 
-def _copy_shard(source: Path, target: Path) -> Path:
-    shutil.copytree(source, target)
-    return target
-
-
 @pytest.mark.slow
 def test_merge_refusals(ci_run: dict[str, Any], tmp_path: Path) -> None:
     """Different locks, disagreeing archives and missing layers: all named, nothing written."""
@@ -292,29 +286,29 @@ def test_merge_refusals(ci_run: dict[str, Any], tmp_path: Path) -> None:
     assert "app-other targets linux_x86_64" in missing.stderr
     assert not out.exists()
 
-    relocked = _copy_shard(second, tmp_path / "relocked")
-    record_path = relocked / "__stacks__" / "shard.json"
-    record = json.loads(record_path.read_text(encoding="utf-8"))
-    record["locks"]["framework-fw"] = "xxh3_128:" + "0" * 32
-    record_path.write_text(json.dumps(record), encoding="utf-8")
+    # A runner whose checkout locked cpython-3.11 again, with another requirement.
+    spec = copy_project(ci_run["spec"], tmp_path / "relocking-runner")
+    text = spec.read_text(encoding="utf-8")
+    spec.write_text(text.replace("requirements = []", 'requirements = ["six"]', 1), "utf-8")
+    stacks("lock", spec)
+    plan = stacks("ci", "matrix", spec).data
+    run_argv(plan["shards"][1]["command"], spec.parent)
+    relocked = spec.parent / plan["shards"][1]["output_dir"]
     different = stacks("merge", out, first, relocked, check=False)
     assert different.code == 1
-    assert "were built from different locks: framework-fw" in different.stderr
+    assert "were built from different locks: cpython-3.11" in different.stderr
     assert not out.exists()
 
-    rebuilt = _copy_shard(second, tmp_path / "rebuilt")
-    archive = next(rebuilt.glob("app-other-*.tar.xz"))
-    archive.write_bytes(archive.read_bytes() + b"\0")
-    meta_path = rebuilt / "__stacks__" / "env_metadata" / "app-other-linux_x86_64.json"
-    meta = json.loads(meta_path.read_text(encoding="utf-8"))
-    meta["archive_size"] = archive.stat().st_size
-    meta["archive_hashes"]["sha256"] = (
-        __import__("hashlib").sha256(archive.read_bytes()).hexdigest()
-    )
-    meta_path.write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+    # The second runner publishes its layers again, as tar.gz: same layers, other archives.
+    runner = second.parent
+    command = plan["shards"][1]["command"]
+    rebuilt = runner / "shard-again"
+    at = command.index("--output-dir")
+    run_argv([*command[: at + 1], rebuilt.name, *command[at + 2 :], "--format", "tar.gz"], runner)
     disagree = stacks("merge", out, first, second, rebuilt, check=False)
     assert disagree.code == 1
     assert "shards disagree on app-other (linux_x86_64)" in disagree.stderr
+    assert "shards disagree on cpython-3.11 (linux_x86_64)" in disagree.stderr
     assert not out.exists()
 
     # Every problem at once, and an existing release is left as it was.

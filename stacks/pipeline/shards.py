@@ -60,7 +60,7 @@ class Shard:
 
     def command(self, spec_name: str) -> list[str]:
         """The stacks command of the shard, run in the project folder once the locks are there."""
-        included = [word for name in self.layers for word in ("--include", name)]
+        included = [word for name in self.layers for word in ("--include", literal_pattern(name))]
         return [
             "stacks",
             "publish",
@@ -85,6 +85,11 @@ class Shard:
             "command": command,
             "command_line": shlex.join(command),
         }
+
+
+def literal_pattern(name: str) -> str:
+    """An `--include` pattern matching exactly `name` (layer names may hold `*`, `?`, `[`)."""
+    return "".join(f"[{char}]" if char in "*?[" else char for char in name)
 
 
 def independent_trees(spec: StackSpec, platform: str) -> list[list[str]]:
