@@ -8,6 +8,7 @@ folder (the spec's folder).
 
 from __future__ import annotations
 
+import json
 import posixpath
 from collections.abc import Sequence
 from typing import Any
@@ -58,7 +59,9 @@ jobs:
       - run: python -m pip install "$STACKS_INSTALL"
       - run: stacks lock {spec}
       - id: plan
-        run: echo "matrix=$(stacks ci matrix {spec} --format github{max_shards})" >> "$GITHUB_OUTPUT"
+        run: |
+          matrix=$(stacks ci matrix {spec} --format github{max_shards})
+          echo "matrix=$matrix" >> "$GITHUB_OUTPUT"
       - uses: actions/upload-artifact@v4
         with:
           name: {locks_artifact}
@@ -114,12 +117,12 @@ jobs:
 
 
 def runtime_pythons(spec: StackSpec | None) -> list[str]:
-    """The Pythons the runners install: each runtime's X.Y (for `local` runtimes), then stacks'."""
+    """The Pythons the runners install: each runtime's version (for `local` runtimes), then stacks'."""
     found: list[str] = []
     if spec is not None:
         for layer in spec.layers:
-            if layer.runtime == layer.env_name and layer.python_xy not in found:
-                found.append(layer.python_xy)
+            if layer.runtime == layer.env_name and layer.python_version not in found:
+                found.append(layer.python_version)
     # setup-python makes the last one the default `python`: the one stacks runs on.
     return [version for version in found if version != TOOL_PYTHON] + [TOOL_PYTHON]
 
@@ -136,11 +139,12 @@ def github_workflow(
     project = posixpath.normpath(project or ".")
 
     def path(rel: str) -> str:
-        return posixpath.normpath(posixpath.join(project, rel))
+        # JSON strings are YAML double-quoted scalars: any folder name is safe.
+        return json.dumps(posixpath.normpath(posixpath.join(project, rel)))
 
     return GITHUB_TEMPLATE.format(
         spec=spec_name,
-        project=project,
+        project=json.dumps(project),
         install=install,
         pythons="\n".join(f"            {version}" for version in pythons),
         max_shards=f" --max-shards {max_shards}" if max_shards else "",
