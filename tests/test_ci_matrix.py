@@ -192,7 +192,9 @@ def test_a_shard_never_locks(tmp_path: Path) -> None:
     assert outcome.code == 1
     assert "no valid lock for cpython-3.11" in outcome.stderr
     assert not (tmp_path / "cache" / "build").exists()
-    no_traceback(outcome)
+    untagged = stacks("publish", spec, "--shard-record", check=False)
+    assert untagged.code == 2 and "--shard-record needs --tag-outputs" in untagged.stderr
+    no_traceback(outcome, untagged)
 
 
 def test_merge_refuses_folders_that_are_not_shards(tmp_path: Path) -> None:

@@ -47,9 +47,9 @@ def cmd_steps(args: argparse.Namespace) -> int:
     ctx = step_options(args, ctx, layers)
     built_here = [layer for layer in layers if builds_here(ctx, layer)]
     if getattr(args, "shard_record", False):
-        from stacks.pipeline.shards import require_locks
+        from stacks.pipeline.shards import check_shard_run
 
-        require_locks(ctx, built_here)
+        check_shard_run(ctx, built_here)
     if args.dry_run:
         planned = plan(ctx, wanted)
         if args.json:

@@ -176,9 +176,16 @@ def matrix_plan(spec: StackSpec, max_shards: int | None = None) -> dict[str, Any
 # ---------------------------------------------------------------- the shard record
 
 
-def require_locks(ctx: RunContext, layers: list[LayerSpec]) -> None:
-    """A shard builds from the lock job's locks: fail, before running, if one is not valid here."""
+def check_shard_run(ctx: RunContext, layers: list[LayerSpec]) -> None:
+    """Before a shard runs: names tagged by platform, and every lock valid (a shard never locks)."""
     from stacks.lock.locking import lock_state
+
+    if not ctx.tag_outputs:
+        raise UsageError(
+            "--shard-record needs --tag-outputs: a release of several platforms names every "
+            "archive and metadata file by its platform",
+            hint="run the command `stacks ci matrix` plans for the shard",
+        )
 
     names = {layer.env_name for layer in layers}
     names.update(below for layer in layers for below in layer.dependencies)
