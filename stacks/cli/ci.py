@@ -137,7 +137,13 @@ def add_ci_commands(commands: argparse._SubParsersAction) -> None:  # type: igno
             metavar="N",
             help="merge independent trees of one platform until there are at most N shards",
         )
-        sub.add_argument("-q", "--quiet", action="store_true", help="print only errors")
+        sub.add_argument(
+            "-q",
+            "--quiet",
+            action="store_true",
+            default=argparse.SUPPRESS,
+            help="print only errors",
+        )
         sub.set_defaults(
             runtime_source=None, python_mirror=None, command_parser=sub, command_name=f"ci {name}"
         )
