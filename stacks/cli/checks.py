@@ -16,15 +16,20 @@ def cmd_verify(args: argparse.Namespace) -> int:
 
     from stacks.pipeline.project_lock import project_lock
     from stacks.pipeline.steps import verify_stack
-    from stacks.pipeline.verify import render, verify_deployed
+    from stacks.pipeline.verify import render, verify_deployed, verify_release
 
-    if (args.spec is None) == (args.deployed is None):
+    if args.spec is None and args.release is None and args.output_dir is not None:
+        args.release = args.output_dir  # no spec, no stamps: the folder's own metadata
+    if sum(given is not None for given in (args.spec, args.deployed, args.release)) != 1:
         raise UsageError(
-            "verify needs either SPEC or --deployed DIR (not both)",
-            hint="`stacks verify stack.toml` checks a stack; `stacks verify --deployed DIR` a deployment",
+            "verify needs one of SPEC, --deployed DIR or --release DIR",
+            hint="`stacks verify stack.toml` checks a stack; `stacks verify --deployed DIR` a "
+            "deployment; `stacks verify --release DIR` a publish or merged folder",
         )
     if args.deployed is not None:
         findings = verify_deployed(Path(os.path.abspath(args.deployed)))
+    elif args.release is not None:
+        findings = verify_release(Path(os.path.abspath(args.release)))
     else:
         spec = load_stack(args)
         layers = selected_layers(args, spec, with_dependents=False)

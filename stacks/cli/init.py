@@ -10,6 +10,7 @@ from pathlib import Path
 from stacks.errors import UsageError
 
 SPEC_NAME = "stack.toml"
+WORKFLOW_PATH = ".github/workflows/stacks.yml"
 LAUNCH_MODULE = "launch/hello_app.py"
 
 # Runtimes an installed CPython can provide without a download, most wanted first.
@@ -103,6 +104,8 @@ def cmd_init(args: argparse.Namespace) -> int:
     if folder.exists() and not folder.is_dir():
         raise UsageError(f"{folder} is not a folder", hint="name a new or existing folder")
     files = starter_files()
+    if args.ci == "github":
+        files[WORKFLOW_PATH] = starter_workflow()
     _refuse_existing(folder, files)
     for name, text in files.items():
         path = folder / name
@@ -141,6 +144,16 @@ def starter_files() -> dict[str, str]:
         "dodo.py": DODO_TEXT,
         ".gitignore": GITIGNORE_TEXT,
     }
+
+
+def starter_workflow() -> str:
+    """The GitHub Actions workflow of the starter project (`stacks init --ci github`)."""
+    from stacks.cli.ci import default_install
+    from stacks.pipeline.ci_workflow import TOOL_PYTHON, github_workflow
+
+    version, _ = starter_runtime()
+    pythons = [version] if version == TOOL_PYTHON else [version, TOOL_PYTHON]
+    return github_workflow(SPEC_NAME, ".", pythons=pythons, install=default_install())
 
 
 def starter_runtime() -> tuple[str, str]:
@@ -190,5 +203,10 @@ def add_init_command(commands: argparse._SubParsersAction) -> None:  # type: ign
         nargs="?",
         default=".",
         help="the project folder (default: the current folder; created if missing)",
+    )
+    init.add_argument(
+        "--ci",
+        choices=("github",),
+        help="also write a CI workflow that builds every platform (.github/workflows/stacks.yml)",
     )
     init.set_defaults(handler=cmd_init)

@@ -10,6 +10,7 @@ from typing import Any
 
 from stacks import __version__
 from stacks.cli.checks import cmd_deploy, cmd_verify
+from stacks.cli.ci import add_ci_commands
 from stacks.cli.compat import add_flag, add_venvstacks_options
 from stacks.cli.init import add_init_command
 from stacks.cli.maintenance import cmd_clean, cmd_forget, cmd_info, cmd_list
@@ -125,6 +126,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="archive format (default: tar.xz)",
     )
     add_flag(publish, "--tag-outputs", help="add the platform to archive and metadata names")
+    add_flag(
+        publish,
+        "--shard-record",
+        help="a CI shard: build only from valid locks, then write __stacks__/shard.json",
+    )
     publish.set_defaults(handler=cmd_steps, step="archive")
 
     for name in ("export", "local-export"):
@@ -204,6 +210,11 @@ def build_parser() -> argparse.ArgumentParser:
         "--deployed", metavar="DIR", help="check a deployment folder instead of a stack"
     )
     verify.add_argument(
+        "--release",
+        metavar="DIR",
+        help="check a publish or merged release folder against its own metadata (no SPEC)",
+    )
+    verify.add_argument(
         "--include",
         metavar="PATTERN",
         action="append",
@@ -256,6 +267,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     add_flag(deploy, "--json", help="print what was deployed (or would be) as JSON")
     deploy.set_defaults(handler=cmd_deploy)
+
+    add_ci_commands(commands)
 
     completion = commands.add_parser(
         "completion", help="print a shell completion script (bash, zsh or fish)"

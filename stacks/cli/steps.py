@@ -45,6 +45,11 @@ def cmd_steps(args: argparse.Namespace) -> int:
         print(f"note: not built here ({ctx.platform_tag}): {', '.join(skipped)}", file=sys.stderr)
     # --clean and --force: only the layers asked for are forced (see compat.step_options).
     ctx = step_options(args, ctx, layers)
+    built_here = [layer for layer in layers if builds_here(ctx, layer)]
+    if getattr(args, "shard_record", False):
+        from stacks.pipeline.shards import check_shard_run
+
+        check_shard_run(ctx, built_here)
     if args.dry_run:
         planned = plan(ctx, wanted)
         if args.json:
@@ -63,6 +68,10 @@ def cmd_steps(args: argparse.Namespace) -> int:
     reporter = StacksReporter(verbose=args.verbose, quiet=args.quiet)
     jobs = args.jobs if args.jobs is not None else (os.cpu_count() or 1)
     result = run_tasks(ctx, wanted, jobs=jobs, reporter=reporter, wait=not args.no_wait)
+    if getattr(args, "shard_record", False) and result.exit_code == 0:
+        from stacks.pipeline.shards import write_shard_record
+
+        write_shard_record(ctx, built_here)
     if args.json:
         print(json.dumps(result.to_json(), indent=2))
     elif not args.quiet:

@@ -198,6 +198,33 @@ def _sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
+def verify_release(folder: Path) -> list[Finding]:
+    """A publish or release folder on its own: each archive against its published metadata.
+
+    Needs no spec and no cache (a merged release was made on no machine's cache).
+    """
+    from stacks.publish.merge import check_release
+
+    if not folder.is_dir():
+        from stacks.errors import UsageError
+
+        raise UsageError(f"{folder}: no such folder", hint="give a `stacks merge` output folder")
+    findings = []
+    for layer, path, problems in check_release(folder):
+        found = Finding(layer, "archive", path, "differs" if problems else "ok", problems)
+        if problems:
+            found.fix = "merge the shard folders again (`stacks merge OUTPUT SHARD_DIR...`)"
+        findings.append(found)
+    return findings
+
+
+def verify_published(env_name: str, folder: Path) -> list[Finding]:
+    """A layer's archives in a folder no stamp records (a merged release), against its metadata."""
+    if not any((folder / "__stacks__").glob("stack*.json")):
+        return []
+    return [item for item in verify_release(folder) if item.layer == env_name]
+
+
 # ---------------------------------------------------------------- a deployment folder
 
 

@@ -183,12 +183,15 @@ class ArchiveStep(PublishStep):
 
     def verify(self, ctx: RunContext, layer: LayerSpec, spec_arg: str) -> list[Finding]:
         """Each recorded archive against the sha256 in its stamp and its published metadata."""
-        from stacks.pipeline.verify import Finding, verify_archive
+        from stacks.pipeline.verify import Finding, verify_archive, verify_published
 
         findings = [
             verify_archive(layer.env_name, folder, stamp, spec_arg)
             for folder, _, stamp in self.recorded_destinations(ctx, layer.env_name)
         ]
+        if not findings and ctx.output_dir is not None:
+            # Published elsewhere (a `stacks merge` release): its own metadata is the record.
+            findings = verify_published(layer.env_name, ctx.output_dir)
         return findings or [Finding(layer.env_name, self.name, "", "absent")]
 
     def next_steps(self, ctx: RunContext, layers: Sequence[LayerSpec]) -> list[str]:
