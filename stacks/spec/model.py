@@ -88,6 +88,8 @@ class LayerSpec:
     source: RuntimeSource | None = None  # runtimes only
     launch_module: Path | None = None  # applications only
     support_modules: tuple[Path, ...] = ()
+    variant: str | None = None  # the hardware variant a `variants` expansion made it for
+    variant_of: str | None = None  # ... and the env name of the layer it was made from
 
     @property
     def lock_name(self) -> str:
@@ -166,6 +168,11 @@ class StackSpec:
     def of_kind(self, kind: LayerKind) -> tuple[LayerSpec, ...]:
         """Enabled layers of one kind, in definition order."""
         return tuple(layer for layer in self.layers if layer.kind is kind)
+
+    @property
+    def variants(self) -> tuple[str, ...]:
+        """The variant names of the enabled layers, in definition order."""
+        return tuple(dict.fromkeys(layer.variant for layer in self.layers if layer.variant))
 
     def dependents(self, env_name: str) -> tuple[LayerSpec, ...]:
         """Enabled layers that have `env_name` below them."""
