@@ -291,3 +291,19 @@ def test_a_spec_without_variants_is_unchanged(variant_spec: Callable[[str], Path
     assert [layer.env_name for layer in spec.of_kind(LayerKind.FRAMEWORK)] == ["framework-torch"]
     assert all(layer.variant is None and layer.variant_of is None for layer in spec.layers)
     assert spec.variants == ()
+
+
+def test_the_demo_spec_expands_into_two_variants() -> None:
+    from stackrun import REPO
+
+    spec = load_spec(REPO / "specs" / "variants.toml", environ={})
+    assert [layer.env_name for layer in spec.layers] == [
+        "cpython-3.12",
+        "framework-accel-cpu",
+        "framework-accel-gpu",
+        "app-chat-cpu",
+        "app-chat-gpu",
+    ]
+    assert spec.layer("app-chat-gpu").platforms == ("linux_x86_64", "win_amd64")
+    assert spec.layer("framework-accel-gpu").requirements == ("attrs>=23.1", "six==1.17.0")
+    assert spec.warnings == ()
