@@ -20,12 +20,8 @@ if TYPE_CHECKING:
 
 def variant_reference(spec: StackSpec, layer: LayerSpec) -> LayerSpec | None:
     """The layer the variants of `layer` are locked alike with: its first variant (None for it)."""
-    if layer.variant_of is None:
-        return None
-    for other in spec.layers:
-        if other.variant_of == layer.variant_of:
-            return None if other.env_name == layer.env_name else other
-    return None
+    first = spec.first_variant(layer)
+    return None if first is None or first.env_name == layer.env_name else first
 
 
 @dataclass(frozen=True)
@@ -82,14 +78,17 @@ def resolve_alike(
 ) -> str:
     """Resolve with the reference variant's versions wherever the lower layers allow them."""
     from stacks.lock.pylock import parse_pylock
-    from stacks.lock.uv_project import NoSolutionError
+    from stacks.lock.uv_project import MissingWheelsError, NoSolutionError
+
+    # The reference's versions may be impossible here, or lack wheels for this variant's platforms.
+    cannot = (NoSolutionError, MissingWheelsError)
 
     wanted = {n: pins for n, pins in own_requirements(reference).items() if n not in lower_names}
     if not wanted:
         return resolve_with([])
     try:
         return resolve_with([pin for pins in wanted.values() for pin in pins])
-    except NoSolutionError:
+    except cannot:
         pass  # some must differ: find out which, one package at a time
     best = resolve_with([])
     free = _versions(parse_pylock(best))
@@ -99,7 +98,7 @@ def resolve_alike(
     for name in sorted(n for n in wanted if n not in kept and n in free):
         try:
             best = resolve_with([*constraints, *wanted[name]])
-        except NoSolutionError:
+        except cannot:
             continue
         constraints += wanted[name]
     return best

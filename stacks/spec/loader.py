@@ -59,7 +59,17 @@ def load_spec(
         settings=settings,
         warnings=tuple(report.warnings),
         _by_name={layer.env_name: layer for layer in layers},
+        _first_variants=_first_variants(layers),
     )
+
+
+def _first_variants(layers: list[LayerSpec]) -> dict[str, str]:
+    """For each expanded layer: the env name of its first enabled variant."""
+    first: dict[str, str] = {}
+    for layer in layers:
+        if layer.variant_of is not None:
+            first.setdefault(layer.variant_of, layer.env_name)
+    return first
 
 
 def _top_level(report: SpecReport, document: dict[str, Any]) -> dict[str, Any]:

@@ -146,6 +146,8 @@ class StackSpec:
     settings: StackSettings
     warnings: tuple[str, ...] = ()
     _by_name: Mapping[str, LayerSpec] = field(default_factory=dict, repr=False, compare=False)
+    # variant_of -> env name of its first enabled variant (a lookup per layer keeps locks linear)
+    _first_variants: Mapping[str, str] = field(default_factory=dict, repr=False, compare=False)
 
     @property
     def spec_dir(self) -> Path:
@@ -156,6 +158,13 @@ class StackSpec:
     def name(self) -> str:
         """The spec file's name."""
         return self.path.name
+
+    def first_variant(self, layer: LayerSpec) -> LayerSpec | None:
+        """The first enabled variant of the layer `layer` is a variant of (None if it has none)."""
+        if layer.variant_of is None:
+            return None
+        first = self._first_variants.get(layer.variant_of)
+        return self._by_name[first] if first is not None else None
 
     def layer(self, env_name: str) -> LayerSpec:
         """The enabled layer with this env name."""
