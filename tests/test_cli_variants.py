@@ -139,4 +139,4 @@ def test_deploy_filters_the_manifest_records_by_variant(
     assert "no variant 'rocm' in the stack (variants: cpu, cuda)" in str(caught.value)
     plain = _manifest(tmp_path / "plain", None)
     assert main([str(plain), "--target", str(tmp_path / "t"), "--variant", "cpu"]) == 2
-    assert "variants: none: it was published without variants" in capsys.readouterr().err
+    assert f"--variant cpu: the stack in {plain} has no variants" in capsys.readouterr().err

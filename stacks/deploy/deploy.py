@@ -277,12 +277,17 @@ def only_variants(
     except (OSError, ValueError, TypeError, AttributeError) as exc:
         raise DeployError(f"{path}: not valid stack metadata ({exc})", exit_code=2) from None
     unknown = [name for name in variants if name not in groups]
-    if unknown:
-        known = ", ".join(sorted(groups)) or "none: it was published without variants"
+    if unknown and not groups:
         raise DeployError(
-            f"no variant {unknown[0]!r} in the stack (variants: {known})",
+            f"--variant {unknown[0]}: the stack in {archive_dir} has no variants",
             exit_code=2,
-            hint="leave out --variant, or give one of the stack's variants",
+            hint="leave out --variant (its spec has no framework with a `variants` table)",
+        )
+    if unknown:
+        raise DeployError(
+            f"no variant {unknown[0]!r} in the stack (variants: {', '.join(sorted(groups))})",
+            exit_code=2,
+            hint="give one of the stack's variants, or leave out --variant",
         )
     in_a_variant = set().union(*groups.values())
     wanted = set().union(*(groups[name] for name in variants))
