@@ -64,4 +64,5 @@ def cmd_deploy(args: argparse.Namespace) -> int:
         )
         if given
     ]
-    return deploy_main([args.archive_dir, "--target", args.target, *flags, *args.layers])
+    variants = [option for name in args.variant for option in ("--variant", name)]
+    return deploy_main([args.archive_dir, "--target", args.target, *flags, *variants, *args.layers])

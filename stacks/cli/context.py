@@ -38,12 +38,45 @@ def load_stack(args: argparse.Namespace) -> StackSpec:
 def selected_layers(
     args: argparse.Namespace, spec: StackSpec, *, with_dependents: bool
 ) -> tuple[LayerSpec, ...]:
-    """The layers --include selects (all without a pattern), with the layers they need."""
+    """The layers --include selects (all without a pattern), with the layers they need.
+
+    `--variant` then keeps the layers of those variants and the shared ones (no variant).
+    """
     from stacks.spec import select_layers
 
     layers, unmatched = select_layers(spec, args.include, with_dependents=with_dependents)
     _report_unmatched(args, spec, unmatched, "")
+    variants = getattr(args, "variant", [])
+    if variants:
+        check_variants(spec, variants)
+        layers = tuple(layer for layer in layers if layer.variant in (None, *variants))
     return layers
+
+
+def narrowed(args: argparse.Namespace) -> bool:
+    """Whether --include or --variant narrows the command to some layers."""
+    return bool(args.include or getattr(args, "variant", []))
+
+
+def check_variants(spec: StackSpec, variants: Sequence[str]) -> None:
+    """A --variant the spec does not declare is a usage error (a typo would select nothing)."""
+    from stacks.spec.report import did_you_mean
+
+    unknown = [name for name in variants if name not in spec.variants]
+    if not unknown:
+        return
+    if not spec.variants:
+        raise UsageError(
+            f"--variant {unknown[0]}: {spec.name} has no variants",
+            hint="variants come from a framework's `variants` table (docs/spec.md); "
+            "leave out --variant",
+        )
+    close = did_you_mean(unknown[0], spec.variants)
+    raise UsageError(
+        f"unknown variant{'s' if len(unknown) > 1 else ''}: {', '.join(unknown)}",
+        hint=(f"{close} " if close else "") + f"(variants in {spec.name}: "
+        f"{', '.join(spec.variants)})",
+    )
 
 
 def _report_unmatched(

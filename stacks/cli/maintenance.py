@@ -7,7 +7,13 @@ import json
 import sys
 from typing import TYPE_CHECKING
 
-from stacks.cli.context import asked_layers, context_from_args, load_stack, selected_layers
+from stacks.cli.context import (
+    asked_layers,
+    context_from_args,
+    load_stack,
+    narrowed,
+    selected_layers,
+)
 from stacks.errors import UsageError
 
 if TYPE_CHECKING:
@@ -21,13 +27,13 @@ def cmd_list(args: argparse.Namespace) -> int:
     spec = load_stack(args)
     ctx = context_from_args(args, spec)
     names: list[str] = []
-    if args.include:
+    if narrowed(args):
         from stacks.pipeline.engine import task_graph
 
         # The tasks of the selected layers (those matched, and the layers they need).
         layers = {layer.env_name for layer in selected_layers(args, spec, with_dependents=False)}
         names = [name for name in task_graph(ctx) if name.partition(":")[2] in layers]
-    if args.include and not names:
+    if narrowed(args) and not names:
         return 0  # --allow-missing and nothing matched: doit would list everything
     if args.json:
         return _list_json(ctx, names, with_status=args.status)
@@ -101,11 +107,16 @@ def cmd_info(args: argparse.Namespace) -> int:
         "last_finished": stamp.get("finished_at"),
         "outputs": stamp.get("outputs", {}),
     }
+    layer = spec.layer(env) if spec.has_layer(env) else None
+    if layer is not None and layer.variant is not None:
+        data["variant"], data["variant_of"] = layer.variant, layer.variant_of
     if args.json:
         print(json.dumps(data, indent=2))
         return 0
     # In words, not doit's `info` (it would show our check functions and their arguments).
     print(f"{args.task}: {task_docs(ctx).get(args.task, '')}")
+    if "variant" in data:
+        print(f"variant: {data['variant']} (of {data['variant_of']})")
     print(f"needs: {', '.join(data['depends_on']) or 'nothing'}")
     stamps = ctx.cache_dir / "stamps"
     products = [p for p in step.products(ctx, env) if p.exists() and stamps not in p.parents]
@@ -136,7 +147,7 @@ def _tasks_for(args: argparse.Namespace, ctx: RunContext) -> list[str]:
         layer.env_name
         for layer in asked_layers(args, selected_layers(args, ctx.spec, with_dependents=False))
     }
-    if not args.include:
+    if not narrowed(args):
         return list(graph)  # the stack manifest tasks too
     return [name for name in graph if name.partition(":")[2] in layers]
 

@@ -266,6 +266,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="check the archives and say what each layer would get; change nothing",
     )
     add_flag(deploy, "--json", help="print what was deployed (or would be) as JSON")
+    deploy.add_argument(
+        "--variant",
+        metavar="NAME",
+        action="append",
+        default=[],
+        help="only this hardware variant's layers and the shared ones (repeatable)",
+    )
     deploy.set_defaults(handler=cmd_deploy)
 
     add_ci_commands(commands)
@@ -373,6 +380,13 @@ def _add_spec_arguments(parser: argparse.ArgumentParser) -> None:
         action="append",
         default=[],
         help="only layers whose env name matches (fnmatch; repeatable), with the layers they need",
+    )
+    parser.add_argument(
+        "--variant",
+        metavar="NAME",
+        action="append",
+        default=[],
+        help="only the layers of this hardware variant and the shared ones (repeatable)",
     )
     add_flag(
         parser,

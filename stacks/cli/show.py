@@ -12,6 +12,7 @@ from stacks.cli.context import context_from_args, load_stack, selected_layers
 
 if TYPE_CHECKING:
     from stacks.lock.metadata import LockOptions
+    from stacks.lock.variants import VariantDifference
     from stacks.spec import LayerSpec, StackSpec
 
 
@@ -22,15 +23,20 @@ def cmd_show(args: argparse.Namespace) -> int:
     spec = load_stack(args)
     layers = selected_layers(args, spec, with_dependents=True)
     status = _lock_status(spec, layers, context_from_args(args, spec).lock_options)
+    differences = _variant_differences(spec, layers, status)
     if args.json:
         document: dict[str, Any] = {"spec_name": spec.name}
         for kind in LayerKind:
             document[kind.table] = [
-                _layer_json(spec, layer, status) for layer in layers if layer.kind is kind
+                _layer_json(spec, layer, status, differences)
+                for layer in layers
+                if layer.kind is kind
             ]
+        if spec.variants:
+            document["variants"] = list(spec.variants)
         print(json.dumps(document, indent=2))
         return 0
-    for block in _render_tree(spec, layers, status):
+    for block in _render_tree(spec, layers, status, differences):
         sys.stdout.write(block + "\n")
     return 0
 
@@ -56,8 +62,32 @@ def _lock_status(
     return status
 
 
+def _variant_differences(
+    spec: StackSpec, layers: Sequence[LayerSpec], status: dict[str, tuple[bool, int | None]]
+) -> dict[str, tuple[str, list[VariantDifference]]]:
+    """For variant layers with a valid lock: the variant locked alike with, and what differs."""
+    from stacks.lock.metadata import read_lock_meta
+    from stacks.lock.variants import VariantDifference
+
+    found = {}
+    for layer in layers:
+        meta = read_lock_meta(spec, layer) if layer.variant and status[layer.env_name][0] else None
+        record = (meta.variants or {}) if meta else {}
+        if "locked_alike_with" not in record:
+            continue
+        try:
+            listed = [VariantDifference.from_json(d) for d in record.get("differences", ())]
+        except (KeyError, TypeError, AttributeError, ValueError):
+            continue  # a hand-edited record: nothing to say about it
+        found[layer.env_name] = (str(record["locked_alike_with"]), listed)
+    return found
+
+
 def _layer_json(
-    spec: StackSpec, layer: LayerSpec, status: dict[str, tuple[bool, int | None]]
+    spec: StackSpec,
+    layer: LayerSpec,
+    status: dict[str, tuple[bool, int | None]],
+    differences: dict[str, tuple[str, list[VariantDifference]]],
 ) -> dict[str, Any]:
     def ref(env_name: str) -> dict[str, Any]:
         valid, version = status[env_name]
@@ -68,13 +98,22 @@ def _layer_json(
         }
 
     entry = ref(layer.env_name)
+    if layer.variant is not None:
+        entry["variant"], entry["variant_of"] = layer.variant, layer.variant_of
+    if layer.env_name in differences:
+        alike, listed = differences[layer.env_name]
+        entry["locked_alike_with"] = alike
+        entry["variant_differences"] = [d.to_json() for d in listed]
     entry["platforms"] = list(layer.platforms)
     entry["dependencies"] = [ref(dep) for dep in layer.dependencies]
     return entry
 
 
 def _render_tree(
-    spec: StackSpec, layers: Sequence[LayerSpec], status: dict[str, tuple[bool, int | None]]
+    spec: StackSpec,
+    layers: Sequence[LayerSpec],
+    status: dict[str, tuple[bool, int | None]],
+    differences: dict[str, tuple[str, list[VariantDifference]]],
 ) -> Iterator[str]:
     """The `show` tree, a layer at a time (a deep stack's tree is long: it is not built whole)."""
     from stacks.spec import LayerKind
@@ -99,6 +138,12 @@ def _render_tree(
             last = index == len(members) - 1
             head = indent + (corner if last else tee) + labels[layer.env_name]
             inner = indent + (blank if last else pipe)
+            if layer.variant is not None:
+                head += f"  [variant {layer.variant} of {layer.variant_of}]"
+            if layer.env_name in differences:
+                alike, listed = differences[layer.env_name]
+                lines = [f"differs from {alike}: {d.describe()}" for d in listed]
+                head += "".join(f"\n{inner}{pipe}{line}" for line in lines)
             dependencies = layer.dependencies
             if not dependencies:
                 yield head

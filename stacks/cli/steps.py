@@ -8,7 +8,7 @@ import sys
 from typing import TYPE_CHECKING
 
 from stacks.cli.compat import extra_tasks, step_layers, step_options
-from stacks.cli.context import check_reset_patterns, context_from_args, load_stack
+from stacks.cli.context import check_reset_patterns, context_from_args, load_stack, narrowed
 from stacks.errors import StacksError, UsageError
 
 if TYPE_CHECKING:
@@ -33,7 +33,7 @@ def cmd_steps(args: argparse.Namespace) -> int:
         from stacks.pipeline.output_folders import check_output_folder
 
         check_output_folder(ctx, step, [lay for lay in layers if builds_here(ctx, lay)])
-    if args.include:
+    if narrowed(args):
         ctx = ctx.with_options(selected=frozenset(layer.env_name for layer in layers))
     wanted = step.task_names(ctx, layers) + extra_tasks(args, ctx, spec)
     skipped = [

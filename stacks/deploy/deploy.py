@@ -225,6 +225,7 @@ def deploy(
     *,
     platform_name: str | None = None,
     dry_run: bool = False,
+    variants: Sequence[str] = (),
 ) -> list[DeployedLayer]:
     """Deploy the requested layers (default: all) and what they need from `archive_dir` into `target`.
 
@@ -232,7 +233,10 @@ def deploy(
     """
     archive_dir = Path(os.path.abspath(archive_dir))
     target = Path(os.path.abspath(target))
-    selected = select_layers(read_manifest(archive_dir, platform_name=platform_name), layers)
+    records = read_manifest(archive_dir, platform_name=platform_name)
+    if variants:
+        records = only_variants(records, archive_dir, platform_name, variants)
+    selected = select_layers(records, layers)
     if target.exists() and not target.is_dir():
         raise DeployError(f"--target {target} is not a folder", exit_code=2)
     # Every archive first: a missing one must not leave the layers below it half deployed.
@@ -253,6 +257,41 @@ def deploy(
         ]
     target.mkdir(parents=True, exist_ok=True)
     return [_deploy_layer(archive_dir, target, record) for record in selected]
+
+
+def only_variants(
+    records: list[LayerRecord],
+    archive_dir: Path,
+    platform_name: str | None,
+    variants: Sequence[str],
+) -> list[LayerRecord]:
+    """The layers of the given hardware variants and the shared ones, from the manifest's groups."""
+    folder = archive_dir / METADATA_DIR
+    names = ["stack.json", f"stack-{platform_name or current_platform()}.json"]
+    if platform_name:
+        names.reverse()  # the order read_manifest looks in
+    path = next((folder / n for n in names if (folder / n).is_file()), folder / names[0])
+    try:
+        groups = json.loads(path.read_text(encoding="utf-8")).get("variants", {})
+        groups = {str(k): {str(n) for n in v} for k, v in dict(groups).items()}
+    except (OSError, ValueError, TypeError, AttributeError) as exc:
+        raise DeployError(f"{path}: not valid stack metadata ({exc})", exit_code=2) from None
+    unknown = [name for name in variants if name not in groups]
+    if unknown and not groups:
+        raise DeployError(
+            f"--variant {unknown[0]}: the stack in {archive_dir} has no variants",
+            exit_code=2,
+            hint="leave out --variant (its spec has no framework with a `variants` table)",
+        )
+    if unknown:
+        raise DeployError(
+            f"no variant {unknown[0]!r} in the stack (variants: {', '.join(sorted(groups))})",
+            exit_code=2,
+            hint="give one of the stack's variants, or leave out --variant",
+        )
+    in_a_variant = set().union(*groups.values())
+    wanted = set().union(*(groups[name] for name in variants))
+    return [r for r in records if r.layer_name not in in_a_variant or r.layer_name in wanted]
 
 
 def check_archives(archive_dir: Path, records: Sequence[LayerRecord]) -> None:
@@ -693,6 +732,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="check the archives and say what each layer would get; change nothing",
     )
     parser.add_argument("--json", action="store_true", help="print the outcome as JSON")
+    parser.add_argument(
+        "--variant",
+        action="append",
+        default=[],
+        metavar="NAME",
+        help="only this hardware variant's layers and the shared ones (repeatable)",
+    )
     args = parser.parse_intermixed_args(argv)
     try:
         deployed = deploy(
@@ -701,6 +747,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             args.layers,
             platform_name=args.platform,
             dry_run=args.dry_run,
+            variants=args.variant,
         )
     except DeployError as exc:
         # As the rest of stacks: `error: <message>`, then `  hint: <fix>` on its own line.

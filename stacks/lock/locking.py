@@ -11,8 +11,8 @@ from __future__ import annotations
 import datetime
 import hashlib
 import json
-from collections.abc import Mapping
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -33,10 +33,11 @@ from stacks.lock.metadata import (
     lock_time_of,
     read_lock_meta,
 )
-from stacks.spec import LayerSpec, StackSpec
+from stacks.lock.variants import resolve_alike, variant_differences, variant_reference
+from stacks.spec import LayerSpec, StackSpec, normalise_package
 
 if TYPE_CHECKING:
-    from stacks.lock.pylock import LowerPin, PlatformScope
+    from stacks.lock.pylock import LowerPin, PlatformScope, Pylock
     from stacks.lock.uv_project import MissingWheelsError
 
 # ---------------------------------------------------------------- validity
@@ -80,12 +81,30 @@ def lock_state(spec: StackSpec, layer: LayerSpec, options: LockOptions | None) -
         reasons.extend(_changes(recorded.get("other"), current.other, "lock inputs changed"))
     if layer.versioned and current.version_inputs_hash != meta.version_inputs_hash:
         reasons.extend(_changes(recorded.get("version"), current.version, "version inputs changed"))
+    reference = variant_reference(spec, layer)
     for env, digest in current.lower_locks.items():
-        if digest is None:
+        if reference is not None and env == reference.env_name:
+            reasons += _reference_change(spec, reference, meta, digest, options)
+        elif digest is None:
             reasons.append(f"lower layer '{env}' is not locked")
         elif meta.lower_locks.get(env) != digest:
             reasons.append(f"the lock of lower layer '{env}' changed")
     return LockState(not reasons, tuple(reasons), meta)
+
+
+def _reference_change(
+    spec: StackSpec, reference: LayerSpec, meta: LockMeta, digest: str | None, options: LockOptions
+) -> list[str]:
+    """Why a variant layer is to be locked again for the first variant's sake (if it is)."""
+    recorded = meta.lower_locks.get(reference.env_name)
+    if digest is None or recorded == digest:
+        return []
+    if recorded is None and not lock_state(spec, reference, options).valid:
+        return []  # locked without it, and it has no valid lock to follow yet
+    return [
+        f"the lock of '{reference.env_name}' (variant '{reference.variant}', which the other"
+        " variants are locked alike with) changed"
+    ]
 
 
 def _venvstacks_lock_state(
@@ -245,15 +264,26 @@ def lock_layer(
     )
     previous = _previous_pins(paths.pylock)
     scope = pl.PlatformScope(layer.platforms, layer.python_version)
-    try:
-        exported = resolve(
-            project,
+
+    def resolve_with(extra: Sequence[str]) -> str:
+        return resolve(
+            project.with_constraints(extra) if extra else project,
             work_dir=work_dir,
             python=python,
             env_name=layer.env_name,
             reset=reset,
             seed=previous,
         )
+
+    reference = _locked_reference(spec, layer, given)
+    try:
+        if reference is None:
+            exported = resolve_with(())
+        else:
+            lower_names = {normalise_package(pin.name) for pin in pins}
+            exported = resolve_alike(
+                resolve_with, _read_pylock(spec, reference.env_name), lower_names
+            )
     except MissingWheelsError as failure:
         raise _wheels_per_platform(failure, layer, scope, pins, work_dir, paths) from None
     result = pl.layer_pylock(
@@ -271,6 +301,13 @@ def lock_layer(
         raise LockError(message, hint=hint)
     content = pl.render_pylock(result, layer.env_name)
     meta = _next_meta(read_lock_meta(spec, layer), content, inputs, layer, exclude_newer)
+    if layer.variant is not None:
+        record = _variant_record(spec, layer, reference, result, pins)
+        recorded = dict(meta.lower_locks)
+        first = variant_reference(spec, layer)
+        if reference is None and first is not None:
+            recorded.pop(first.env_name, None)  # not followed: it had no valid lock yet
+        meta = replace(meta, variants=record, lower_locks=recorded)
     summary = pl.render_summary(result, layer.env_name, paths.pylock.name)
     atomic.write_if_changed(paths.pylock, content)
     atomic.write_if_changed(paths.summary, summary.encode("utf-8"))
@@ -306,6 +343,37 @@ def _wheels_per_platform(
         return failure
     message, hint = pl.describe_missing(layer.env_name, missing, layer.platforms)
     return LockError(message, hint=hint)
+
+
+def _locked_reference(spec: StackSpec, layer: LayerSpec, options: LockOptions) -> LayerSpec | None:
+    """The variant `layer` is locked alike with, if it has a valid lock to follow."""
+    reference = variant_reference(spec, layer)
+    if reference is None or not lock_state(spec, reference, options).valid:
+        return None
+    return reference
+
+
+def _variant_record(
+    spec: StackSpec,
+    layer: LayerSpec,
+    reference: LayerSpec | None,
+    result: Pylock,
+    pins: list[LowerPin],
+) -> dict[str, Any]:
+    """The lock metadata's `variants` entry: the variant, and how it differs from the first one."""
+    from stacks.lock import pylock as pl
+
+    record: dict[str, Any] = {"variant": layer.variant}
+    if reference is None:
+        return record
+    lower = (reference.runtime, *reference.linearised)
+    reference_pins = [p for env in lower for p in pl.lower_pins(_read_pylock(spec, env), env)]
+    differences = variant_differences(
+        layer, reference, result, _read_pylock(spec, reference.env_name), pins, reference_pins
+    )
+    record["locked_alike_with"] = reference.env_name
+    record["differences"] = [d.to_json() for d in differences]
+    return record
 
 
 def _require_lower_locks(spec: StackSpec, layer: LayerSpec, options: LockOptions) -> None:

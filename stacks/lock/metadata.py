@@ -18,6 +18,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 from stacks.errors import LockError
 from stacks.hashing import hash_file_or_none, hash_json, scan_tree
+from stacks.lock.variants import variant_reference
 from stacks.spec import LayerSpec, StackSpec, module_name
 
 # Bump when post-processing changes what a lock contains, so older locks are redone.
@@ -94,21 +95,28 @@ class LockMeta:
     # After stacks relocks a venvstacks lock to the same packages: venvstacks' content hash,
     # kept while the content stays, so venvstacks locks above it stay valid.
     venvstacks_requirements_hash: str | None = None
+    # A variant layer's variant, the variant it was locked alike with, and what differs.
+    variants: Mapping[str, Any] | None = None
 
     def to_json(self) -> dict[str, Any]:
         """A JSON-able form (the file's content)."""
         kept = self.venvstacks_requirements_hash
-        return ({"venvstacks_requirements_hash": kept} if kept else {}) | {
-            "lock_version": self.lock_version,
-            "locked_at": self.locked_at,
-            "requirements_hash": self.requirements_hash,
-            "lock_hash": self.lock_hash,
-            "lock_input_hash": self.lock_input_hash,
-            "other_inputs_hash": self.other_inputs_hash,
-            "version_inputs_hash": self.version_inputs_hash,
-            "lower_locks": dict(sorted(self.lower_locks.items())),
-            "inputs": dict(self.inputs),
-        }
+        variants = {"variants": dict(self.variants)} if self.variants else {}
+        return (
+            ({"venvstacks_requirements_hash": kept} if kept else {})
+            | variants
+            | {
+                "lock_version": self.lock_version,
+                "locked_at": self.locked_at,
+                "requirements_hash": self.requirements_hash,
+                "lock_hash": self.lock_hash,
+                "lock_input_hash": self.lock_input_hash,
+                "other_inputs_hash": self.other_inputs_hash,
+                "version_inputs_hash": self.version_inputs_hash,
+                "lower_locks": dict(sorted(self.lower_locks.items())),
+                "inputs": dict(self.inputs),
+            }
+        )
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> LockMeta:
@@ -140,6 +148,7 @@ class LockMeta:
             lower_locks={str(k): str(v) for k, v in dict(data["lower_locks"]).items()},
             inputs=dict(data.get("inputs", {})),
             venvstacks_requirements_hash=str(kept) if kept else None,
+            variants=dict(data["variants"]) if data.get("variants") else None,
         )
 
 
@@ -261,6 +270,10 @@ def lock_inputs(spec: StackSpec, layer: LayerSpec, options: LockOptions) -> Lock
         env: hash_file_or_none(lock_paths(spec, spec.layer(env)).pylock)
         for env in layer.dependencies
     }
+    reference = variant_reference(spec, layer)
+    if reference is not None:
+        # Locked alike with its first variant: a new lock of that one is a reason to relock.
+        lower[reference.env_name] = hash_file_or_none(lock_paths(spec, reference).pylock)
     return LockInputs(tuple(layer.requirements), other, version, lower)
 
 

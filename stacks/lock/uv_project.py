@@ -91,6 +91,10 @@ class MissingWheelsError(LockError):
         self.universal = universal
 
 
+class NoSolutionError(LockError):
+    """uv found no set of versions that meets the layer's requirements and constraints."""
+
+
 @dataclass(frozen=True)
 class UvProject:
     """The generated files of a layer's uv project, and extra command-line options."""
@@ -252,7 +256,7 @@ def resolve(
                 "run again; UV_HTTP_TIMEOUT and UV_HTTP_RETRIES make uv more patient; the "
                 "previous lock files were left as they were",
             )
-        raise LockError(
+        raise NoSolutionError(
             f"cannot lock layer '{env_name}': uv found no solution\n{_trim(locked.stderr)}",
             hint=_conflict_hint(locked.stderr, project),
         )

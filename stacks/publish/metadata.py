@@ -27,5 +27,18 @@ def write_stack_metadata(
         categories[plural[layer["kind"]]].append(layer)
         atomic.write_json(folder / "env_metadata" / f"{layer['layer_name']}{suffix}.json", layer)
     manifest = folder / f"stack{suffix}.json"
-    atomic.write_json(manifest, {"layers": categories})
+    atomic.write_json(manifest, {"layers": categories, **variant_groups(categories)})
     return manifest
+
+
+def variant_groups(layers: Mapping[str, Sequence[Mapping[str, Any]]]) -> dict[str, Any]:
+    """The manifest's `variants` key: each variant's layer names (none without variants).
+
+    A stacks addition beside venvstacks' `layers`; a layer in no group is shared by all.
+    """
+    groups: dict[str, list[str]] = {}
+    for records in layers.values():
+        for record in records:
+            if isinstance(record.get("variant"), str):
+                groups.setdefault(record["variant"], []).append(str(record["layer_name"]))
+    return {"variants": groups} if groups else {}

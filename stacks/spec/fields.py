@@ -55,6 +55,21 @@ class LayerDraft:
     kept: bool = True
     platforms_complete: bool = True  # False: some listed platforms were invalid (and dropped)
     broken: bool = False  # a problem makes cross-layer resolution pointless
+    variants: dict[str, VariantFields] | None = None  # a framework's own `variants` table
+    variant: str | None = None  # set on the layers a variant expansion made
+    variant_of: str | None = None  # ... with the env name of the layer they were made from
+
+
+@dataclass
+class VariantFields:
+    """The checked fields of one entry of a framework's `variants` table."""
+
+    requirements: tuple[str, ...] = ()
+    platforms: tuple[str, ...] | None = None
+    dynlib_exclude: tuple[str, ...] = ()
+    package_indexes: dict[str, str] = field(default_factory=dict)
+    priority_indexes: tuple[str, ...] = ()
+    index_overrides: dict[str, str] = field(default_factory=dict)
 
 
 class FieldReader:
@@ -139,28 +154,12 @@ class FieldReader:
         env = draft.env_name
         requirements, _ = self.string_list(draft, entry, "requirements", required=True)
         if requirements is not None:
-            draft.requirements = self._requirements(env, requirements)
+            draft.requirements = self.requirement_list(env, requirements)
         if "build_requirements" in entry:
             self.report.warn(
                 f"layer '{env}': dropping legacy field 'build_requirements' (it is ignored)"
             )
-        platforms, clean = self.string_list(draft, entry, "platforms")
-        if not clean:
-            draft.platforms_complete = False
-        if platforms is not None:
-            unknown = [p for p in platforms if p not in PLATFORMS]
-            for p in unknown:
-                hint = f"expected one of: {', '.join(PLATFORMS)}"
-                close = did_you_mean(p, PLATFORMS)
-                self.report.problem(
-                    env,
-                    "platforms",
-                    f"invalid target platform {show(p)}",
-                    f"{close} ({hint})" if close else hint,
-                )
-            if unknown:
-                draft.platforms_complete = False
-            draft.platforms = tuple(p for p in PLATFORMS if p in platforms)
+        self.platform_list(draft, entry)
         versioned = entry.get("versioned", False)
         if not isinstance(versioned, bool):
             self.report.problem(
@@ -199,7 +198,28 @@ class FieldReader:
         excludes, _ = self.string_list(draft, entry, "dynlib_exclude")
         if excludes is not None:
             draft.dynlib_exclude = excludes
-        self._index_fields(draft, entry)
+        self.index_fields(draft, entry)
+
+    def platform_list(self, draft: LayerDraft, entry: dict[str, Any]) -> None:
+        """Check a `platforms` list into `draft` (absent: left as None, inherited)."""
+        platforms, clean = self.string_list(draft, entry, "platforms")
+        if not clean:
+            draft.platforms_complete = False
+        if platforms is None:
+            return
+        unknown = [p for p in platforms if p not in PLATFORMS]
+        for p in unknown:
+            hint = f"expected one of: {', '.join(PLATFORMS)}"
+            close = did_you_mean(p, PLATFORMS)
+            self.report.problem(
+                draft.env_name,
+                "platforms",
+                f"invalid target platform {show(p)}",
+                f"{close} ({hint})" if close else hint,
+            )
+        if unknown:
+            draft.platforms_complete = False
+        draft.platforms = tuple(p for p in PLATFORMS if p in platforms)
 
     def _linux_target(self, draft: LayerDraft, target: Any) -> None:
         parsed = _parse_linux_target(target) if isinstance(target, str) else None
@@ -217,7 +237,8 @@ class FieldReader:
             message = f"must be a string like 'glibc@2.28', not {type_name(target)}"
         self.report.problem(draft.env_name, "linux_target", message, hint)
 
-    def _index_fields(self, draft: LayerDraft, entry: dict[str, Any]) -> None:
+    def index_fields(self, draft: LayerDraft, entry: dict[str, Any]) -> None:
+        """Check `package_indexes`, `priority_indexes` and `index_overrides` into `draft`."""
         env = draft.env_name
         for package, index in self.string_table(draft, entry, "package_indexes").items():
             key = normalise_package(package)
@@ -258,7 +279,8 @@ class FieldReader:
                         index_hint(index, self.index_names),
                     )
 
-    def _requirements(self, env: str, requirements: Sequence[str]) -> tuple[str, ...]:
+    def requirement_list(self, env: str, requirements: Sequence[str]) -> tuple[str, ...]:
+        """The valid PEP 508 requirements of a list, normalised; each bad one is reported."""
         from packaging.requirements import InvalidRequirement, Requirement
 
         result = []

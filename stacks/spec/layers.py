@@ -27,7 +27,7 @@ _COMMON_FIELDS = (
 )
 _KIND_FIELDS = {
     LayerKind.RUNTIME: ("python_implementation", "fully_versioned_name", "source"),
-    LayerKind.FRAMEWORK: ("runtime", "frameworks"),
+    LayerKind.FRAMEWORK: ("runtime", "frameworks", "variants"),
     LayerKind.APPLICATION: ("runtime", "frameworks", "launch_module", "support_modules"),
 }
 # What no folder name can hold: path separators, control characters, and lone
@@ -131,6 +131,10 @@ class LayerReader(FieldReader):
             self._layered_fields(draft, entry)
         if kind is LayerKind.APPLICATION:
             self._app_fields(draft, entry)
+        if kind is LayerKind.FRAMEWORK and "variants" in entry:
+            from stacks.spec.variants import read_variants
+
+            read_variants(self, draft, entry["variants"])
         return draft
 
     def _layer_name(self, kind: LayerKind, label: str, name: Any) -> LayerDraft:

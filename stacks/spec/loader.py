@@ -20,6 +20,7 @@ from stacks.spec.layers import LayerReader
 from stacks.spec.model import LayerKind, LayerSpec, StackSpec
 from stacks.spec.report import SpecReport, did_you_mean, show, type_name
 from stacks.spec.settings import load_settings, load_uv_config
+from stacks.spec.variants import expand_variants
 
 _TOP_LEVEL_LAYERS = ("runtimes", "frameworks", "applications")
 _TOP_LEVEL_KNOWN = (*_TOP_LEVEL_LAYERS, "tool")
@@ -42,7 +43,7 @@ def load_spec(
     uv_config, index_names = load_uv_config(report, spec_path.parent, tool)
     settings = load_settings(report, tool, runtime_source, python_mirror, env, runtime_any_patch)
     reader = LayerReader(report, spec_path.parent, index_names, macosx_default(env))
-    drafts = reader.read_layers(document, settings)
+    drafts = expand_variants(report, reader.read_layers(document, settings), reader.dropped)
     graph = LayerGraph(report, reader.dropped)
     resolved = graph.resolve(drafts)
     graph.check_macosx_default(drafts, resolved, env)
@@ -58,7 +59,17 @@ def load_spec(
         settings=settings,
         warnings=tuple(report.warnings),
         _by_name={layer.env_name: layer for layer in layers},
+        _first_variants=_first_variants(layers),
     )
+
+
+def _first_variants(layers: list[LayerSpec]) -> dict[str, str]:
+    """For each expanded layer: the env name of its first enabled variant."""
+    first: dict[str, str] = {}
+    for layer in layers:
+        if layer.variant_of is not None:
+            first.setdefault(layer.variant_of, layer.env_name)
+    return first
 
 
 def _top_level(report: SpecReport, document: dict[str, Any]) -> dict[str, Any]:
@@ -120,6 +131,8 @@ def _freeze_layers(
                 source=draft.source,
                 launch_module=draft.launch_module,
                 support_modules=draft.support_modules,
+                variant=draft.variant,
+                variant_of=draft.variant_of,
             )
         )
     return layers, disabled

@@ -88,6 +88,8 @@ class LayerSpec:
     source: RuntimeSource | None = None  # runtimes only
     launch_module: Path | None = None  # applications only
     support_modules: tuple[Path, ...] = ()
+    variant: str | None = None  # the hardware variant a `variants` expansion made it for
+    variant_of: str | None = None  # ... and the env name of the layer it was made from
 
     @property
     def lock_name(self) -> str:
@@ -144,6 +146,8 @@ class StackSpec:
     settings: StackSettings
     warnings: tuple[str, ...] = ()
     _by_name: Mapping[str, LayerSpec] = field(default_factory=dict, repr=False, compare=False)
+    # variant_of -> env name of its first enabled variant (a lookup per layer keeps locks linear)
+    _first_variants: Mapping[str, str] = field(default_factory=dict, repr=False, compare=False)
 
     @property
     def spec_dir(self) -> Path:
@@ -154,6 +158,13 @@ class StackSpec:
     def name(self) -> str:
         """The spec file's name."""
         return self.path.name
+
+    def first_variant(self, layer: LayerSpec) -> LayerSpec | None:
+        """The first enabled variant of the layer `layer` is a variant of (None if it has none)."""
+        if layer.variant_of is None:
+            return None
+        first = self._first_variants.get(layer.variant_of)
+        return self._by_name[first] if first is not None else None
 
     def layer(self, env_name: str) -> LayerSpec:
         """The enabled layer with this env name."""
@@ -166,6 +177,11 @@ class StackSpec:
     def of_kind(self, kind: LayerKind) -> tuple[LayerSpec, ...]:
         """Enabled layers of one kind, in definition order."""
         return tuple(layer for layer in self.layers if layer.kind is kind)
+
+    @property
+    def variants(self) -> tuple[str, ...]:
+        """The variant names of the enabled layers, in definition order."""
+        return tuple(dict.fromkeys(layer.variant for layer in self.layers if layer.variant))
 
     def dependents(self, env_name: str) -> tuple[LayerSpec, ...]:
         """Enabled layers that have `env_name` below them."""

@@ -63,10 +63,20 @@ class LockStep(Step):
     check = staticmethod(lock_current)
 
     def needs(self, ctx: RunContext, layer: LayerSpec) -> list[str]:
-        """Its runtime (the resolver's interpreter) and the locks below it."""
-        return [task_name(RUNTIME.name, layer.runtime)] + [
+        """Its runtime (the resolver's interpreter), the locks below it, and its first variant's.
+
+        A variant is locked alike with the first variant of its layer, so that one is locked
+        first when both are in the run (`--variant` can leave it out).
+        """
+        from stacks.lock.variants import variant_reference
+
+        needed = [task_name(RUNTIME.name, layer.runtime)] + [
             task_name(self.name, dep) for dep in layer.dependencies
         ]
+        reference = variant_reference(ctx.spec, layer)
+        if reference is not None and (ctx.selected is None or reference.env_name in ctx.selected):
+            needed.append(task_name(self.name, reference.env_name))
+        return needed
 
     def describe(self, ctx: RunContext, layer: LayerSpec) -> str:
         """Which platforms the lock covers."""

@@ -29,6 +29,7 @@ from stacks.pipeline.steps.base import (
 )
 from stacks.pipeline.steps.build import build_digest, module_hashes
 from stacks.pipeline.steps.runtime import provided_runtime
+from stacks.publish.metadata import variant_groups
 from stacks.spec import LayerKind, LayerSpec
 
 if TYPE_CHECKING:
@@ -179,6 +180,8 @@ def layer_metadata(ctx: RunContext, env_name: str) -> dict[str, Any]:
         "python_implementation": f"cpython@{version}",
         "bound_to_implementation": layer.kind is LayerKind.RUNTIME,
     }
+    if layer.variant is not None:
+        data["variant"] = layer.variant  # a stacks addition: the hardware variant it is built for
     if layer.kind is LayerKind.RUNTIME:
         data["runtime_source"] = runtime.get("source")
     else:
@@ -241,6 +244,6 @@ def run_manifest(ctx: RunContext, basename: str) -> None:
             layers[layer.kind.table].append(json.loads(path.read_text(encoding="utf-8")))
     key = manifest.inputs(ctx, STACK_TASK)
     path = manifest.path(ctx)
-    atomic.write_json(path, {"layers": layers})
+    atomic.write_json(path, {"layers": layers, **variant_groups(layers)})
     outputs = {"path": str(path), "metadata_hash": hashing.hash_file_or_none(path)}
     manifest.write_stamp(ctx, STACK_TASK, key, outputs)
