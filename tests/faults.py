@@ -58,6 +58,27 @@ def end_group(process: subprocess.Popen[str]) -> None:
         os.killpg(process.pid, signal.SIGKILL)
 
 
+def interpreter_startup_error(stderr: str) -> bool:
+    """Whether `stderr` is CPython's own fatal error for a signal during its start-up.
+
+    A signal in the interpreter's first milliseconds (core start-up, the `site` module),
+    before any code of stacks runs, ends Python with "Fatal Python error: init_...".
+    """
+    return stderr.startswith("Fatal Python error: init_")
+
+
+def leftovers(*folders: Path) -> list[str]:
+    """Temporary entries of unfinished atomic writes (`.NAME.*.tmp`, `.*.partial`, `.old-`) under `folders`."""
+    found = []
+    for folder in folders:
+        for dirpath, dirnames, filenames in os.walk(folder):
+            for name in dirnames + filenames:
+                temporary = name.endswith((".tmp", ".partial")) or ".old-" in name
+                if name.startswith(".") and temporary:
+                    found.append(os.path.join(dirpath, name))
+    return sorted(found)
+
+
 def snapshot(root: Path, *, skip_bytecode: bool = True) -> dict[str, str]:
     """relative path -> sha256 of content (or `link:<target>`, `dir`) of every entry under `root`."""
     found: dict[str, str] = {}

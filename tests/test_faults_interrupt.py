@@ -20,8 +20,15 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from faults import diff, end_group, make_small_project, run_timed, snapshot, start_stacks
-from stackrun import REPO
+from faults import (
+    diff,
+    end_group,
+    interpreter_startup_error,
+    make_small_project,
+    run_timed,
+    snapshot,
+    start_stacks,
+)
 
 pytestmark = pytest.mark.slow
 
@@ -164,22 +171,13 @@ def _interrupt(project: Project, command: str, rng: random.Random, longest: floa
 
 
 def _during_startup(stderr: str) -> bool:
-    """Whether a traceback is Python's own, from a signal before stacks' code was running.
+    """Whether a traceback is the interpreter's own, from a signal before any stacks code ran.
 
-    A Ctrl-C in the first tenth of a second lands in the interpreter's start-up or in import
-    statements, before any stacks code can handle it: no frame is a stacks line that is not
-    an import.
+    A Ctrl-C in the interpreter's first milliseconds (its core start-up, the `site` module)
+    ends Python with its own "Fatal Python error: init_..."; from the first stacks import
+    on, stacks handles it (exit 130, one line).
     """
-    if "Traceback (most recent call last):" not in stderr:
-        return False
-    package = str(REPO / "stacks") + os.sep
-    lines = stderr.splitlines()
-    for index, line in enumerate(lines):
-        if line.strip().startswith(f'File "{package}'):
-            code = lines[index + 1].strip() if index + 1 < len(lines) else ""
-            if not code.startswith(("import ", "from ")):
-                return False
-    return True
+    return interpreter_startup_error(stderr)
 
 
 def _check_up_to_date_tasks(

@@ -212,6 +212,15 @@ class _ParallelXzWriter:
         while len(self._pending) > self._max_pending:
             self._out.write(self._pending.popleft().result())
 
+    def abort(self) -> None:
+        """Drop what is not compressed yet (the archive is being abandoned): return at once.
+
+        Chunks already being compressed cannot be stopped; their threads end on their own.
+        """
+        self._buffer.clear()
+        self._pending.clear()
+        self._pool.shutdown(wait=False, cancel_futures=True)
+
     def close(self) -> None:
         try:
             if self._buffer or not self._written_any:
@@ -241,8 +250,12 @@ def _compressed(fmt: str, out: _HashingWriter, threads: int) -> Iterator[Any]:
         xz = _ParallelXzWriter(out, threads=threads)
         try:
             yield xz
-        finally:
-            xz.close()
+        except BaseException:
+            # Interrupted or failed: finishing the compression first would delay the clean-up
+            # by seconds (and past a worker's grace period, leave the temporary file behind).
+            xz.abort()
+            raise
+        xz.close()
     elif fmt == "tar.zst":
         # Multi-threaded zstd output is the same for any thread count >= 1 (never use 0).
         compressor = zstandard.ZstdCompressor(
