@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import shlex
+import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -114,6 +115,7 @@ def build_request(ctx: RunContext, env_name: str) -> BuildRequest:
         runtime_source=ctx.runtime_dir(env_name) if layer.kind is LayerKind.RUNTIME else None,
         platform=ctx.platform_tag,
         verified_files=ctx.cache_dir / "verified-files.json",
+        recheck_installed=task_name(BUILD.name, env_name) in ctx.forced,
     )
 
 
@@ -129,6 +131,10 @@ def run_build(ctx: RunContext, env_name: str) -> Any:
             env_name,
         )
     warnings: list[str] = []
+    if task_name(BUILD.name, env_name) in ctx.forced:
+        failure = _provide_damaged_runtime_again(ctx, env_name)
+        if failure is not None:
+            return failure
     try:
         manifest = build_layer(build_request(ctx, env_name), warnings=warnings)
     except StacksError as exc:
@@ -139,6 +145,25 @@ def run_build(ctx: RunContext, env_name: str) -> Any:
     )
     # doit hands a returned dict back to the reporter as the task's values (also from workers).
     return {"warnings": [f"layer '{env_name}': {text}" for text in warnings]} if warnings else None
+
+
+def _provide_damaged_runtime_again(ctx: RunContext, env_name: str) -> Any:
+    """Before a forced rebuild of a runtime layer: its provided runtime, checked by content.
+
+    The build links the runtime's files, so an in-place edit of one (size and mtime put
+    back, invisible to the up-to-date check) would be linked into the rebuild again.
+    """
+    layer = ctx.spec.layer(env_name)
+    if layer.kind is not LayerKind.RUNTIME:
+        return None
+    if not any(f.failed for f in RUNTIME.verify(ctx, layer, str(ctx.spec.path))):
+        return None
+    print(
+        f"note: runtime '{env_name}': the provided runtime differs from what was provided; "
+        "providing it again",
+        file=sys.stderr,
+    )
+    return RUNTIME.action(ctx, layer.runtime)
 
 
 class BuildStep(Step):
