@@ -133,3 +133,36 @@ def test_forced_rebuild_of_a_runtime_layer_provides_a_damaged_runtime_again(
     # The export links the same file: its own fix exports it again from the repaired build.
     _run_fix(found[("export", "cpython-3.12")]["fix"], root)
     assert _verify(project) == (0, [])
+
+
+def test_garbage_lock_metadata_is_a_difference_with_a_fix(project: Path) -> None:
+    meta = project.parent / "requirements" / "framework-fw" / "pylock.framework-fw.meta.json"
+    meta.write_text("{ not json at all", encoding="utf-8")
+    code, differing = _verify(project)
+    assert code == 1
+    [finding] = [f for f in differing if (f["item"], f["layer"]) == ("lock", "framework-fw")]
+    assert finding["differences"][0].startswith("unreadable: pylock.framework-fw.meta.json")
+    _run_fix(finding["fix"], project.parent)
+    json.loads(meta.read_text(encoding="utf-8"))
+    assert _verify(project) == (0, [])
+
+
+def test_deleted_stack_manifests_are_differences_with_a_fix(project: Path) -> None:
+    root = project.parent
+    manifests = [
+        root / folder / "__stacks__" / "stack.json" for folder in ("_artifacts", "_export")
+    ]
+    before = [path.read_bytes() for path in manifests]
+    for path in manifests:
+        path.unlink()
+    code, differing = _verify(project)
+    assert code == 1
+    found = {(f["item"], f["layer"]): f for f in differing}
+    assert set(found) == {("archive", "__stack__"), ("export", "__stack__")}
+    assert found[("archive", "__stack__")]["differences"] == [
+        "missing: __stacks__/stack.json (deploy reads it first)"
+    ]
+    for finding in differing:
+        _run_fix(finding["fix"], root)
+    assert [path.read_bytes() for path in manifests] == before
+    assert _verify(project) == (0, [])

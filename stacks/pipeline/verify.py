@@ -64,7 +64,12 @@ class Finding:
 
 def verify_lock(spec: StackSpec, layer: LayerSpec, spec_arg: str) -> Finding:
     """The committed lock file against the hash its metadata recorded."""
-    from stacks.lock.metadata import folders_in_the_way, lock_paths, read_lock_meta
+    from stacks.lock.metadata import (
+        folders_in_the_way,
+        lock_meta_problem,
+        lock_paths,
+        read_lock_meta,
+    )
 
     paths = lock_paths(spec, layer)
     meta = read_lock_meta(spec, layer)
@@ -79,7 +84,13 @@ def verify_lock(spec: StackSpec, layer: LayerSpec, spec_arg: str) -> Finding:
         )
         return found
     if meta is None:
-        found.status = "absent"
+        problem = lock_meta_problem(spec, layer)
+        if problem is None:
+            found.status = "absent"
+            return found
+        # Garbage metadata is no lock at all for every step: say so (locking rewrites it).
+        found.status, found.differences = "differs", [problem]
+        found.fix = f"stacks lock {quote(spec_arg)} --include {quote(layer.env_name)}"
         return found
     if meta.written_by == "venvstacks":
         from stacks.lock.venvstacks_meta import content_hash_of
@@ -177,12 +188,28 @@ def verify_archive(env_name: str, folder: Path, stamp: dict[str, Any], spec_arg:
         found.status, found.differences = "differs", problems
         found.fix = (
             f"rm -f {quote(str(archive))} && stacks publish {quote(spec_arg)} "
-            f"--output-dir {quote(str(folder))}{_publish_options(env_name, stamp)}"
+            f"--output-dir {quote(str(folder))}{publish_options(env_name, stamp)}"
         )
     return found
 
 
-def _publish_options(env_name: str, stamp: dict[str, Any]) -> str:
+def verify_stack_manifest(
+    item: str, layer: str, path: Path, outputs: dict[str, Any], fix: str
+) -> Finding:
+    """A publish or export folder's stack manifest against the hash its stamp recorded."""
+    found = Finding(layer, item, str(path), "ok")
+    recorded = outputs.get("metadata_hash")
+    actual = hashing.hash_file_or_none(path)
+    if actual is None:
+        found.differences = [f"missing: __stacks__/{path.name} (deploy reads it first)"]
+    elif recorded is not None and actual != recorded:
+        found.differences = [f"changed: __stacks__/{path.name}"]
+    if found.differences:
+        found.status, found.fix = "differs", fix
+    return found
+
+
+def publish_options(env_name: str, stamp: dict[str, Any]) -> str:
     """The publish options (besides the folder) that made a recorded archive: format, tags."""
     detail = stamp.get("input_detail", {}).get("archive") or [None, "tar.xz"]
     options = f" --format {quote(str(detail[1]))}" if detail[1] != "tar.xz" else ""

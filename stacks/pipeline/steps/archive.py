@@ -181,6 +181,15 @@ class ArchiveStep(PublishStep):
             "metadata_name": metadata_name(ctx, env_name, tagged=ctx.tag_outputs),
         }
 
+    def rewrite_command(
+        self, spec_arg: str, folder: Path, layer_stamp: tuple[str, dict[str, Any]] | None
+    ) -> str:
+        """`stacks publish` into the folder, with the format and tag options it was made with."""
+        from stacks.pipeline.verify import publish_options
+
+        command = super().rewrite_command(spec_arg, folder, layer_stamp)
+        return command + (publish_options(*layer_stamp) if layer_stamp else "")
+
     def verify(self, ctx: RunContext, layer: LayerSpec, spec_arg: str) -> list[Finding]:
         """Each recorded archive against the sha256 in its stamp and its published metadata."""
         from stacks.pipeline.verify import Finding, verify_archive
