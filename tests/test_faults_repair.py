@@ -7,6 +7,7 @@ passes by content, publishing archives the pristine file and the app runs.
 
 from __future__ import annotations
 
+import importlib.metadata
 import json
 import os
 import shlex
@@ -166,3 +167,27 @@ def test_deleted_stack_manifests_are_differences_with_a_fix(project: Path) -> No
         _run_fix(finding["fix"], root)
     assert [path.read_bytes() for path in manifests] == before
     assert _verify(project) == (0, [])
+
+
+def test_verify_names_the_tools_that_changed_since_an_archive_was_made(project: Path) -> None:
+    """Each archive's metadata records the tools that decide its bytes; verify compares them
+    with the ones a republish would use now and names each change (a note, not a failure)."""
+    meta = project.parent / "_artifacts" / "__stacks__" / "env_metadata" / "framework-fw.json"
+    published = json.loads(meta.read_text(encoding="utf-8"))
+    tools = published["build_tools"]
+    assert tools["uv"] == importlib.metadata.version("uv")
+    assert tools["compression"]["library"] == "liblzma" and tools["compression"]["level"] == 6
+    out = stacks("verify", project, "--json")
+    notes = {(f["item"], f["layer"]): f["notes"] for f in json.loads(out.stdout)["findings"]}
+    assert notes[("archive", "framework-fw")] == []
+    # As if published by an older uv with another liblzma: the record is of another time.
+    then = {**tools, "uv": "0.1.0", "compression": {**tools["compression"], "version": "5.0.0"}}
+    meta.write_text(json.dumps({**published, "build_tools": then}), encoding="utf-8")
+    out = stacks("verify", project)  # exit 0: tools are notes
+    assert (
+        "note: built with other tools than a republish would use now (its bytes may differ): "
+        f"compression version 5.0.0 -> {tools['compression']['version']}, "
+        f"uv 0.1.0 -> {tools['uv']}"
+    ) in out.stdout
+    stacks("publish", project)  # the edited metadata is an output: written again
+    assert json.loads(meta.read_text(encoding="utf-8"))["build_tools"] == tools

@@ -38,6 +38,16 @@ def pylock_has_packages(pylock: Path) -> bool:
     return bool(pylock_packages(pylock))
 
 
+def uv_version() -> str | None:
+    """The version of the uv that installs packages (the `uv` package's, which ships the binary)."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("uv")
+    except PackageNotFoundError:
+        return None
+
+
 def subprocess_env(extra: dict[str, str] | None = None) -> dict[str, str]:
     """A clean environment for build subprocesses (no user site, no stray virtualenv)."""
     env = {

@@ -19,6 +19,7 @@ import hashlib
 import json
 import os
 import stat
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from shlex import quote
@@ -40,6 +41,7 @@ class Finding:
     status: str  # "ok", "differs" or "absent" (never made: not a difference)
     differences: list[str] = field(default_factory=list)
     fix: str | None = None
+    notes: list[str] = field(default_factory=list)  # worth knowing, not a difference
 
     @property
     def failed(self) -> bool:
@@ -55,6 +57,7 @@ class Finding:
             "status": self.status,
             "differences": self.differences,
             "fix": self.fix,
+            "notes": self.notes,
         }
 
 
@@ -163,8 +166,18 @@ def _verify_tree(env_name: str, item: str, tree: Path, manifest: Path, fix: str)
     return found
 
 
-def verify_archive(env_name: str, folder: Path, stamp: dict[str, Any], spec_arg: str) -> Finding:
-    """One recorded archive: its sha256 against the stamp and its published metadata."""
+def verify_archive(
+    env_name: str,
+    folder: Path,
+    stamp: dict[str, Any],
+    spec_arg: str,
+    tools_now: Callable[[str], dict[str, Any]] | None = None,
+) -> Finding:
+    """One recorded archive: its sha256 against the stamp and its published metadata.
+
+    `tools_now(format)`: the tool versions a republish would use, compared with the
+    `build_tools` its metadata recorded (a note for each that changed, never a difference).
+    """
     outputs = stamp.get("outputs", {})
     archive = folder / str(outputs.get("archive_name", ""))
     metadata = folder / "__stacks__" / "env_metadata" / str(outputs.get("metadata_name", ""))
@@ -182,6 +195,8 @@ def verify_archive(env_name: str, folder: Path, stamp: dict[str, Any], spec_arg:
         published = json.loads(metadata.read_text(encoding="utf-8"))
         if published.get("archive_hashes", {}).get("sha256") != outputs.get("sha256"):
             problems.append(f"changed: {metadata.name} (its sha256 is not the archive's)")
+        if tools_now is not None:
+            found.notes = tool_changes(published.get("build_tools"), tools_now)
     except (OSError, ValueError, AttributeError):
         problems.append(f"missing or unreadable: __stacks__/env_metadata/{metadata.name}")
     if problems:
@@ -207,6 +222,40 @@ def verify_stack_manifest(
     if found.differences:
         found.status, found.fix = "differs", fix
     return found
+
+
+def tool_changes(recorded: Any, tools_now: Callable[[str], dict[str, Any]]) -> list[str]:
+    """Which recorded `build_tools` versions differ from the current ones, in words."""
+    if not isinstance(recorded, dict):
+        return ["its metadata records no build_tools (published by an earlier stacks)"]
+    compression = recorded.get("compression")
+    fmt = compression.get("format") if isinstance(compression, dict) else None
+    then, now = _flat(recorded), _flat(tools_now(str(fmt or "tar.xz")))
+    changed = [
+        f"{name} {_shown(then.get(name))} -> {_shown(now.get(name))}"
+        for name in sorted(set(then) | set(now))
+        if then.get(name) != now.get(name)
+    ]
+    if not changed:
+        return []
+    return [
+        "built with other tools than a republish would use now (its bytes may differ): "
+        + ", ".join(changed)
+    ]
+
+
+def _shown(value: Any) -> str:
+    return "unrecorded" if value is None else str(value)
+
+
+def _flat(tools: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    flat: dict[str, Any] = {}
+    for key, value in tools.items():
+        if isinstance(value, dict):
+            flat.update(_flat(value, f"{prefix}{key} "))
+        else:
+            flat[prefix + key] = value
+    return flat
 
 
 def publish_options(env_name: str, stamp: dict[str, Any]) -> str:
@@ -358,6 +407,8 @@ def render(findings: list[Finding], *, quiet: bool = False) -> str:
             lines.append(f"           {difference}")
         if item.fix:
             lines.append(f"           fix: {item.fix}")
+        if not quiet:
+            lines.extend(f"           note: {note}" for note in item.notes)
     failed = sum(f.failed for f in findings)
     checked = sum(f.status != "absent" for f in findings)
     if quiet:

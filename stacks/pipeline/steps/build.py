@@ -88,6 +88,12 @@ def build_digest(ctx: RunContext, env_name: str) -> str | None:
     return None if stamp is None else stamp.get("outputs", {}).get("digest")
 
 
+def build_uv_version(ctx: RunContext, env_name: str) -> str | None:
+    """The version of uv that installed a finished build's packages, from its stamp."""
+    stamp = hashing.read_stamp(BUILD.stamp_path(ctx, env_name))
+    return None if stamp is None else stamp.get("outputs", {}).get("uv")
+
+
 def build_request(ctx: RunContext, env_name: str) -> BuildRequest:
     """The BuildRequest for a layer: its lock, runtime and lower layers."""
     from stacks.build.request import BuildRequest, LowerLayer
@@ -139,10 +145,11 @@ def run_build(ctx: RunContext, env_name: str) -> Any:
         manifest = build_layer(build_request(ctx, env_name), warnings=warnings)
     except StacksError as exc:
         return task_failure(exc, env_name)
+    from stacks.build.install import uv_version
+
     atomic.write_json(BUILD.tree_manifest_path(ctx, env_name), manifest.to_json())
-    BUILD.write_stamp(
-        ctx, env_name, inputs, {"digest": manifest.digest(), "entries": len(manifest.entries)}
-    )
+    outputs = {"digest": manifest.digest(), "entries": len(manifest.entries), "uv": uv_version()}
+    BUILD.write_stamp(ctx, env_name, inputs, outputs)
     # doit hands a returned dict back to the reporter as the task's values (also from workers).
     return {"warnings": [f"layer '{env_name}': {text}" for text in warnings]} if warnings else None
 
