@@ -23,11 +23,11 @@ import pytest
 from faults import (
     diff,
     end_group,
-    interpreter_startup_error,
     make_small_project,
     run_timed,
     snapshot,
     start_stacks,
+    stopped_before_stacks_ran,
 )
 
 pytestmark = pytest.mark.slow
@@ -163,21 +163,11 @@ def _interrupt(project: Project, command: str, rng: random.Random, longest: floa
     finally:
         end_group(process)
     kill = Kill(command, sig.name, jobs, delay, process.returncode, finished)
-    if not finished and sig != signal.SIGKILL and not _during_startup(stderr):
+    if not finished and sig != signal.SIGKILL and not stopped_before_stacks_ran(stderr):
         # A graceful interruption: a short message and exit 130, never a traceback.
         assert "Traceback" not in stderr, f"{kill}\n{stderr}"
         assert process.returncode in (130, 0, 1, -sig), f"{kill}\n{stderr}"
     return kill
-
-
-def _during_startup(stderr: str) -> bool:
-    """Whether a traceback is the interpreter's own, from a signal before any stacks code ran.
-
-    A Ctrl-C in the interpreter's first milliseconds (its core start-up, the `site` module)
-    ends Python with its own "Fatal Python error: init_..."; from the first stacks import
-    on, stacks handles it (exit 130, one line).
-    """
-    return interpreter_startup_error(stderr)
 
 
 def _check_up_to_date_tasks(
@@ -317,4 +307,6 @@ def test_parallel_runs_stop_promptly_and_leave_nothing_running(tmp_path: Path) -
             assert _processes_mentioning(str(project.root)) == [], context
         finally:
             end_group(process)
-        assert "Traceback" not in stderr or _during_startup(stderr), f"{context}\n{stderr}"
+        assert "Traceback" not in stderr or stopped_before_stacks_ran(stderr), (
+            f"{context}\n{stderr}"
+        )

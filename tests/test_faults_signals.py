@@ -18,11 +18,11 @@ from pathlib import Path
 import pytest
 from faults import (
     end_group,
-    interpreter_startup_error,
     leftovers,
     make_small_project,
     stacks_env,
     start_stacks,
+    stopped_before_stacks_ran,
 )
 from projects import private_uv_cache
 from stackrun import stacks
@@ -123,7 +123,7 @@ def test_ctrl_c_during_start_up_is_one_line_and_exit_130(tmp_path: Path) -> None
             end_group(process)
         code = process.returncode
         context = f"SIGINT {0.004 * trial:.3f} s after the start: exit {code}\n{stderr}"
-        if _before_stacks_code(code, stderr):
+        if (code == -signal.SIGINT and not stderr) or stopped_before_stacks_ran(stderr):
             outcomes["before stacks' code"] += 1
         elif code == 0:
             outcomes["finished first"] += 1
@@ -133,25 +133,3 @@ def test_ctrl_c_during_start_up_is_one_line_and_exit_130(tmp_path: Path) -> None
             outcomes["interrupted"] += 1
     # Some Ctrl-Cs must have landed while stacks was starting or running, or this tested nothing.
     assert outcomes["interrupted"] >= 4, outcomes
-
-
-def _before_stacks_code(code: int, stderr: str) -> bool:
-    """Whether Python itself stopped on the signal before any code of stacks ran.
-
-    Killed by SIGINT before the interpreter set its handler, its "Fatal Python error:
-    init_..." (core start-up, `site`), or a traceback of Python's own frames (runpy finding
-    the package, the import system) and of `stacks/__main__.py` importing the module that
-    sets the handler: that import statement is the first line of stacks that runs.
-    """
-    if interpreter_startup_error(stderr) or (code == -signal.SIGINT and not stderr):
-        return True
-    lines = [line.strip() for line in stderr.splitlines()]
-    for index, line in enumerate(lines):
-        if line.startswith("File ") and not line.startswith('File "<frozen '):
-            first_line = line.endswith('__main__.py", line 3, in <module>')
-            if not (first_line and lines[index + 1 : index + 2] == [FIRST_IMPORT]):
-                return False
-    return "Traceback (most recent call last):" in lines and lines[-1] == "KeyboardInterrupt"
-
-
-FIRST_IMPORT = "from stacks.startup import quit_on_ctrl_c"

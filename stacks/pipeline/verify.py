@@ -411,6 +411,9 @@ def render(findings: list[Finding], *, quiet: bool = False) -> str:
             lines.extend(f"           note: {note}" for note in item.notes)
     failed = sum(f.failed for f in findings)
     checked = sum(f.status != "absent" for f in findings)
+    if len({f.fix for f in findings if f.failed and f.fix}) > 1:
+        # A build edited in place is also the source of its archive and export.
+        lines.append("run the fixes in the order shown (builds before what is made from them)")
     if quiet:
         pass
     elif not checked:
