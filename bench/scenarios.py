@@ -111,29 +111,29 @@ def noop(bench: Bench) -> list[Row]:
     )
     importtime = repeat(
         lambda: imported_modules(
-            bench.python("-X", "importtime", "-c", "import stacks.cli").stderr
-        )["stacks.cli"],
+            bench.python("-X", "importtime", "-c", "import stacks.cli.entry").stderr
+        )["stacks.cli.entry"],
         bench.runs,
         warmup=1,
     )
     rows.append(
         Row(
             "no-op",
-            "import stacks.cli (-X importtime, cumulative)",
+            "import stacks.cli.entry (-X importtime, cumulative)",
             importtime,
             target="< 100 ms",
             met=importtime.median < 0.1,
         )
     )
     wall, base = paired(
-        lambda: bench.python("-c", "import stacks.cli").timing,
+        lambda: bench.python("-c", "import stacks.cli.entry").timing,
         lambda: bench.python("-c", "pass").timing,
         bench.runs,
     )
     rows.append(
         Row(
             "no-op",
-            'python -c "import stacks.cli" (wall)',
+            'python -c "import stacks.cli.entry" (wall)',
             wall,
             baseline="python -c pass",
             baseline_sample=base,

@@ -1,5 +1,9 @@
 """`python -m stacks` runs the command-line interface."""
 
-from stacks.cli import console_main
+from stacks.startup import quit_on_ctrl_c
 
-console_main()
+restore_sigint = quit_on_ctrl_c()  # first: the imports below take a while
+
+from stacks.cli.entry import console_main  # noqa: E402
+
+console_main(restore_sigint=restore_sigint)

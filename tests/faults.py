@@ -58,6 +58,49 @@ def end_group(process: subprocess.Popen[str]) -> None:
         os.killpg(process.pid, signal.SIGKILL)
 
 
+def interpreter_startup_error(stderr: str) -> bool:
+    """Whether `stderr` is CPython's own fatal error for a signal during its start-up.
+
+    A signal in the interpreter's first milliseconds (core start-up, the `site` module),
+    before any code of stacks runs, ends Python with "Fatal Python error: init_...".
+    """
+    return stderr.startswith("Fatal Python error: init_")
+
+
+FIRST_IMPORT = "from stacks.startup import quit_on_ctrl_c"  # stacks/__main__.py, line 3
+
+
+def stopped_before_stacks_ran(stderr: str) -> bool:
+    """Whether Python itself stopped on a signal before any code of stacks ran, by its output.
+
+    CPython's "Fatal Python error: init_..." (core start-up, `site`), or a KeyboardInterrupt
+    traceback of Python's own frames (runpy finding the package, the import system) and of
+    `stacks/__main__.py` importing the module that sets the handler: that import statement
+    is the first line of stacks that runs.
+    """
+    if interpreter_startup_error(stderr):
+        return True
+    lines = [line.strip() for line in stderr.splitlines()]
+    for index, line in enumerate(lines):
+        if line.startswith("File ") and not line.startswith('File "<frozen '):
+            first_line = line.endswith('__main__.py", line 3, in <module>')
+            if not (first_line and lines[index + 1 : index + 2] == [FIRST_IMPORT]):
+                return False
+    return "Traceback (most recent call last):" in lines and lines[-1:] == ["KeyboardInterrupt"]
+
+
+def leftovers(*folders: Path) -> list[str]:
+    """Temporary entries of unfinished atomic writes (`.NAME.*.tmp`, `.*.partial`, `.old-`) under `folders`."""
+    found = []
+    for folder in folders:
+        for dirpath, dirnames, filenames in os.walk(folder):
+            for name in dirnames + filenames:
+                temporary = name.endswith((".tmp", ".partial")) or ".old-" in name
+                if name.startswith(".") and temporary:
+                    found.append(os.path.join(dirpath, name))
+    return sorted(found)
+
+
 def snapshot(root: Path, *, skip_bytecode: bool = True) -> dict[str, str]:
     """relative path -> sha256 of content (or `link:<target>`, `dir`) of every entry under `root`."""
     found: dict[str, str] = {}

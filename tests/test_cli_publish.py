@@ -8,8 +8,11 @@ re-published after edits, and exported.
 
 from __future__ import annotations
 
+import ctypes
+import importlib.metadata
 import json
 import os
+import platform
 import shlex
 import shutil
 import stat
@@ -32,6 +35,7 @@ from projects import (
 )
 from stackrun import REPO, stacks
 
+from stacks import __version__ as stacks_version
 from stacks.deploy.deploy import current_platform
 
 pytestmark = pytest.mark.slow
@@ -219,6 +223,29 @@ COMMON_FIELDS = {
     "archive_size",
     "archive_hashes",
     "kind",
+    "build_tools",  # a stacks addition
+}
+
+
+def lzma_version() -> str:
+    """The version of the system's liblzma, asked directly."""
+    library = ctypes.CDLL("liblzma.so.5")
+    library.lzma_version_string.restype = ctypes.c_char_p
+    return library.lzma_version_string().decode()
+
+
+# What decides an archive's bytes, as this machine has it (tar.xz: liblzma, preset 6).
+CURRENT_TOOLS = {
+    "stacks": stacks_version,
+    "uv": importlib.metadata.version("uv"),
+    "python": platform.python_version(),
+    "compression": {
+        "format": "tar.xz",
+        "library": "liblzma",
+        "version": lzma_version(),
+        "level": 6,
+        "chunk_size": 4 << 20,
+    },
 }
 FIELDS = {
     "cpython-3.12": COMMON_FIELDS | {"runtime_source"},
@@ -268,6 +295,7 @@ def test_published_metadata_has_venvstacks_fields_and_values(
         assert entry["runtime_layer"] == RUNTIME
         assert entry["python_implementation"] == f"cpython@{runtime_version}"
         assert entry["bound_to_implementation"] is (env == "cpython-3.12")
+        assert entry["build_tools"] == CURRENT_TOOLS
     assert entries["cpython-3.12"]["kind"] == "runtime"
     assert entries["cpython-3.12"]["runtime_source"]["kind"] == "local"
     assert entries["framework-fw"]["required_layers"] == []

@@ -20,8 +20,15 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from faults import diff, end_group, make_small_project, run_timed, snapshot, start_stacks
-from stackrun import REPO
+from faults import (
+    diff,
+    end_group,
+    make_small_project,
+    run_timed,
+    snapshot,
+    start_stacks,
+    stopped_before_stacks_ran,
+)
 
 pytestmark = pytest.mark.slow
 
@@ -156,30 +163,11 @@ def _interrupt(project: Project, command: str, rng: random.Random, longest: floa
     finally:
         end_group(process)
     kill = Kill(command, sig.name, jobs, delay, process.returncode, finished)
-    if not finished and sig != signal.SIGKILL and not _during_startup(stderr):
+    if not finished and sig != signal.SIGKILL and not stopped_before_stacks_ran(stderr):
         # A graceful interruption: a short message and exit 130, never a traceback.
         assert "Traceback" not in stderr, f"{kill}\n{stderr}"
         assert process.returncode in (130, 0, 1, -sig), f"{kill}\n{stderr}"
     return kill
-
-
-def _during_startup(stderr: str) -> bool:
-    """Whether a traceback is Python's own, from a signal before stacks' code was running.
-
-    A Ctrl-C in the first tenth of a second lands in the interpreter's start-up or in import
-    statements, before any stacks code can handle it: no frame is a stacks line that is not
-    an import.
-    """
-    if "Traceback (most recent call last):" not in stderr:
-        return False
-    package = str(REPO / "stacks") + os.sep
-    lines = stderr.splitlines()
-    for index, line in enumerate(lines):
-        if line.strip().startswith(f'File "{package}'):
-            code = lines[index + 1].strip() if index + 1 < len(lines) else ""
-            if not code.startswith(("import ", "from ")):
-                return False
-    return True
 
 
 def _check_up_to_date_tasks(
@@ -319,4 +307,6 @@ def test_parallel_runs_stop_promptly_and_leave_nothing_running(tmp_path: Path) -
             assert _processes_mentioning(str(project.root)) == [], context
         finally:
             end_group(process)
-        assert "Traceback" not in stderr or _during_startup(stderr), f"{context}\n{stderr}"
+        assert "Traceback" not in stderr or stopped_before_stacks_ran(stderr), (
+            f"{context}\n{stderr}"
+        )

@@ -21,6 +21,7 @@ SHARED = (
     "stacks.platforms",
     "stacks.progress",
     "stacks.streaming",
+    "stacks.startup",
 )
 STEPS = ("stacks.lock", "stacks.runtime", "stacks.build", "stacks.publish")
 # For each part: the parts (and shared leaves) it must never import.

@@ -38,6 +38,16 @@ def pylock_has_packages(pylock: Path) -> bool:
     return bool(pylock_packages(pylock))
 
 
+def uv_version() -> str | None:
+    """The version of the uv that installs packages (the `uv` package's, which ships the binary)."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("uv")
+    except PackageNotFoundError:
+        return None
+
+
 def subprocess_env(extra: dict[str, str] | None = None) -> dict[str, str]:
     """A clean environment for build subprocesses (no user site, no stray virtualenv)."""
     env = {
@@ -55,11 +65,12 @@ def uv_install(request: BuildRequest, python: Path) -> None:
 
     uv hard-links files from its cache; if anything ever edited such a file in place (a build
     or export folder is easy to edit by mistake), the cache itself is corrupt. Checking RECORD
-    hashes catches that, and the packages are fetched again instead of re-linking bad bytes.
+    hashes catches that, and the packages are purged from uv's cache and fetched again
+    instead of re-linking bad bytes. A forced rebuild hashes every file (see VerifiedFiles).
     """
     _run_uv_install(request, python)
     site = python.parent.parent / request.site_dir
-    verified = VerifiedFiles.load(request.verified_files)
+    verified = VerifiedFiles.load(request.verified_files, trust=not request.recheck_installed)
     damaged = verify_installed(site, verified)
     if not damaged:
         verified.save()

@@ -16,27 +16,32 @@ class VerifiedFiles:
 
     Installed files are hard links into uv's cache, so every layer (and every rebuild) with
     the same package holds the same inodes: each is hashed once, not once per build. Editing
-    a file in place changes its mtime, so it is hashed again, like the stat drift checks.
+    a file in place changes its mtime, so it is hashed again, like the stat drift checks; an
+    edit that puts the size and mtime back is not seen here. That is why a forced rebuild
+    (`trust=False`) hashes every file, and a file found damaged is forgotten.
     """
 
     LIMIT = 100_000  # entries kept; past it, only the files of this build are kept
 
-    def __init__(self, path: Path | None, known: dict[str, list[Any]] | None = None) -> None:
+    def __init__(
+        self, path: Path | None, known: dict[str, list[Any]] | None = None, *, trust: bool = True
+    ) -> None:
         self.path = path
         self.known = known or {}
+        self.trust = trust  # False: `matches` never answers from the record (it still learns)
         self.changed = False
         self.used: set[str] = set()
 
     @classmethod
-    def load(cls, path: Path | None) -> VerifiedFiles:
+    def load(cls, path: Path | None, *, trust: bool = True) -> VerifiedFiles:
         """The record at `path` (empty if missing or unreadable; None: remember nothing)."""
         if path is None:
-            return cls(None)
+            return cls(None, trust=trust)
         try:
             data = json.loads(path.read_text(encoding="utf-8"))
         except (OSError, ValueError):
             data = {}
-        return cls(path, data if isinstance(data, dict) else {})
+        return cls(path, data if isinstance(data, dict) else {}, trust=trust)
 
     @staticmethod
     def _key(info: os.stat_result) -> str:
@@ -45,7 +50,7 @@ class VerifiedFiles:
     def matches(self, info: os.stat_result, sha256: str) -> bool:
         """Whether this file (by stat) was verified before with this RECORD hash."""
         key = self._key(info)
-        if self.known.get(key) != [info.st_size, info.st_mtime_ns, sha256]:
+        if not self.trust or self.known.get(key) != [info.st_size, info.st_mtime_ns, sha256]:
             return False
         self.used.add(key)
         return True
@@ -56,6 +61,11 @@ class VerifiedFiles:
         self.known[key] = [info.st_size, info.st_mtime_ns, sha256]
         self.used.add(key)
         self.changed = True
+
+    def forget(self, info: os.stat_result) -> None:
+        """Drop a file found not to match (its inode may still be linked elsewhere)."""
+        if self.known.pop(self._key(info), None) is not None:
+            self.changed = True
 
     def save(self) -> None:
         """Write the record (atomically; concurrent builds may drop each other's additions)."""
@@ -103,6 +113,7 @@ def verify_installed(site: Path, verified: VerifiedFiles | None = None) -> dict[
             return dist, f"{path.name} (missing)"
         actual = base64.urlsafe_b64encode(digest.digest()).rstrip(b"=").decode("ascii")
         if actual != expected:
+            verified.forget(info)
             return dist, path.name
         verified.add(info, expected)
         return None
@@ -114,7 +125,11 @@ def verify_installed(site: Path, verified: VerifiedFiles | None = None) -> dict[
             return False
 
     # Answering from the record takes a stat; only the rest is worth a thread each.
-    checks = [item for item in checks if not known(item)] if verified.known else checks
+    checks = (
+        [item for item in checks if not known(item)]
+        if verified.known and verified.trust
+        else checks
+    )
     damaged: dict[str, list[str]] = {}
     with ThreadPoolExecutor(max_workers=os.cpu_count() or 2) as pool:
         for found in pool.map(bad, checks):

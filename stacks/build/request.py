@@ -34,6 +34,10 @@ class BuildRequest:
     runtime_source: Path | None = None  # runtime layers: the provisioned runtime to copy
     platform: str = "linux_x86_64"
     verified_files: Path | None = None  # the project's record of files already checked
+    # A forced rebuild (--clean, a fix verify prints): every installed file is hashed, the
+    # record is not trusted (it knows files by inode, size and mtime, which an in-place
+    # edit can keep).
+    recheck_installed: bool = False
 
     @property
     def python_xy(self) -> str:

@@ -38,9 +38,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 1
 
 
-def console_main() -> NoReturn:
-    """The `stacks` and `python -m stacks` entry point: run, then exit with the code."""
+def console_main(*, restore_sigint: bool = False) -> NoReturn:
+    """Run, then exit with the code; `restore_sigint`: Ctrl-C raises KeyboardInterrupt again.
+
+    The entry points (`stacks.cli.console_main`, `python -m stacks`) import this module after
+    `stacks.startup.quit_on_ctrl_c`, which ends the process on Ctrl-C until this runs.
+    """
     try:
+        if restore_sigint:
+            signal.signal(signal.SIGINT, signal.default_int_handler)
         code = main()
         # The work is done: a late Ctrl-C or SIGTERM must not turn the interpreter's shutdown
         # into a traceback. Blocked signals are simply dropped when the process exits.

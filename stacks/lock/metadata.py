@@ -161,6 +161,26 @@ def read_lock_meta(spec: StackSpec, layer: LayerSpec) -> LockMeta | None:
         return None
 
 
+def lock_meta_problem(spec: StackSpec, layer: LayerSpec) -> str | None:
+    """Why the layer's lock metadata file is there but cannot be read (None: it reads, or is absent)."""
+    path = lock_paths(spec, layer).meta
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError) as exc:  # a folder, no permission, not UTF-8
+        return f"unreadable: {path.name} ({exc})"
+    try:
+        data = json.loads(text)
+    except ValueError as exc:
+        return f"unreadable: {path.name} (not valid JSON: {exc})"
+    try:
+        LockMeta.from_json(data)
+    except (ValueError, KeyError, TypeError, AttributeError) as exc:
+        return f"unreadable: {path.name} (not lock metadata: {type(exc).__name__} {exc})"
+    return None
+
+
 # ---------------------------------------------------------------- inputs
 
 

@@ -52,10 +52,13 @@ def prepare_workers() -> None:
 
     A worker ignores Ctrl-C (the terminal sends it to the whole group; the main process then
     stops its workers with SIGTERM). The first SIGTERM that reaches a worker inside doit's
-    worker loop becomes KeyboardInterrupt, so the step removes its temporary folder; any
-    other SIGTERM ends the worker at once (a second one during that clean-up would only
-    print a traceback, and one that lands while the worker is still starting, inside
-    Python's at-fork hooks, would be swallowed there and leave the worker waiting forever).
+    worker loop becomes KeyboardInterrupt, so the step removes its temporary files, and the
+    worker ignores every later SIGTERM: doit and `stop_workers` both terminate each worker,
+    and a second signal ending the worker half way through its clean-up would leave a
+    `.NAME.*.tmp` or `.NAME.*.partial` behind (`stop_workers` waits for the clean-up and
+    kills only a worker that does not finish it). A SIGTERM that lands while the worker is
+    still starting, inside Python's at-fork hooks, ends it at once (raising there would be
+    swallowed and leave the worker waiting forever; it has nothing to clean up yet).
     On Linux a worker also gets SIGTERM when the main process dies: without that, a
     `kill -9` of stacks leaves workers that finish their task next to the rerun and then
     wait forever for work from a parent that is gone.
@@ -66,12 +69,10 @@ def prepare_workers() -> None:
     _WORKERS_PREPARED.append(parent)
 
     def _in_child() -> None:
-        stopping: list[bool] = []
-
         def _on_sigterm(signum: int, frame: Any) -> None:
-            if stopping or not _inside_worker_loop(frame):
+            if not _inside_worker_loop(frame):
                 os._exit(128 + signum)
-            stopping.append(True)
+            signal.signal(signal.SIGTERM, signal.SIG_IGN)
             raise KeyboardInterrupt
 
         signal.signal(signal.SIGINT, signal.SIG_IGN)
@@ -92,11 +93,13 @@ def prepare_workers() -> None:
 
 
 def stop_workers(timeout: float = 10.0) -> None:
-    """Stop worker processes still running after doit returned or raised.
+    """Stop worker processes still running after doit returned or raised, and wait for them.
 
     doit terminates its workers when interrupted while it waits for results, but not when
     the interrupt lands while it is still starting them; the workers then wait for jobs
-    forever, and so does this process, joining them at exit.
+    forever, and so does this process, joining them at exit. doit does not wait for the
+    workers it terminated either: without the wait here, stacks would exit while a worker
+    still removes its temporary files. A worker already stopping ignores the second SIGTERM.
     """
     import multiprocessing
 

@@ -19,6 +19,7 @@ import hashlib
 import json
 import os
 import stat
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from shlex import quote
@@ -40,6 +41,7 @@ class Finding:
     status: str  # "ok", "differs" or "absent" (never made: not a difference)
     differences: list[str] = field(default_factory=list)
     fix: str | None = None
+    notes: list[str] = field(default_factory=list)  # worth knowing, not a difference
 
     @property
     def failed(self) -> bool:
@@ -55,6 +57,7 @@ class Finding:
             "status": self.status,
             "differences": self.differences,
             "fix": self.fix,
+            "notes": self.notes,
         }
 
 
@@ -64,7 +67,12 @@ class Finding:
 
 def verify_lock(spec: StackSpec, layer: LayerSpec, spec_arg: str) -> Finding:
     """The committed lock file against the hash its metadata recorded."""
-    from stacks.lock.metadata import folders_in_the_way, lock_paths, read_lock_meta
+    from stacks.lock.metadata import (
+        folders_in_the_way,
+        lock_meta_problem,
+        lock_paths,
+        read_lock_meta,
+    )
 
     paths = lock_paths(spec, layer)
     meta = read_lock_meta(spec, layer)
@@ -79,7 +87,13 @@ def verify_lock(spec: StackSpec, layer: LayerSpec, spec_arg: str) -> Finding:
         )
         return found
     if meta is None:
-        found.status = "absent"
+        problem = lock_meta_problem(spec, layer)
+        if problem is None:
+            found.status = "absent"
+            return found
+        # Garbage metadata is no lock at all for every step: say so (locking rewrites it).
+        found.status, found.differences = "differs", [problem]
+        found.fix = f"stacks lock {quote(spec_arg)} --include {quote(layer.env_name)}"
         return found
     if meta.written_by == "venvstacks":
         from stacks.lock.venvstacks_meta import content_hash_of
@@ -152,8 +166,18 @@ def _verify_tree(env_name: str, item: str, tree: Path, manifest: Path, fix: str)
     return found
 
 
-def verify_archive(env_name: str, folder: Path, stamp: dict[str, Any], spec_arg: str) -> Finding:
-    """One recorded archive: its sha256 against the stamp and its published metadata."""
+def verify_archive(
+    env_name: str,
+    folder: Path,
+    stamp: dict[str, Any],
+    spec_arg: str,
+    tools_now: Callable[[str], dict[str, Any]] | None = None,
+) -> Finding:
+    """One recorded archive: its sha256 against the stamp and its published metadata.
+
+    `tools_now(format)`: the tool versions a republish would use, compared with the
+    `build_tools` its metadata recorded (a note for each that changed, never a difference).
+    """
     outputs = stamp.get("outputs", {})
     archive = folder / str(outputs.get("archive_name", ""))
     metadata = folder / "__stacks__" / "env_metadata" / str(outputs.get("metadata_name", ""))
@@ -171,18 +195,70 @@ def verify_archive(env_name: str, folder: Path, stamp: dict[str, Any], spec_arg:
         published = json.loads(metadata.read_text(encoding="utf-8"))
         if published.get("archive_hashes", {}).get("sha256") != outputs.get("sha256"):
             problems.append(f"changed: {metadata.name} (its sha256 is not the archive's)")
+        if tools_now is not None:
+            found.notes = tool_changes(published.get("build_tools"), tools_now)
     except (OSError, ValueError, AttributeError):
         problems.append(f"missing or unreadable: __stacks__/env_metadata/{metadata.name}")
     if problems:
         found.status, found.differences = "differs", problems
         found.fix = (
             f"rm -f {quote(str(archive))} && stacks publish {quote(spec_arg)} "
-            f"--output-dir {quote(str(folder))}{_publish_options(env_name, stamp)}"
+            f"--output-dir {quote(str(folder))}{publish_options(env_name, stamp)}"
         )
     return found
 
 
-def _publish_options(env_name: str, stamp: dict[str, Any]) -> str:
+def verify_stack_manifest(
+    item: str, layer: str, path: Path, outputs: dict[str, Any], fix: str
+) -> Finding:
+    """A publish or export folder's stack manifest against the hash its stamp recorded."""
+    found = Finding(layer, item, str(path), "ok")
+    recorded = outputs.get("metadata_hash")
+    actual = hashing.hash_file_or_none(path)
+    if actual is None:
+        found.differences = [f"missing: __stacks__/{path.name} (deploy reads it first)"]
+    elif recorded is not None and actual != recorded:
+        found.differences = [f"changed: __stacks__/{path.name}"]
+    if found.differences:
+        found.status, found.fix = "differs", fix
+    return found
+
+
+def tool_changes(recorded: Any, tools_now: Callable[[str], dict[str, Any]]) -> list[str]:
+    """Which recorded `build_tools` versions differ from the current ones, in words."""
+    if not isinstance(recorded, dict):
+        return ["its metadata records no build_tools (published by an earlier stacks)"]
+    compression = recorded.get("compression")
+    fmt = compression.get("format") if isinstance(compression, dict) else None
+    then, now = _flat(recorded), _flat(tools_now(str(fmt or "tar.xz")))
+    changed = [
+        f"{name} {_shown(then.get(name))} -> {_shown(now.get(name))}"
+        for name in sorted(set(then) | set(now))
+        if then.get(name) != now.get(name)
+    ]
+    if not changed:
+        return []
+    return [
+        "built with other tools than a republish would use now (its bytes may differ): "
+        + ", ".join(changed)
+    ]
+
+
+def _shown(value: Any) -> str:
+    return "unrecorded" if value is None else str(value)
+
+
+def _flat(tools: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    flat: dict[str, Any] = {}
+    for key, value in tools.items():
+        if isinstance(value, dict):
+            flat.update(_flat(value, f"{prefix}{key} "))
+        else:
+            flat[prefix + key] = value
+    return flat
+
+
+def publish_options(env_name: str, stamp: dict[str, Any]) -> str:
     """The publish options (besides the folder) that made a recorded archive: format, tags."""
     detail = stamp.get("input_detail", {}).get("archive") or [None, "tar.xz"]
     options = f" --format {quote(str(detail[1]))}" if detail[1] != "tar.xz" else ""
@@ -358,8 +434,13 @@ def render(findings: list[Finding], *, quiet: bool = False) -> str:
             lines.append(f"           {difference}")
         if item.fix:
             lines.append(f"           fix: {item.fix}")
+        if not quiet:
+            lines.extend(f"           note: {note}" for note in item.notes)
     failed = sum(f.failed for f in findings)
     checked = sum(f.status != "absent" for f in findings)
+    if len({f.fix for f in findings if f.failed and f.fix}) > 1:
+        # A build edited in place is also the source of its archive and export.
+        lines.append("run the fixes in the order shown (builds before what is made from them)")
     if quiet:
         pass
     elif not checked:

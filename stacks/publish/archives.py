@@ -16,6 +16,7 @@ regular files, so the bytes do not depend on how the build tree shares inodes.
 from __future__ import annotations
 
 import contextlib
+import functools
 import gzip
 import hashlib
 import lzma
@@ -50,6 +51,50 @@ ZSTD_LEVEL = 6
 GZIP_LEVEL = 6
 _COPY_CHUNK = 1 << 20
 _ZIP_EPOCH = 315532800  # 1980-01-01T00:00:00Z, the earliest date a zip entry can hold
+
+
+def compression_tools(fmt: str) -> dict[str, Any]:
+    """The compression library, its version and settings for archives in format `fmt`.
+
+    Another version may give other bytes for the same content (`build_tools` in the
+    published metadata records it, with the other tools that decide an archive's bytes).
+    """
+    import zlib
+
+    tools: dict[str, Any] = {"format": fmt}
+    if fmt == "tar.xz":
+        tools.update(
+            library="liblzma",
+            version=_liblzma_version(),
+            level=XZ_PRESET,
+            chunk_size=XZ_CHUNK_SIZE,
+        )
+    elif fmt == "tar.zst":
+        tools.update(
+            library="zstandard",
+            version=zstandard.__version__,
+            libzstd=".".join(map(str, zstandard.ZSTD_VERSION)),
+            level=ZSTD_LEVEL,
+        )
+    else:  # tar.gz and zip deflate with zlib
+        tools.update(library="zlib", version=zlib.ZLIB_RUNTIME_VERSION, level=GZIP_LEVEL)
+    return tools
+
+
+@functools.cache
+def _liblzma_version() -> str | None:
+    """The version of the liblzma that Python's lzma module uses (None if it cannot be asked)."""
+    import ctypes
+    import ctypes.util
+
+    name = ctypes.util.find_library("lzma")
+    try:
+        library = ctypes.CDLL(name or "liblzma.so.5")
+        library.lzma_version_string.restype = ctypes.c_char_p
+        version: bytes = library.lzma_version_string()
+    except (OSError, AttributeError):
+        return None
+    return version.decode("ascii", "replace")
 
 
 @dataclass(frozen=True)
@@ -212,6 +257,15 @@ class _ParallelXzWriter:
         while len(self._pending) > self._max_pending:
             self._out.write(self._pending.popleft().result())
 
+    def abort(self) -> None:
+        """Drop what is not compressed yet (the archive is being abandoned): return at once.
+
+        Chunks already being compressed cannot be stopped; their threads end on their own.
+        """
+        self._buffer.clear()
+        self._pending.clear()
+        self._pool.shutdown(wait=False, cancel_futures=True)
+
     def close(self) -> None:
         try:
             if self._buffer or not self._written_any:
@@ -241,8 +295,12 @@ def _compressed(fmt: str, out: _HashingWriter, threads: int) -> Iterator[Any]:
         xz = _ParallelXzWriter(out, threads=threads)
         try:
             yield xz
-        finally:
-            xz.close()
+        except BaseException:
+            # Interrupted or failed: finishing the compression first would delay the clean-up
+            # by seconds (and past a worker's grace period, leave the temporary file behind).
+            xz.abort()
+            raise
+        xz.close()
     elif fmt == "tar.zst":
         # Multi-threaded zstd output is the same for any thread count >= 1 (never use 0).
         compressor = zstandard.ZstdCompressor(

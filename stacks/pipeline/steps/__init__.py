@@ -89,6 +89,10 @@ def verify_stack(ctx: RunContext, layers: Sequence[LayerSpec], spec_arg: str) ->
         for step in STEPS:
             if not step.needs_this_platform or builds_here(ctx, layer):
                 findings += step.verify(ctx, layer, spec_arg)
+    # The stack manifests of the folders written (one per publish or export destination).
+    for step in STEPS:
+        if step.manifest is not None:
+            findings += step.manifest.verify(ctx, None, spec_arg)
     return findings
 
 

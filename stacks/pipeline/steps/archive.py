@@ -20,7 +20,7 @@ from stacks.pipeline.steps.base import (
     task_failure,
     unchanged,
 )
-from stacks.pipeline.steps.build import BUILD
+from stacks.pipeline.steps.build import BUILD, build_uv_version
 from stacks.pipeline.steps.publish import (
     PublishStep,
     epoch,
@@ -94,6 +94,7 @@ def run_archive(ctx: RunContext, env_name: str) -> Any:
             "target_platform": ctx.platform_tag,
             "archive_size": result.size,
             "archive_hashes": {"sha256": result.sha256},
+            "build_tools": build_tools(ctx.archive_format, build_uv_version(ctx, env_name)),
         }
     )
     atomic.write_json(meta_path, metadata)
@@ -109,6 +110,22 @@ def run_archive(ctx: RunContext, env_name: str) -> Any:
     }
     ARCHIVE.write_stamp(ctx, env_name, key, outputs)
     return None
+
+
+def build_tools(fmt: str, uv: str | None) -> dict[str, Any]:
+    """The versions of what decides an archive's bytes: stacks, the uv that installed the
+    build, the Python writing the archive (tarfile, zipfile) and the compression library."""
+    import platform
+
+    from stacks import __version__
+    from stacks.publish.archives import compression_tools
+
+    return {
+        "stacks": __version__,
+        "uv": uv,
+        "python": platform.python_version(),
+        "compression": compression_tools(fmt),
+    }
 
 
 def _archive_build(previous: dict[str, Any], lock_version: Any, name: str, sha256: str) -> int:
@@ -181,12 +198,25 @@ class ArchiveStep(PublishStep):
             "metadata_name": metadata_name(ctx, env_name, tagged=ctx.tag_outputs),
         }
 
+    def rewrite_command(
+        self, spec_arg: str, folder: Path, layer_stamp: tuple[str, dict[str, Any]] | None
+    ) -> str:
+        """`stacks publish` into the folder, with the format and tag options it was made with."""
+        from stacks.pipeline.verify import publish_options
+
+        command = super().rewrite_command(spec_arg, folder, layer_stamp)
+        return command + (publish_options(*layer_stamp) if layer_stamp else "")
+
     def verify(self, ctx: RunContext, layer: LayerSpec, spec_arg: str) -> list[Finding]:
         """Each recorded archive against the sha256 in its stamp and its published metadata."""
+        from stacks.build.install import uv_version
         from stacks.pipeline.verify import Finding, verify_archive, verify_published
 
+        def tools_now(fmt: str) -> dict[str, Any]:  # what a rebuild and republish would use
+            return build_tools(fmt, uv_version())
+
         findings = [
-            verify_archive(layer.env_name, folder, stamp, spec_arg)
+            verify_archive(layer.env_name, folder, stamp, spec_arg, tools_now)
             for folder, _, stamp in self.recorded_destinations(ctx, layer.env_name)
         ]
         if not findings and ctx.output_dir is not None:

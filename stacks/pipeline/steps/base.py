@@ -301,6 +301,43 @@ class StackManifestStep(Step):
         remove_empty_parents(stamps)
         return removed
 
+    def verify(self, ctx: RunContext, layer: LayerSpec | None, spec_arg: str) -> list[Finding]:
+        """Every recorded stack manifest (`layer`: None, it is the stack's) against its stamp.
+
+        Deploying a folder starts from its stack manifest: a missing or edited one is a
+        difference, fixed by writing the folder's outputs again (only the manifest is redone).
+        """
+        from stacks.pipeline.verify import Finding, verify_stack_manifest
+
+        given = self.parent.folder(ctx)
+        findings = []
+        for stamp_path in self.recorded_stamps(ctx, STACK_TASK):
+            outputs = (hashing.read_stamp(stamp_path) or {}).get("outputs") or {}
+            if not isinstance(outputs.get("path"), str):
+                continue
+            path = Path(outputs["path"])
+            folder = path.parent.parent  # <folder>/__stacks__/stack.json
+            if given is not None and folder != given:
+                continue
+            fix = self.parent.rewrite_command(spec_arg, folder, self._a_layer_stamp(stamp_path))
+            findings.append(verify_stack_manifest(self.name, STACK_TASK, path, outputs, fix))
+        return findings or [Finding(STACK_TASK, self.name, "", "absent")]
+
+    def _a_layer_stamp(self, manifest_stamp: Path) -> tuple[str, dict[str, Any]] | None:
+        """(layer, stamp) of one layer written to the same destination as a manifest stamp.
+
+        Both are kept under the destination's key: `<stamps>/manifest/<key>/<step>.json`
+        and `<stamps>/<step>/<key>/<layer>.json`.
+        """
+        stamps = manifest_stamp.parent.parent.parent / self.name / manifest_stamp.parent.name
+        for path in sorted(stamps.glob("*.json")):
+            if path.name.endswith(".manifest.json"):
+                continue
+            stamp = hashing.read_stamp(path)
+            if stamp is not None:
+                return path.stem, stamp
+        return None
+
 
 # ---------------------------------------------------------------- shared by every step
 

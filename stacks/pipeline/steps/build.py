@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import shlex
+import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -87,6 +88,12 @@ def build_digest(ctx: RunContext, env_name: str) -> str | None:
     return None if stamp is None else stamp.get("outputs", {}).get("digest")
 
 
+def build_uv_version(ctx: RunContext, env_name: str) -> str | None:
+    """The version of uv that installed a finished build's packages, from its stamp."""
+    stamp = hashing.read_stamp(BUILD.stamp_path(ctx, env_name))
+    return None if stamp is None else stamp.get("outputs", {}).get("uv")
+
+
 def build_request(ctx: RunContext, env_name: str) -> BuildRequest:
     """The BuildRequest for a layer: its lock, runtime and lower layers."""
     from stacks.build.request import BuildRequest, LowerLayer
@@ -114,6 +121,7 @@ def build_request(ctx: RunContext, env_name: str) -> BuildRequest:
         runtime_source=ctx.runtime_dir(env_name) if layer.kind is LayerKind.RUNTIME else None,
         platform=ctx.platform_tag,
         verified_files=ctx.cache_dir / "verified-files.json",
+        recheck_installed=task_name(BUILD.name, env_name) in ctx.forced,
     )
 
 
@@ -129,16 +137,40 @@ def run_build(ctx: RunContext, env_name: str) -> Any:
             env_name,
         )
     warnings: list[str] = []
+    if task_name(BUILD.name, env_name) in ctx.forced:
+        failure = _provide_damaged_runtime_again(ctx, env_name)
+        if failure is not None:
+            return failure
     try:
         manifest = build_layer(build_request(ctx, env_name), warnings=warnings)
     except StacksError as exc:
         return task_failure(exc, env_name)
+    from stacks.build.install import uv_version
+
     atomic.write_json(BUILD.tree_manifest_path(ctx, env_name), manifest.to_json())
-    BUILD.write_stamp(
-        ctx, env_name, inputs, {"digest": manifest.digest(), "entries": len(manifest.entries)}
-    )
+    outputs = {"digest": manifest.digest(), "entries": len(manifest.entries), "uv": uv_version()}
+    BUILD.write_stamp(ctx, env_name, inputs, outputs)
     # doit hands a returned dict back to the reporter as the task's values (also from workers).
     return {"warnings": [f"layer '{env_name}': {text}" for text in warnings]} if warnings else None
+
+
+def _provide_damaged_runtime_again(ctx: RunContext, env_name: str) -> Any:
+    """Before a forced rebuild of a runtime layer: its provided runtime, checked by content.
+
+    The build links the runtime's files, so an in-place edit of one (size and mtime put
+    back, invisible to the up-to-date check) would be linked into the rebuild again.
+    """
+    layer = ctx.spec.layer(env_name)
+    if layer.kind is not LayerKind.RUNTIME:
+        return None
+    if not any(f.failed for f in RUNTIME.verify(ctx, layer, str(ctx.spec.path))):
+        return None
+    print(
+        f"note: runtime '{env_name}': the provided runtime differs from what was provided; "
+        "providing it again",
+        file=sys.stderr,
+    )
+    return RUNTIME.action(ctx, layer.runtime)
 
 
 class BuildStep(Step):

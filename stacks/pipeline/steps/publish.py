@@ -121,6 +121,14 @@ class PublishStep(Step):
         """The part of the inputs that names where and how it writes."""
         return {}
 
+    def rewrite_command(
+        self, spec_arg: str, folder: Path, layer_stamp: tuple[str, dict[str, Any]] | None
+    ) -> str:
+        """The command that writes a recorded destination again (`layer_stamp`: one of its layers')."""
+        from shlex import quote
+
+        return f"stacks {self.verb} {quote(spec_arg)} --output-dir {quote(str(folder))}"
+
     def expected_outputs(self, ctx: RunContext, env_name: str) -> dict[str, Any]:
         """The outputs the step writes in this run's folder, as a stamp would record them."""
         return {}
