@@ -8,11 +8,12 @@ sees as JSON). `build_stack` runs `configure_layer` so the tree works like a bui
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
 import subprocess
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -219,6 +220,34 @@ def run_app(python: Path, module: str = LAUNCH_MODULE) -> dict[str, Any]:
     assert done.returncode == 0, done.stderr
     assert done.stderr == ""
     return json.loads(done.stdout)
+
+
+@contextlib.contextmanager
+def second_path(folder: Path, where: Path) -> Iterator[Path]:
+    """`folder` reached through another path: a bind mount at `where`, else a symlink there."""
+    where.mkdir()
+    mounted = (
+        subprocess.run(["mount", "--bind", str(folder), str(where)], capture_output=True).returncode
+        == 0
+    )
+    if not mounted:
+        where.rmdir()
+        where.symlink_to(folder, target_is_directory=True)
+    try:
+        yield where
+    finally:
+        if mounted:
+            subprocess.run(["umount", "-l", str(where)], check=False)
+            where.rmdir()
+        else:
+            where.unlink()
+
+
+def is_mount(path: Path) -> bool:
+    """Whether `path` is a mount point (a bind mount, which os.path.ismount cannot tell)."""
+    with open("/proc/self/mounts", encoding="utf-8") as mounts:
+        points = {line.split()[1].replace("\\040", " ") for line in mounts if line.strip()}
+    return os.path.abspath(path) in points
 
 
 def assert_runs_from(report: dict[str, Any], root: Path) -> None:

@@ -27,7 +27,7 @@ from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 from test_deploy import ROOT, hostile_tar, hostile_zip, publish_raw, snapshot, tar_member
 
-from stacks.deploy.deploy import DeployError, deploy, main
+from stacks.deploy.deploy import RECORD, DeployError, deploy, main
 
 FUZZ = settings(
     max_examples=150,
@@ -183,7 +183,8 @@ def _deploy_and_check(
         event(f"exit {code}")
     assert snapshot(folder, target) == before  # nothing written outside the target
     if target.exists():
-        assert [n for n in os.listdir(target) if n.startswith(".")] == []  # no partials
+        hidden = [n for n in os.listdir(target) if n.startswith(".")]
+        assert hidden == ([RECORD] if code == 0 else [])  # no partials
         if code == 0:
             assert (target / ROOT / ".stacks-deployed.json").is_file()
     return code
