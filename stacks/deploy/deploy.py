@@ -391,6 +391,26 @@ def configure_staged(layer: Path, record: LayerRecord, lower_dirs: dict[str, str
         raise DeployError(f"{record.install_target}: {exc}") from None
 
 
+_NATIVE_MAGIC = (b"\x7fELF", b"\xcf\xfa\xed\xfe", b"\xce\xfa\xed\xfe", b"\xca\xfe\xba\xbe")
+
+
+def _check_interpreter(python: Path, record: LayerRecord) -> None:
+    """The runtime's interpreter must be a native executable inside its own layer (no script)."""
+    runtime = os.path.realpath(python.parent.parent)
+    real = os.path.realpath(python)
+    try:
+        with open(real, "rb") as handle:
+            magic = handle.read(4)
+    except OSError as exc:
+        raise DeployError(f"{record.install_target}: cannot read {python}: {exc}") from None
+    if os.path.commonpath([real, runtime]) != runtime or magic not in _NATIVE_MAGIC:
+        raise DeployError(
+            f"{record.install_target}: {python} is not a native interpreter inside its runtime "
+            f"layer; refusing to run it",
+            hint="deploy archives published by stacks (the runtime's bin/python is CPython)",
+        )
+
+
 _COMPILE = (
     "import compileall, sys\n"
     "ok = compileall.compile_dir(sys.argv[1], ddir=sys.argv[2], quiet=2, workers=int(sys.argv[3]))\n"
@@ -406,6 +426,7 @@ def compile_bytecode(python: Path, lib: Path, record: LayerRecord) -> None:
             f"{record.install_target}: base Python {python} is missing",
             hint=f"deploy its runtime {record.runtime_layer} too",
         )
+    _check_interpreter(python, record)
     final = lib.parent.parent / record.install_target / "lib"
     workers = str(min(os.cpu_count() or 1, 8))
     command = [str(python), "-I", "-S", "-X", "utf8", "-c", _COMPILE, str(lib), str(final), workers]
