@@ -65,6 +65,21 @@ print(json.dumps({
 """
 
 
+# The framework's console script `fw-report` (an entry point in fwpkg's dist-info).
+_FRAMEWORK_CLI = """\
+import json
+import sys
+
+import rtpkg
+
+
+def main():
+    print(json.dumps({"argv": sys.argv, "prefix": sys.prefix, "sys_path": sys.path,
+                      "runtime": rtpkg.WHERE}))
+    return 3
+"""
+
+
 def source_python() -> Path:
     """The local CPython 3.12 installation the runtime layer is copied from (skip if none)."""
     candidates = [os.environ.get("STACKS_TEST_PYTHON312", ""), "/root/.pyenv/versions/3.12.1"]
@@ -149,6 +164,14 @@ def make_framework(layer: Path) -> None:
     package.mkdir(parents=True)
     (package / "__init__.py").write_text(
         "import rtpkg\n\nWHERE = __file__\nVALUE = 'framework ' + type(rtpkg).__name__\n",
+        encoding="utf-8",
+    )
+    (package / "cli.py").write_text(_FRAMEWORK_CLI, encoding="utf-8")
+    dist_info = layer / SITE / "fw_report-1.0.dist-info"
+    dist_info.mkdir()
+    (dist_info / "entry_points.txt").write_text(
+        "[console_scripts]\nfw-report = fwpkg.cli:main\nbad/name = fwpkg.cli:main\n"
+        "fw-bad = fwpkg.cli:main; rm -rf\n",
         encoding="utf-8",
     )
     (package / "libfake.so.1").write_bytes(b"not really a shared library\n")

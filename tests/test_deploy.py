@@ -515,3 +515,32 @@ def test_plain_archive_of_evil_root_is_fine(tmp_path: Path) -> None:
     layer.mkdir()
     unpack_layer(artifacts / f"{ROOT}.tar.gz", layer, ROOT, max_bytes=1 << 20)
     assert (layer / "link").read_bytes() == b"data" == (layer / "hard").read_bytes()
+
+
+def test_entry_point_script_runs_from_a_moved_deployment(published: Path, tmp_path: Path) -> None:
+    target = tmp_path / "first"
+    deploy(published, target)
+    scripts = sorted(os.listdir(target / FRAMEWORK / "bin"))
+    assert "fw-report" in scripts and "fw-bad" not in scripts  # only plain entry points
+    moved = tmp_path / ODD_FOLDER / "moved"
+    moved.parent.mkdir()
+    shutil.move(str(target), moved)
+    script = moved / FRAMEWORK / "bin" / "fw-report"
+    done = subprocess.run(
+        [str(script), "one", "two words"],
+        capture_output=True,
+        text=True,
+        env=clean_env(),
+        cwd="/",
+        check=False,
+    )
+    assert done.returncode == 3, done.stderr  # the function's return value is the exit code
+    report = json.loads(done.stdout)
+    assert report["argv"] == [str(script), "one", "two words"]
+    assert report["prefix"] == str(moved / FRAMEWORK)
+    assert report["runtime"].startswith(str(moved / RUNTIME) + os.sep)
+    assert all(p.startswith(str(moved) + os.sep) for p in report["sys_path"]), report
+    assert not any(f.failed for f in verify_deployed(moved))
+    (moved / FRAMEWORK / "bin" / "fw-report").unlink()
+    problems = [d for f in verify_deployed(moved) for d in f.differences]
+    assert problems == ["unconfigured: bin/fw-report is not what its metadata makes"]

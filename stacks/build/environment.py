@@ -29,6 +29,8 @@ def build_layer(request: BuildRequest, *, warnings: list[str] | None = None) -> 
         else:
             _build_layered(request, stage)
         remove_scripts(stage, request)
+        if request.layer.kind is not LayerKind.RUNTIME:
+            _write_entry_points(request, stage)
         link_dynlibs(request, stage)
         _write_layer_metadata(request, stage)
     # The smoke check runs on the final folder: the venv's paths must be the real ones. Its
@@ -109,6 +111,16 @@ def _build_layered(request: BuildRequest, stage: Path) -> None:
     for module in (request.layer.launch_module, *request.layer.support_modules):
         if module is not None:
             _copy_module(module, site)
+
+
+def _write_entry_points(request: BuildRequest, stage: Path) -> None:
+    """Relocatable launchers for the console scripts of the layer's packages (uv's are gone)."""
+    from stacks.deploy import postinstall
+
+    found = postinstall.find_entry_points(str(stage / request.site_dir))
+    postinstall.write_layer_files(
+        str(stage), postinstall.entry_point_files({"python": "bin/python"}, found)
+    )
 
 
 def _copy_module(source: Path, site: Path) -> None:

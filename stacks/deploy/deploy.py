@@ -534,9 +534,14 @@ def _configuration_problems(layer: Path, config: dict[str, Any]) -> list[str]:
     problems = []
     try:
         paths = postinstall._resolve_paths(str(layer), config)
-        wanted = postinstall.layer_files(
-            config, symlinks=True, dynlibs=postinstall.has_dynlibs(str(layer), paths, None)
-        )
+        wanted = {
+            **postinstall.entry_point_files(
+                config, postinstall.find_entry_points(paths["site_dir"])
+            ),
+            **postinstall.layer_files(
+                config, symlinks=True, dynlibs=postinstall.has_dynlibs(str(layer), paths, None)
+            ),
+        }
     except (postinstall.LayerConfigError, ValueError) as exc:
         return [f"unconfigured: {exc}"]
     for rel, (kind, value, _) in sorted(wanted.items()):

@@ -23,8 +23,10 @@ from __future__ import annotations
 
 import argparse
 import compileall
+import configparser
 import json
 import os
+import re
 import shlex
 import sys
 import tempfile
@@ -209,6 +211,77 @@ def layer_files(
     return files
 
 
+_DOTTED = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*\Z")
+_SCRIPT_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+-]*\Z")
+
+
+def find_entry_points(site_dir: str) -> dict[str, tuple[str, str]]:
+    """Console and GUI scripts of the packages in `site_dir`: name -> (module, attribute).
+
+    Read from each `*.dist-info/entry_points.txt` (data, never run); entries whose name,
+    module or attribute is not plain are skipped, as are names of the interpreter itself.
+    """
+    found: dict[str, tuple[str, str]] = {}
+    try:
+        infos = sorted(n for n in os.listdir(site_dir) if n.endswith(".dist-info"))
+    except OSError:
+        return found
+    for info in infos:
+        parser = configparser.ConfigParser(interpolation=None, strict=False, delimiters=("=",))
+        parser.optionxform = str  # type: ignore[assignment,method-assign]
+        try:
+            parser.read(os.path.join(site_dir, info, "entry_points.txt"), encoding="utf-8")
+        except (configparser.Error, UnicodeDecodeError, OSError):
+            continue
+        for section in ("console_scripts", "gui_scripts"):
+            if not parser.has_section(section):
+                continue
+            for name, value in parser.items(section):
+                target = value.split("[", 1)[0].strip()
+                module, _, attribute = (part.strip() for part in target.partition(":"))
+                if (
+                    _SCRIPT_NAME.match(name)
+                    and not name.startswith("python")
+                    and _DOTTED.match(module)
+                    and _DOTTED.match(attribute)
+                ):
+                    found.setdefault(name, (module, attribute))
+    return found
+
+
+def render_entry_point(module: str, attribute: str) -> str:
+    """A relocatable `bin/<script>`: runs `module:attribute` with this layer's `bin/python`."""
+    if not (_DOTTED.match(module) and _DOTTED.match(attribute)):
+        raise ValueError(f"not an entry point: {module}:{attribute}")
+    code = (
+        "import importlib, sys; sys.argv[:2] = sys.argv[1:2]; "
+        "sys.path[:1] = filter(None, sys.path[:1])\n"  # no working folder on sys.path
+        # Double quotes only: the code sits in single quotes in the script (names are plain).
+        f'target = importlib.import_module("{module}")\n'
+        f'for name in "{attribute}".split("."): target = getattr(target, name)\n'
+        "sys.exit(target())"
+    )
+    return (
+        "#!/bin/sh\n"
+        f"# {GENERATED}\n"
+        f"# Runs {module}:{attribute} with this layer's interpreter, wherever the layer is.\n"
+        'script_path="$(readlink -f -- "$0")"\n'
+        f'exec "$(dirname -- "$script_path")/python" -c \'{code}\' "$0" "$@"\n'
+    )
+
+
+def entry_point_files(
+    config: dict[str, Any], entry_points: dict[str, tuple[str, str]]
+) -> dict[str, tuple[str, str, int]]:
+    """The launchers of `entry_points` in the layer's bin/ (never over its interpreter)."""
+    bin_dir = os.path.dirname(_posix_relative(_text_field(config, "python"))) or "."
+    return {
+        f"{bin_dir}/{name}": ("file", render_entry_point(module, attribute), 0o755)
+        for name, (module, attribute) in entry_points.items()
+        if name != BASE_LINK
+    }
+
+
 def configure_layer(
     layer_dir: Path, *, symlinks: bool = True, lower_dirs: dict[str, str] | None = None
 ) -> None:
@@ -226,10 +299,16 @@ def configure_layer(
         raise LayerConfigError("layered environments on Windows are not supported yet")
     paths = _resolve_paths(layer, config)
     home = None if symlinks else os.path.dirname(os.path.realpath(paths["base_python"]))
-    wanted = layer_files(
-        config, symlinks=symlinks, dynlibs=has_dynlibs(layer, paths, lower_dirs), home=home
-    )
+    wanted = {
+        **entry_point_files(config, find_entry_points(paths["site_dir"])),
+        **layer_files(
+            config, symlinks=symlinks, dynlibs=has_dynlibs(layer, paths, lower_dirs), home=home
+        ),
+    }
     write_layer_files(layer, wanted)
+    stale = os.path.join(layer, "bin", BASE_LINK)
+    if "bin/" + BASE_LINK not in wanted and os.path.islink(stale):
+        os.unlink(stale)  # configured again without dynlibs (or symlinks)
 
 
 def has_dynlibs(layer: str, paths: dict[str, Any], lower_dirs: dict[str, str] | None) -> bool:
@@ -253,10 +332,6 @@ def write_layer_files(layer: str, wanted: dict[str, tuple[str, str, int]]) -> No
             _replace_symlink(path, value)
         else:
             _replace_file(path, value, mode=mode)
-    bin_dir = os.path.join(layer, "bin")
-    stale = os.path.join(bin_dir, BASE_LINK)
-    if "bin/" + BASE_LINK not in wanted and os.path.islink(stale):
-        os.unlink(stale)
 
 
 def install_layer(layer_dir: Path, *, symlinks: bool = True, compile_bytecode: bool = True) -> None:
