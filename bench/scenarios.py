@@ -9,6 +9,7 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
+from bench.bench_deploy import deploy
 from bench.bench_publish import bench_formats
 from bench.measure import Finished, Measured, Row, Sample, repeat, run, sample_of
 from bench.projects import STEPS, Bench, ran_names
@@ -419,4 +420,5 @@ SCENARIOS: dict[str, Callable[[Bench], list[Row]]] = {
     "parallel": parallel,
     "publish": publish,
     "scale": scale,
+    "deploy": deploy,
 }
