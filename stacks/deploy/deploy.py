@@ -98,12 +98,12 @@ class LayerRecord:
 
 @dataclass(frozen=True)
 class DeployedLayer:
-    """The outcome for one layer: where it is and whether it was unpacked, reconfigured or kept."""
+    """The outcome for one layer: where it is and whether it was deployed or kept."""
 
     install_target: str
     kind: str
     path: Path
-    action: str  # "deployed", "reconfigured" or "unchanged"
+    action: str  # "deployed" or "unchanged"
     launch_module: str | None = None
 
     def run_command(self) -> list[str] | None:
