@@ -12,6 +12,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+from bench.bench_deploy import deploy
 from bench.bench_publish import bench_formats
 from bench.measure import Finished, Measured, Row, Sample, repeat, run, sample_of
 from bench.projects import STEPS, Bench, ran_names
@@ -477,4 +478,5 @@ SCENARIOS: dict[str, Callable[[Bench], list[Row]]] = {
     "publish": publish,
     "scale": scale,
     "scale-graph": scale_graph,
+    "deploy": deploy,
 }

@@ -8,11 +8,12 @@ sees as JSON). `build_stack` runs `configure_layer` so the tree works like a bui
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
 import subprocess
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -61,6 +62,21 @@ print(json.dumps({
     "runtime": rtpkg.WHERE,
     "ld_library_path": os.environ.get("LD_LIBRARY_PATH", ""),
 }))
+"""
+
+
+# The framework's console script `fw-report` (an entry point in fwpkg's dist-info).
+_FRAMEWORK_CLI = """\
+import json
+import sys
+
+import rtpkg
+
+
+def main():
+    print(json.dumps({"argv": sys.argv, "prefix": sys.prefix, "sys_path": sys.path,
+                      "runtime": rtpkg.WHERE}))
+    return 3
 """
 
 
@@ -150,6 +166,14 @@ def make_framework(layer: Path) -> None:
         "import rtpkg\n\nWHERE = __file__\nVALUE = 'framework ' + type(rtpkg).__name__\n",
         encoding="utf-8",
     )
+    (package / "cli.py").write_text(_FRAMEWORK_CLI, encoding="utf-8")
+    dist_info = layer / SITE / "fw_report-1.0.dist-info"
+    dist_info.mkdir()
+    (dist_info / "entry_points.txt").write_text(
+        "[console_scripts]\nfw-report = fwpkg.cli:main\nbad/name = fwpkg.cli:main\n"
+        "fw-bad = fwpkg.cli:main; rm -rf\n",
+        encoding="utf-8",
+    )
     (package / "libfake.so.1").write_bytes(b"not really a shared library\n")
     dynlib = layer / "share" / "venv" / "dynlib"
     dynlib.mkdir(parents=True)
@@ -219,6 +243,34 @@ def run_app(python: Path, module: str = LAUNCH_MODULE) -> dict[str, Any]:
     assert done.returncode == 0, done.stderr
     assert done.stderr == ""
     return json.loads(done.stdout)
+
+
+@contextlib.contextmanager
+def second_path(folder: Path, where: Path) -> Iterator[Path]:
+    """`folder` reached through another path: a bind mount at `where`, else a symlink there."""
+    where.mkdir()
+    mounted = (
+        subprocess.run(["mount", "--bind", str(folder), str(where)], capture_output=True).returncode
+        == 0
+    )
+    if not mounted:
+        where.rmdir()
+        where.symlink_to(folder, target_is_directory=True)
+    try:
+        yield where
+    finally:
+        if mounted:
+            subprocess.run(["umount", "-l", str(where)], check=False)
+            where.rmdir()
+        else:
+            where.unlink()
+
+
+def is_mount(path: Path) -> bool:
+    """Whether `path` is a mount point (a bind mount, which os.path.ismount cannot tell)."""
+    with open("/proc/self/mounts", encoding="utf-8") as mounts:
+        points = {line.split()[1].replace("\\040", " ") for line in mounts if line.strip()}
+    return os.path.abspath(path) in points
 
 
 def assert_runs_from(report: dict[str, Any], root: Path) -> None:

@@ -33,6 +33,7 @@ from projects import (
     snapshot,
     write_project,
 )
+from stack_trees import second_path
 from stackrun import REPO, stacks
 
 from stacks import __version__ as stacks_version
@@ -311,11 +312,16 @@ def test_published_metadata_has_venvstacks_fields_and_values(
 # ---------------------------------------------------------------- deploying
 
 
+def visible(folder: Path) -> list[str]:
+    """The folder's entries but hidden ones (the deployment record), sorted."""
+    return sorted(n for n in os.listdir(folder) if not n.startswith("."))
+
+
 def test_stacks_deploy_into_an_odd_folder_then_move_it(published: Path, tmp_path: Path) -> None:
     target = tmp_path / f"{ODD} one"
     out = stacks("deploy", published, "--target", target)
     no_traceback(out)
-    assert sorted(os.listdir(target)) == sorted(TARGETS.values())
+    assert visible(target) == sorted(TARGETS.values())
     for app in ("app-one", "app-two"):
         module = app.removeprefix("app-")
         assert f"run {app}: " in out.stdout and f"-m {module}" in out.stdout
@@ -326,6 +332,14 @@ def test_stacks_deploy_into_an_odd_folder_then_move_it(published: Path, tmp_path
     moved = tmp_path / "elsewhere" / f"{ODD} moved"
     moved.parent.mkdir()
     shutil.move(str(target), moved)
+    assert_apps_run_from(moved)  # as it is: nothing to re-run after a move
+    copied = tmp_path / "copied"
+    subprocess.run(["cp", "-a", str(moved), str(copied)], check=True)
+    assert_apps_run_from(copied)
+    assert stacks("verify", "--deployed", copied).code == 0
+    with second_path(copied, tmp_path / "bind") as other:
+        assert_apps_run_from(other)
+    # postinstall.py stays in each layer for consumers without stacks; it changes nothing.
     python = moved / RUNTIME / "bin" / "python"
     for layer in (RUNTIME, FRAMEWORK, "app-one", "app-two"):  # lowest first
         done = subprocess.run(
@@ -343,7 +357,7 @@ def test_deploy_named_layers_brings_what_they_need(pair: tuple[Path, Path], tmp_
     published = pair[0].parent / "out-tar.gz"
     target = tmp_path / f"{ODD} two"
     out = stacks("deploy", published, "--target", target, "app-two")  # layers after --target
-    assert sorted(os.listdir(target)) == ["app-two", RUNTIME]
+    assert visible(target) == ["app-two", RUNTIME]
     assert "run app-two: " in out.stdout and "app-one" not in out.stdout
     assert run_app(target, "app-two")["greeting"] == "hello"
     quiet = stacks("-q", "deploy", published, "--target", target, "app-two")
@@ -388,6 +402,7 @@ def test_deploy_py_alone_with_python_310(pair: tuple[Path, Path], tmp_path: Path
     lone = tmp_path / "lone"
     lone.mkdir()
     shutil.copy2(REPO / "stacks" / "deploy" / "deploy.py", lone / "deploy.py")
+    shutil.copy2(REPO / "stacks" / "deploy" / "postinstall.py", lone / "postinstall.py")
     target = tmp_path / f"{ODD} 3.10"
     done = subprocess.run(
         [
@@ -425,9 +440,16 @@ def test_export_without_symlinks_runs_every_app(pair: tuple[Path, Path], tmp_pat
     assert {env: e["install_target"] for env, e in exported.items()} == TARGETS
     assert not any("archive_name" in e for e in exported.values())
     assert stacks("export", pair[0], "--no-symlinks", "--output-dir", folder, "--json").ran() == []
+    # Relocatable too: the launcher brings pyvenv.cfg's home up to date where it now is.
+    moved = tmp_path / "usb key" / "stack"
+    moved.parent.mkdir()
+    subprocess.run(["cp", "-a", str(folder), str(moved)], check=True)
+    assert_apps_run_from(moved)
+    shutil.move(str(moved), tmp_path / "moved")
+    assert_apps_run_from(tmp_path / "moved")
 
 
-def test_local_export_runs_every_app(pair: tuple[Path, Path]) -> None:
+def test_local_export_runs_every_app(pair: tuple[Path, Path], tmp_path: Path) -> None:
     out = stacks("local-export", pair[0])
     no_traceback(out)
     folder = pair[0].parent / "_export"
@@ -437,6 +459,13 @@ def test_local_export_runs_every_app(pair: tuple[Path, Path]) -> None:
         python = shlex.quote(str(folder / app / "bin" / "python"))
         assert f"run {app}: {python} -m {app.removeprefix('app-')}\n" in out.stderr
     assert_apps_run_from(folder)
+    # An export runs as it is after cp -a, mv and through a second path (bind mount).
+    copied = tmp_path / "copied export"
+    subprocess.run(["cp", "-a", str(folder), str(copied)], check=True)
+    shutil.move(str(copied), tmp_path / "moved export")
+    assert_apps_run_from(tmp_path / "moved export")
+    with second_path(tmp_path / "moved export", tmp_path / "bind") as other:
+        assert_apps_run_from(other)
     # Layer folders get the modes of a plain mkdir (never mkdtemp's 0o700): others can run them.
     umask = os.umask(0o022)
     os.umask(umask)
@@ -575,7 +604,7 @@ def test_incremental_publish_versioned_layers_and_tagged_outputs(
     assert entries["app-one"]["required_layers"] == ["framework-fw@3"]
     second = tmp_path / f"{ODD} v3"
     stacks("deploy", out, "--target", second)
-    assert sorted(os.listdir(second)) == ["app-one", "app-two", "cpython-3.12@2", "framework-fw@3"]
+    assert visible(second) == ["app-one", "app-two", "cpython-3.12@2", "framework-fw@3"]
     versions = {"cpython-3.12": "cpython-3.12@2", "framework-fw": "framework-fw@3"}
     assert_apps_run_from(second, versions)
     assert statuses_ran(spec) == []

@@ -27,12 +27,15 @@ from stack_trees import (
     assert_runs_from,
     build_stack,
     clean_env,
+    is_mount,
     run_app,
+    second_path,
 )
 
 from stacks.deploy import deploy as deploy_module
-from stacks.deploy.deploy import DeployError, current_platform, deploy, main
+from stacks.deploy.deploy import RECORD, DeployError, current_platform, deploy, main, unpack_layer
 from stacks.deploy.postinstall import load_layer_config
+from stacks.pipeline.verify import verify_deployed
 from stacks.publish.archives import write_archive
 from stacks.publish.metadata import write_stack_metadata
 
@@ -106,7 +109,7 @@ def test_deploy_into_odd_folder_runs_the_app(published: Path, tmp_path: Path) ->
     report = run_app(target / APP / "bin" / "python")
     assert_runs_from(report, target)
     assert report["framework_value"] == "framework module"
-    assert sorted(os.listdir(target)) == sorted(KINDS)  # no leftovers
+    assert sorted(os.listdir(target)) == sorted([*KINDS, RECORD])  # no leftovers
     assert oct(os.stat(target / APP).st_mode & 0o777) == oct(0o755)
     again = deploy(published, target)
     assert [d.action for d in again] == ["unchanged"] * 3
@@ -139,28 +142,24 @@ def test_dry_run_changes_nothing_and_json_says_what_each_layer_gets(
     assert snapshot(target, target / "none") == before
 
 
-def test_moved_deployment_works_after_postinstall_or_redeploy(
+def test_deployment_runs_after_mv_cp_and_through_a_second_path(
     published: Path, tmp_path: Path
 ) -> None:
     target = tmp_path / "first"
     deploy(published, target)
     moved = tmp_path / "second" / ODD_FOLDER
     moved.parent.mkdir()
-    shutil.move(str(target), moved)
-    for name in KINDS:
-        done = subprocess.run(
-            [str(moved / RUNTIME / "bin" / "python"), "-I", str(moved / name / "postinstall.py")],
-            capture_output=True,
-            text=True,
-            env=clean_env(),
-            check=False,
-        )
-        assert done.returncode == 0, done.stderr
+    shutil.move(str(target), moved)  # nothing re-run: the layers hold no absolute path
     assert_runs_from(run_app(moved / APP / "bin" / "python"), moved)
-    thrice = tmp_path / "third"
-    shutil.move(str(moved), thrice)
-    assert [d.action for d in deploy(published, thrice)] == ["reconfigured"] * 3
-    assert_runs_from(run_app(thrice / APP / "bin" / "python"), thrice)
+    copied = tmp_path / "copied"
+    subprocess.run(["cp", "-a", str(moved), str(copied)], check=True)
+    assert_runs_from(run_app(copied / APP / "bin" / "python"), copied)
+    assert verify_deployed(copied) and not any(f.failed for f in verify_deployed(copied))
+    with second_path(copied, tmp_path / "other") as other:
+        report = run_app(other / APP / "bin" / "python")
+        assert_runs_from(report, other if is_mount(other) else copied)
+    assert [d.action for d in deploy(published, moved)] == ["unchanged"] * 3
+    assert_runs_from(run_app(moved / APP / "bin" / "python"), moved)
 
 
 @pytest.mark.parametrize("fmt", ["tar.zst", "zip", pytest.param("tar.xz", marks=pytest.mark.slow)])
@@ -197,8 +196,7 @@ def test_tampered_archive_fails_its_check(published: Path, tmp_path: Path) -> No
     target = tmp_path / "t"
     with pytest.raises(DeployError, match="sha256"):
         deploy(artifacts, target)
-    assert not (target / APP).exists()
-    assert sorted(os.listdir(target)) == [RUNTIME, FRAMEWORK]
+    assert os.listdir(target) == []  # checked before anything is renamed in
     archive.write_bytes(bytes(data[:-1]))
     with pytest.raises(DeployError, match="bytes, the metadata says"):
         deploy(artifacts, target, [APP])
@@ -232,7 +230,7 @@ def test_missing_or_short_archives_are_all_named_before_anything_is_unpacked(
     with pytest.raises(DeployError, match="1 archive missing") as caught:
         deploy(artifacts, target, [FRAMEWORK])
     assert RUNTIME not in str(caught.value)
-    assert sorted(os.listdir(target)) == [RUNTIME]
+    assert sorted(os.listdir(target)) == [RECORD, RUNTIME]
     shutil.copy2(published / f"{FRAMEWORK}.tar.gz", artifacts)
     deployed = deploy(artifacts, target, [FRAMEWORK])
     assert [(d.install_target, d.action) for d in deployed] == [
@@ -277,6 +275,7 @@ def test_module_and_standalone_script(published: Path, tmp_path: Path) -> None:
     alone = tmp_path / "alone"
     alone.mkdir()
     shutil.copy2(deploy_module.__file__, alone / "deploy.py")
+    shutil.copy2(Path(deploy_module.__file__).with_name("postinstall.py"), alone)
     python310 = Path("/root/.pyenv/versions/3.10.13/bin/python3.10")
     python = str(python310) if python310.exists() else sys.executable
     target = tmp_path / ODD_FOLDER
@@ -498,8 +497,8 @@ def test_metadata_with_unsafe_names_is_refused(tmp_path: Path) -> None:
 
 
 def test_plain_archive_of_evil_root_is_fine(tmp_path: Path) -> None:
-    # The control for the hostile cases: the same builder with harmless content deploys
-    # (and then fails only because the layer has no metadata for postinstall).
+    # The control for the hostile cases: the same builder with harmless content unpacks
+    # (and deploy then fails only because the layer has no metadata to configure it).
     data = hostile_tar(
         [
             (tar_member(f"{ROOT}/sub", tarfile.DIRTYPE), b""),
@@ -511,5 +510,37 @@ def test_plain_archive_of_evil_root_is_fine(tmp_path: Path) -> None:
     artifacts = publish_raw(tmp_path / "artifacts", data, "tar.gz")
     with pytest.raises(DeployError, match=r"venvstacks_layer\.json"):
         deploy(artifacts, tmp_path / "t")
+    assert os.listdir(tmp_path / "t") == []
     layer = tmp_path / "t" / ROOT
+    layer.mkdir()
+    unpack_layer(artifacts / f"{ROOT}.tar.gz", layer, ROOT, max_bytes=1 << 20)
     assert (layer / "link").read_bytes() == b"data" == (layer / "hard").read_bytes()
+
+
+def test_entry_point_script_runs_from_a_moved_deployment(published: Path, tmp_path: Path) -> None:
+    target = tmp_path / "first"
+    deploy(published, target)
+    scripts = sorted(os.listdir(target / FRAMEWORK / "bin"))
+    assert "fw-report" in scripts and "fw-bad" not in scripts  # only plain entry points
+    moved = tmp_path / ODD_FOLDER / "moved"
+    moved.parent.mkdir()
+    shutil.move(str(target), moved)
+    script = moved / FRAMEWORK / "bin" / "fw-report"
+    done = subprocess.run(
+        [str(script), "one", "two words"],
+        capture_output=True,
+        text=True,
+        env=clean_env(),
+        cwd="/",
+        check=False,
+    )
+    assert done.returncode == 3, done.stderr  # the function's return value is the exit code
+    report = json.loads(done.stdout)
+    assert report["argv"] == [str(script), "one", "two words"]
+    assert report["prefix"] == str(moved / FRAMEWORK)
+    assert report["runtime"].startswith(str(moved / RUNTIME) + os.sep)
+    assert all(p.startswith(str(moved) + os.sep) for p in report["sys_path"]), report
+    assert not any(f.failed for f in verify_deployed(moved))
+    (moved / FRAMEWORK / "bin" / "fw-report").unlink()
+    problems = [d for f in verify_deployed(moved) for d in f.differences]
+    assert problems == ["unconfigured: bin/fw-report is not what its metadata makes"]

@@ -12,8 +12,10 @@ import gzip
 import hashlib
 import io
 import json
+import lzma
 import os
 import shutil
+import subprocess
 import sys
 import tarfile
 import tempfile
@@ -27,7 +29,7 @@ from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 from test_deploy import ROOT, hostile_tar, hostile_zip, publish_raw, snapshot, tar_member
 
-from stacks.deploy.deploy import DeployError, deploy, main
+from stacks.deploy.deploy import RECORD, DeployError, deploy, main
 
 FUZZ = settings(
     max_examples=150,
@@ -135,7 +137,7 @@ LAYER_CONFIG = {
 
 
 def _valid_tar() -> bytes:
-    """A tiny runtime-like layer that deploys: a launcher, a no-op postinstall, metadata."""
+    """A tiny runtime-like layer that deploys: a launcher, a postinstall never run, metadata."""
     members = [
         (tar_member(f"{ROOT}/bin", tarfile.DIRTYPE), b""),
         (tar_member(f"{ROOT}/bin/python", mode=0o755), LAUNCHER.encode()),
@@ -147,10 +149,12 @@ def _valid_tar() -> bytes:
             tar_member(f"{ROOT}/share/venv/metadata/venvstacks_layer.json"),
             json.dumps(LAYER_CONFIG).encode(),
         ),
-        (tar_member(f"{ROOT}/lib", tarfile.DIRTYPE), b""),
-        (tar_member(f"{ROOT}/lib/data.txt"), b"data\n" * 50),
-        (tar_member(f"{ROOT}/lib/link", tarfile.SYMTYPE, linkname="data.txt"), b""),
-        (tar_member(f"{ROOT}/lib/hard", tarfile.LNKTYPE, linkname=f"{ROOT}/lib/data.txt"), b""),
+        # data/, not lib/: deploy would compile lib/ with bin/python, which is a script here
+        # (and deploy refuses to run anything but a native interpreter).
+        (tar_member(f"{ROOT}/data", tarfile.DIRTYPE), b""),
+        (tar_member(f"{ROOT}/data/data.txt"), b"data\n" * 50),
+        (tar_member(f"{ROOT}/data/link", tarfile.SYMTYPE, linkname="data.txt"), b""),
+        (tar_member(f"{ROOT}/data/hard", tarfile.LNKTYPE, linkname=f"{ROOT}/data/data.txt"), b""),
     ]
     return gzip.decompress(hostile_tar(members))
 
@@ -183,7 +187,8 @@ def _deploy_and_check(
         event(f"exit {code}")
     assert snapshot(folder, target) == before  # nothing written outside the target
     if target.exists():
-        assert [n for n in os.listdir(target) if n.startswith(".")] == []  # no partials
+        hidden = [n for n in os.listdir(target) if n.startswith(".")]
+        assert hidden == ([RECORD] if code == 0 else [])  # no partials
         if code == 0:
             assert (target / ROOT / ".stacks-deployed.json").is_file()
     return code
@@ -276,3 +281,184 @@ def test_corrupted_metadata_never_crashes_deploy(
     document = raw if raw is not None else json.dumps({"layers": {group: [entry]}})
     with _example_dir(tmp_path) as folder:
         _deploy_and_check(folder, archive, metadata=document)
+
+
+# --- hostile input from issue 12: one clear error each, exit 1, nothing deployed ----------
+
+
+def _patched_zip(offsets: dict[str, tuple[int, int]]) -> bytes:
+    """A one-file zip whose local and central headers get `field: (offset pair, value)`."""
+    data = bytearray(hostile_zip([(f"{ROOT}/f", 0o100644, b"content")]))
+    for field, (local_offset, central_offset) in offsets.items():
+        value = {"flags": 0x1, "method": 99}[field]
+        start = 0
+        while (at := data.find(b"PK\x03\x04", start)) >= 0:
+            data[at + local_offset : at + local_offset + 2] = value.to_bytes(2, "little")
+            start = at + 4
+        start = 0
+        while (at := data.find(b"PK\x01\x02", start)) >= 0:
+            data[at + central_offset : at + central_offset + 2] = value.to_bytes(2, "little")
+            start = at + 4
+    return bytes(data)
+
+
+def _link_chain(length: int) -> bytes:
+    members = [(tar_member(f"{ROOT}/file"), b"x")]
+    for index in range(length):
+        target = "file" if index == 0 else f"l{index - 1}"
+        members.append((tar_member(f"{ROOT}/l{index}", tarfile.SYMTYPE, linkname=target), b""))
+    return hostile_tar(members)
+
+
+def _many_dirs(count: int) -> bytes:
+    raw = io.BytesIO()
+    with tarfile.open(fileobj=raw, mode="w", format=tarfile.PAX_FORMAT) as tar:
+        tar.addfile(tar_member(ROOT, tarfile.DIRTYPE))
+        for index in range(count):
+            tar.addfile(tar_member(f"{ROOT}/d{index}", tarfile.DIRTYPE))
+    return lzma.compress(raw.getvalue(), preset=1)
+
+
+HOSTILE_ARCHIVES: dict[str, tuple[Any, str, str]] = {
+    "1,200-link symlink chain": (lambda: _link_chain(1200), "tar.gz", "symlinks in a chain"),
+    "encrypted zip entry": (
+        lambda: _patched_zip({"flags": (6, 8)}),
+        "zip",
+        "encrypted zip entry",
+    ),
+    "unsupported zip compression": (
+        lambda: _patched_zip({"method": (8, 10)}),
+        "zip",
+        "unsupported zip compression method 99",
+    ),
+    "entry-count bomb": (lambda: _many_dirs(20_000), "tar.xz", "unpacks to more than"),
+}
+
+
+@pytest.mark.parametrize("kind", list(HOSTILE_ARCHIVES))
+def test_issue_12_hostile_archives_get_one_clear_error(
+    kind: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    make, fmt, message = HOSTILE_ARCHIVES[kind]
+    artifacts = publish_raw(tmp_path / "artifacts", make(), fmt)
+    target = tmp_path / "deploy"
+    assert main([str(artifacts), "--target", str(target)]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and message in err and "Traceback" not in err
+    assert os.listdir(target) == []
+
+
+def _stack_json(entries: dict[str, list[dict[str, Any]]]) -> str:
+    return json.dumps({"layers": entries})
+
+
+def _entry(name: str, **fields: Any) -> dict[str, Any]:
+    entry = {
+        "layer_name": name,
+        "install_target": name,
+        "runtime_layer": "rt",
+        "archive_name": f"{name}.tar.gz",
+        "archive_size": 10,
+        "archive_hashes": {"sha256": "0" * 64},
+    }
+    entry.update(fields)
+    return entry
+
+
+def _deep_required_layers(depth: int) -> str:
+    frameworks = [_entry(f"f{i}", required_layers=[f"f{i - 1}"] if i else []) for i in range(depth)]
+    # Listed top first, so that resolving them follows the whole chain down at once.
+    return _stack_json({"runtimes": [_entry("rt")], "frameworks": frameworks[::-1]})
+
+
+HOSTILE_METADATA: dict[str, tuple[Any, str]] = {
+    "archive_size 1e400": (
+        lambda: _stack_json({"runtimes": [_entry("rt")]}).replace(
+            '"archive_size": 10', '"archive_size": 1e400'
+        ),
+        "archive_size inf is not a size",
+    ),
+    "archive_size Infinity": (
+        lambda: _stack_json({"runtimes": [_entry("rt")]}).replace(
+            '"archive_size": 10', '"archive_size": Infinity'
+        ),
+        "Infinity is not a number JSON allows",
+    ),
+    "nested 200,000 levels": (
+        lambda: '{"layers": ' + "[" * 200_000 + "]" * 200_000 + "}",
+        "nested too deeply",
+    ),
+    "3,000-deep required_layers": (lambda: _deep_required_layers(3000), "nested too deeply"),
+    "non-string app_launch_module": (
+        lambda: _stack_json(
+            {"runtimes": [_entry("rt")], "applications": [_entry("app", app_launch_module=5)]}
+        ),
+        "app_launch_module 5 is not a module name",
+    ),
+}
+
+
+@pytest.mark.parametrize("kind", list(HOSTILE_METADATA))
+def test_issue_12_hostile_metadata_gets_one_clear_error(
+    kind: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    make, message = HOSTILE_METADATA[kind]
+    artifacts = publish_raw(tmp_path / "artifacts", gzip.compress(VALID_TAR, mtime=0), "tar.gz")
+    (artifacts / "__stacks__" / "stack.json").write_text(make(), encoding="utf-8")
+    target = tmp_path / "deploy"
+    assert main([str(artifacts), "--target", str(target)]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and message in err and "Traceback" not in err
+    assert not target.exists()
+
+
+def test_full_disk_names_the_target_and_a_hint(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    target = tmp_path / "small disk"
+    target.mkdir()
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(target)]).returncode:
+        pytest.skip("cannot mount a small tmpfs here (needs root)")
+    try:
+        raw = io.BytesIO()
+        with tarfile.open(fileobj=raw, mode="w", format=tarfile.PAX_FORMAT) as tar:
+            tar.addfile(tar_member(ROOT, tarfile.DIRTYPE))
+            tar.addfile(tar_member(f"{ROOT}/big", size=4 << 20), io.BytesIO(bytes(4 << 20)))
+        artifacts = publish_raw(tmp_path / "artifacts", gzip.compress(raw.getvalue()), "tar.gz")
+        assert main([str(artifacts), "--target", str(target)]) == 1
+        err = capsys.readouterr().err
+        assert f"no space left on the device of {target}" in err and "hint: free space" in err
+        assert "Traceback" not in err and os.listdir(target) == []
+    finally:
+        subprocess.run(["umount", "-l", str(target)], check=False)
+
+
+def test_no_code_from_the_archive_runs(tmp_path: Path) -> None:
+    pwned = tmp_path / "pwned"
+    evil = f"open({str(pwned)!r}, 'w').write('x')\n".encode()
+    script = f'#!/bin/sh\ntouch {pwned}\nexec {sys.executable} "$@"\n'.encode()
+    members = [
+        (info, evil if info.name == f"{ROOT}/postinstall.py" else data)
+        for info, data in _members_of(VALID_TAR)
+    ]
+    # postinstall.py is shipped for other consumers; deploy configures layers itself.
+    assert _deploy_and_check(tmp_path / "a", hostile_tar(members), fuzzing=False) == 0
+    assert not pwned.exists()
+    # A runtime whose bin/python is a script is refused before anything runs it.
+    members = [
+        (info, script if info.name == f"{ROOT}/bin/python" else data) for info, data in members
+    ]
+    members.append((tar_member(f"{ROOT}/lib", tarfile.DIRTYPE), b""))
+    artifacts = publish_raw(tmp_path / "b", hostile_tar(members), "tar.gz")
+    with pytest.raises(DeployError, match="is not a native interpreter"):
+        deploy(artifacts, tmp_path / "b" / "target")
+    assert not pwned.exists() and os.listdir(tmp_path / "b" / "target") == []
+
+
+def _members_of(tar_bytes: bytes) -> list[tuple[tarfile.TarInfo, bytes]]:
+    with tarfile.open(fileobj=io.BytesIO(tar_bytes)) as tar:
+        return [
+            (info, tar.extractfile(info).read() if info.isreg() else b"")  # type: ignore[union-attr]
+            for info in tar.getmembers()
+            if info.name != ROOT
+        ]

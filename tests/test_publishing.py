@@ -329,8 +329,7 @@ def test_export_hard_links_files_and_generates_its_own(template: Path, tmp_path:
         assert os.stat(export / rel).st_ino == os.stat(build / rel).st_ino, rel
     for rel in [f"{APP}/pyvenv.cfg", f"{APP}/{SITE}/sitecustomize.py", f"{APP}/bin/python"]:
         assert os.stat(export / rel).st_ino != os.stat(build / rel).st_ino, rel
-        assert str(export).encode() in (export / rel).read_bytes() or rel.endswith("bin/python")
-        assert str(build).encode() not in (export / rel).read_bytes()
+        assert str(tmp_path).encode() not in (export / rel).read_bytes()  # relative only
     assert (build / APP / "pyvenv.cfg").read_bytes() == build_cfg  # the build is untouched
     assert os.stat(export / APP / "postinstall.py").st_ino != os.stat(INJECTED_POSTINSTALL).st_ino
     assert os.readlink(export / RUNTIME / "bin" / "python") == "python3.12"

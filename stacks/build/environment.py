@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +29,8 @@ def build_layer(request: BuildRequest, *, warnings: list[str] | None = None) -> 
         else:
             _build_layered(request, stage)
         remove_scripts(stage, request)
+        if request.layer.kind is not LayerKind.RUNTIME:
+            _write_entry_points(request, stage)
         link_dynlibs(request, stage)
         _write_layer_metadata(request, stage)
     # The smoke check runs on the final folder: the venv's paths must be the real ones. Its
@@ -90,28 +91,36 @@ def _build_layered(request: BuildRequest, stage: Path) -> None:
     site.mkdir(parents=True)
     (stage / "bin").mkdir()
     runtime = request.lower[-1]
-    base_python = runtime.build_dir / "bin" / "python"
-    # Build-time wiring uses build folders (unversioned names); postinstall redoes it when deployed.
-    (stage / "pyvenv.cfg").write_text(
-        postinstall.render_pyvenv_cfg(base_python, request.python_version), encoding="utf-8"
+    # Wired like a deployed layer, but to the build folders' (unversioned) names; relative
+    # throughout, so the build folder as a whole can be moved. Always the launcher: the
+    # dynlib folders are linked after the install.
+    build_config = {
+        "python": "bin/python",
+        "py_version": request.python_version,
+        "base_python": f"../{runtime.build_dir.name}/bin/python",
+        "site_dir": str(request.site_dir),
+        "pylib_dirs": [f"../{lower.build_dir.name}/{request.site_dir}" for lower in request.lower],
+        "dynlib_dirs": [str(DYNLIB_DIR)]
+        + [f"../{lower.build_dir.name}/{DYNLIB_DIR}" for lower in request.lower],
+    }
+    postinstall.write_layer_files(
+        str(stage), postinstall.layer_files(build_config, symlinks=True, dynlibs=True)
     )
-    lower_sites = [layer.build_dir / request.site_dir for layer in request.lower]
-    (site / "sitecustomize.py").write_text(
-        postinstall.render_sitecustomize(lower_sites), encoding="utf-8"
-    )
-    launcher = postinstall.render_launcher(
-        f"../{runtime.build_dir.name}/bin/python",
-        [str(DYNLIB_DIR)] + [f"../{layer.build_dir.name}/{DYNLIB_DIR}" for layer in request.lower],
-        macos=sys.platform == "darwin",
-    )
-    atomic.write_text(stage / "bin" / "python", launcher, mode=0o755)
-    for alias in ("python3", f"python{request.python_xy}"):
-        os.symlink("python", stage / "bin" / alias)
     if pylock_has_packages(request.pylock):
         uv_install(request, stage / "bin" / "python")
     for module in (request.layer.launch_module, *request.layer.support_modules):
         if module is not None:
             _copy_module(module, site)
+
+
+def _write_entry_points(request: BuildRequest, stage: Path) -> None:
+    """Relocatable launchers for the console scripts of the layer's packages (uv's are gone)."""
+    from stacks.deploy import postinstall
+
+    found = postinstall.find_entry_points(str(stage / request.site_dir))
+    postinstall.write_layer_files(
+        str(stage), postinstall.entry_point_files({"python": "bin/python"}, found)
+    )
 
 
 def _copy_module(source: Path, site: Path) -> None:

@@ -174,7 +174,9 @@ def remove_scripts(stage: Path, request: BuildRequest) -> None:
     """Drop entry-point scripts (absolute shebangs) and machine-specific install records."""
     bin_dir = stage / "bin"
     removed: set[str] = set()
-    keep = {"python", "python3", f"python{request.python_xy}"}
+    from stacks.deploy.postinstall import BASE_LINK
+
+    keep = {"python", "python3", f"python{request.python_xy}", BASE_LINK}
     if bin_dir.is_dir():
         for entry in bin_dir.iterdir():
             if entry.name not in keep:

@@ -4,4 +4,9 @@ import sys
 
 from stacks.deploy.deploy import main
 
-sys.exit(main())
+try:
+    code = main()
+except KeyboardInterrupt:  # a Ctrl-C before main() set up its own handling
+    print("stacks: interrupted", file=sys.stderr)
+    code = 130
+sys.exit(code)

@@ -1,33 +1,46 @@
-# One file on purpose: it is copied alone to target machines (standard library only).
-"""Deploy published layers on a target machine (standard library only; works copied alone).
+# One file on purpose: it is copied to target machines (standard library only), with
+# postinstall.py beside it (it configures layers with postinstall's code, never the archive's).
+"""Deploy published layers on a target machine (standard library only).
 
     python -m stacks.deploy ARCHIVE_DIR --target DIR [LAYER...]
-    python deploy.py ARCHIVE_DIR --target DIR [LAYER...]
+    python deploy.py ARCHIVE_DIR --target DIR [LAYER...]   (postinstall.py copied beside it)
 
 Reads `ARCHIVE_DIR/__stacks__/stack[-<platform>].json`, picks the requested layers and
 every layer they need, checks that every archive to unpack is there with its recorded size
-(before unpacking any), then checks each archive's sha256, unpacks it safely into a
-temporary folder inside the target and renames it into place (lowest layer first), then
-runs the layer's `postinstall.py` with its base Python. A layer already deployed from an
-archive with the same sha256 is left alone (it is only reconfigured if it was moved).
+(before unpacking any). Then, transactionally: each layer to (re)deploy is checked against
+its sha256, unpacked safely into a staging folder inside the target, configured from its
+metadata by this code (no code from the archive runs; only the verified runtime interpreter
+compiles the bytecode) and marked; only when every layer is staged are they renamed into
+place, lowest first, and the deployment record is written last. A failure before that
+leaves every deployed layer as it was; staging folders of a killed deploy are removed by
+the next run. A layer already deployed from the same archive is kept only if its content
+and configuration still match (a tampered layer is deployed again).
+
+Configured layers hold no absolute path, so a deployment runs unchanged after it is moved,
+copied or reached through another path.
 
 Unpacking trusts nothing in the archive: absolute names, `..`, entries outside the
 archive's root folder, writes through symlinks, symlinks or hard links leaving the layer
-folder, device files, fifos and sparse files are refused, and the total unpacked size is
-capped (decompression bombs).
+folder, device files, fifos, sparse files, encrypted or unknown zip compression are
+refused, and the unpacked size (every entry counted at its on-disk cost) and the number of
+entries are capped (decompression and entry-count bombs).
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
+import errno
 import hashlib
+import importlib.util
 import json
 import lzma
+import math
 import os
 import platform
 import shlex
 import shutil
+import signal
 import stat
 import subprocess
 import sys
@@ -43,10 +56,15 @@ from typing import IO, Any
 METADATA_DIR = "__stacks__"
 LAYER_CONFIG = "share/venv/metadata/venvstacks_layer.json"
 MARKER = ".stacks-deployed.json"
+RECORD = ".stacks-deployment.json"  # the deployment's layers, written after every rename
+STAGING_SUFFIXES = (".partial", ".old")
 CONTENT = ".stacks-content.json"  # what was unpacked: {path: [kind, sha256 or link target, exec]}
 KIND_ORDER = {"runtimes": "runtime", "frameworks": "framework", "applications": "application"}
 MAX_UNPACK_RATIO = 200  # unpacked bytes allowed per archive byte
 MIN_UNPACK_LIMIT = 64 << 20  # ... but small archives may always unpack this much
+ENTRY_COST = 4096  # on-disk cost counted for every entry (an inode and a block at least)
+MAX_ENTRIES = 1_000_000
+MAX_SYMLINK_HOPS = 40  # as Linux's own limit on following links
 _CHUNK = 1 << 20
 
 
@@ -80,12 +98,12 @@ class LayerRecord:
 
 @dataclass(frozen=True)
 class DeployedLayer:
-    """The outcome for one layer: where it is and whether it was unpacked, reconfigured or kept."""
+    """The outcome for one layer: where it is and whether it was deployed or kept."""
 
     install_target: str
     kind: str
     path: Path
-    action: str  # "deployed", "reconfigured" or "unchanged"
+    action: str  # "deployed" or "unchanged"
     launch_module: str | None = None
 
     def run_command(self) -> list[str] | None:
@@ -130,7 +148,7 @@ def read_manifest(archive_dir: Path, *, platform_name: str | None = None) -> lis
             hint=f"point ARCHIVE_DIR at the folder holding the archives and {METADATA_DIR}/",
         )
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
+        data = json.loads(path.read_text(encoding="utf-8"), parse_constant=_no_constant)
         groups = data["layers"]
         unknown = sorted(set(groups) - set(KIND_ORDER))
         if unknown:
@@ -140,11 +158,17 @@ def read_manifest(archive_dir: Path, *, platform_name: str | None = None) -> lis
             for key, kind in KIND_ORDER.items()
             for entry in groups.get(key, [])
         ]
+    except RecursionError:
+        raise DeployError(f"{path}: not valid stack metadata (nested too deeply)") from None
     except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
-        raise DeployError(f"{path}: not valid stack metadata ({exc})", exit_code=2) from None
+        raise DeployError(f"{path}: not valid stack metadata ({exc})") from None
     if not records:
-        raise DeployError(f"{path}: the stack metadata lists no layers", exit_code=2)
+        raise DeployError(f"{path}: the stack metadata lists no layers")
     return records
+
+
+def _no_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not a number JSON allows")
 
 
 def _layer_record(entry: dict[str, Any], kind: str) -> LayerRecord:
@@ -153,16 +177,24 @@ def _layer_record(entry: dict[str, Any], kind: str) -> LayerRecord:
     sha256 = str(entry["archive_hashes"]["sha256"]).lower()
     if len(sha256) != 64 or any(c not in "0123456789abcdef" for c in sha256):
         raise ValueError(f"{target}: archive_hashes.sha256 is not a sha256 hex digest")
+    size = entry["archive_size"]
+    if isinstance(size, float) and size.is_integer() and math.isfinite(size):
+        size = int(size)
+    if not isinstance(size, int) or isinstance(size, bool) or not 0 <= size < 1 << 62:
+        raise ValueError(f"{target}: archive_size {size!r} is not a size in bytes")
+    launch = entry.get("app_launch_module") if kind == "application" else None
+    if launch is not None and (not isinstance(launch, str) or not launch.isprintable()):
+        raise ValueError(f"{target}: app_launch_module {launch!r} is not a module name")
     return LayerRecord(
         install_target=target,
         layer_name=str(entry.get("layer_name", target)),
         kind=kind,
         archive_name=_safe_name(entry["archive_name"], "archive_name"),
         sha256=sha256,
-        size=int(entry["archive_size"]),
+        size=size,
         runtime_layer=_safe_name(entry.get("runtime_layer", target), "runtime_layer"),
         required_layers=required,
-        launch_module=entry.get("app_launch_module") if kind == "application" else None,
+        launch_module=launch,
     )
 
 
@@ -213,8 +245,11 @@ def select_layers(records: list[LayerRecord], wanted: Sequence[str] | None) -> l
         ordered.append(record)
 
     rank = {"runtime": 0, "framework": 1, "application": 2}
-    for record in sorted(roots, key=lambda r: rank[r.kind]):
-        visit(record, ())
+    try:
+        for record in sorted(roots, key=lambda r: rank[r.kind]):
+            visit(record, ())
+    except RecursionError:
+        raise DeployError("the layers' required_layers are nested too deeply") from None
     return ordered
 
 
@@ -239,24 +274,190 @@ def deploy(
     selected = select_layers(records, layers)
     if target.exists() and not target.is_dir():
         raise DeployError(f"--target {target} is not a folder", exit_code=2)
+    actions = {r.install_target: _action(target / r.install_target, r) for r in selected}
     # Every archive first: a missing one must not leave the layers below it half deployed.
-    check_archives(
-        archive_dir,
-        [r for r in selected if _action(target / r.install_target, r) == "deployed"],
-    )
+    check_archives(archive_dir, [r for r in selected if actions[r.install_target] == "deployed"])
+    outcome = [
+        DeployedLayer(
+            r.install_target,
+            r.kind,
+            target / r.install_target,
+            actions[r.install_target],
+            r.launch_module,
+        )
+        for r in selected
+    ]
     if dry_run:
-        return [
-            DeployedLayer(
-                r.install_target,
-                r.kind,
-                target / r.install_target,
-                _action(target / r.install_target, r),
-                r.launch_module,
-            )
-            for r in selected
-        ]
-    target.mkdir(parents=True, exist_ok=True)
-    return [_deploy_layer(archive_dir, target, record) for record in selected]
+        return outcome
+    try:
+        target.mkdir(parents=True, exist_ok=True)
+        remove_stale_staging(target)
+        staged: dict[str, Path] = {}
+        try:
+            for record in selected:
+                if actions[record.install_target] == "deployed":
+                    staged[record.install_target] = _stage_layer(
+                        archive_dir, target, record, selected, staged
+                    )
+            for record in selected:  # lowest first: upper layers never see a missing base
+                if record.install_target in staged:
+                    _swap_in(staged.pop(record.install_target), target / record.install_target)
+        finally:
+            for folder in staged.values():
+                _remove_tree(folder)
+        _write_record(target, selected)
+    except OSError as exc:
+        raise _os_error(target, exc) from None
+    return outcome
+
+
+def remove_stale_staging(target: Path) -> list[str]:
+    """Remove staging and replaced-layer folders that a killed deploy left in `target`."""
+    removed = []
+    with os.scandir(target) as scan:
+        names = [e.name for e in scan if e.name.startswith(".") and e.is_dir(follow_symlinks=False)]
+    for name in names:
+        if name.endswith(STAGING_SUFFIXES) or ".old-" in name:
+            _remove_tree(target / name)
+            removed.append(name)
+    return removed
+
+
+def _os_error(target: Path, exc: OSError) -> DeployError:
+    if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        return DeployError(
+            f"no space left on the device of {target} ({exc.strerror}); nothing was changed",
+            hint=f"free space where {target} is (or deploy to another --target), then deploy again",
+        )
+    if exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+        return DeployError(
+            f"cannot write in {target}: {exc}",
+            hint="deploy to a folder you can write to (--target)",
+        )
+    return DeployError(f"cannot deploy into {target}: {exc}")
+
+
+def _stage_layer(
+    archive_dir: Path,
+    target: Path,
+    record: LayerRecord,
+    selected: Sequence[LayerRecord],
+    staged: dict[str, Path],
+) -> Path:
+    """Unpack, configure, compile and mark one layer in a staging folder inside `target`."""
+    archive = archive_dir / record.archive_name
+    verify_archive(archive, record)
+    staging = Path(
+        tempfile.mkdtemp(prefix=f".{record.install_target}.", suffix=".partial", dir=target)
+    )
+    staged[record.install_target] = staging  # removed by the caller unless renamed in
+    os.chmod(staging, 0o755)
+    content = unpack_layer(
+        archive, staging, record.install_target, max_bytes=_unpack_limit(record.size)
+    )
+    lower_dirs = {name: str(path) for name, path in staged.items()}
+    configure_staged(staging, record, lower_dirs)
+    runtime = staged.get(record.runtime_layer, target / record.runtime_layer)
+    compile_bytecode(runtime / "bin" / "python", staging / "lib", record)
+    _write_json(staging / CONTENT, {"sha256": record.sha256, "entries": content})
+    _write_json(staging / MARKER, {"archive_name": record.archive_name, "sha256": record.sha256})
+    return staging
+
+
+def _postinstall() -> Any:
+    """postinstall's code: from the stacks package, or the postinstall.py copied beside this file."""
+    try:
+        from stacks.deploy import postinstall
+    except ImportError:
+        beside = os.path.join(os.path.dirname(os.path.abspath(__file__)), "postinstall.py")
+        spec = importlib.util.spec_from_file_location("stacks_postinstall", beside)
+        if spec is None or spec.loader is None or not os.path.isfile(beside):
+            raise DeployError(
+                f"{beside} is missing", hint="copy postinstall.py beside deploy.py"
+            ) from None
+        postinstall = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(postinstall)
+    return postinstall
+
+
+def configure_staged(layer: Path, record: LayerRecord, lower_dirs: dict[str, str]) -> None:
+    """Write the layer's pyvenv.cfg, sitecustomize.py and bin/ from its metadata (our code)."""
+    postinstall = _postinstall()
+    config = _read_layer_config(layer, record)
+    if config.get("install_target", record.install_target) != record.install_target:
+        raise DeployError(
+            f"{record.install_target}: {LAYER_CONFIG} says install_target "
+            f"{config.get('install_target')!r}; the archive does not belong to this layer"
+        )
+    try:
+        postinstall.configure_layer(layer, lower_dirs=lower_dirs)
+    except (postinstall.LayerConfigError, ValueError) as exc:
+        raise DeployError(f"{record.install_target}: {exc}") from None
+
+
+_NATIVE_MAGIC = (b"\x7fELF", b"\xcf\xfa\xed\xfe", b"\xce\xfa\xed\xfe", b"\xca\xfe\xba\xbe")
+
+
+def _check_interpreter(python: Path, record: LayerRecord) -> None:
+    """The runtime's interpreter must be a native executable inside its own layer (no script)."""
+    runtime = os.path.realpath(python.parent.parent)
+    real = os.path.realpath(python)
+    try:
+        with open(real, "rb") as handle:
+            magic = handle.read(4)
+    except OSError as exc:
+        raise DeployError(f"{record.install_target}: cannot read {python}: {exc}") from None
+    if os.path.commonpath([real, runtime]) != runtime or magic not in _NATIVE_MAGIC:
+        raise DeployError(
+            f"{record.install_target}: {python} is not a native interpreter inside its runtime "
+            f"layer; refusing to run it",
+            hint="deploy archives published by stacks (the runtime's bin/python is CPython)",
+        )
+
+
+_COMPILE = (
+    "import compileall, sys\n"
+    "ok = compileall.compile_dir(sys.argv[1], ddir=sys.argv[2], quiet=2, workers=int(sys.argv[3]))\n"
+)
+
+
+def compile_bytecode(python: Path, lib: Path, record: LayerRecord) -> None:
+    """Precompile `lib` with the (verified) runtime interpreter, isolated, in its own group."""
+    if not lib.is_dir():
+        return
+    if not os.access(python, os.X_OK):
+        raise DeployError(
+            f"{record.install_target}: base Python {python} is missing",
+            hint=f"deploy its runtime {record.runtime_layer} too",
+        )
+    _check_interpreter(python, record)
+    final = lib.parent.parent / record.install_target / "lib"
+    workers = str(min(os.cpu_count() or 1, 8))
+    command = [str(python), "-I", "-S", "-X", "utf8", "-c", _COMPILE, str(lib), str(final), workers]
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PYTHON")}
+    # Its own process group: interrupted, the whole group (the worker pool) is killed.
+    process = subprocess.Popen(
+        command,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env=env,
+        start_new_session=os.name == "posix",
+    )
+    try:
+        _, error = process.communicate()
+    except BaseException:
+        with contextlib.suppress(OSError):
+            if os.name == "posix":
+                os.killpg(process.pid, signal.SIGKILL)
+            else:
+                process.kill()
+        process.wait()
+        raise
+    if process.returncode != 0:
+        raise DeployError(
+            f"{record.install_target}: compiling its bytecode failed (exit "
+            f"{process.returncode}):\n{error.decode(errors='replace').strip()}"
+        )
 
 
 def only_variants(
@@ -322,37 +523,157 @@ def check_archives(archive_dir: Path, records: Sequence[LayerRecord]) -> None:
 
 
 def _action(layer: Path, record: LayerRecord) -> str:
-    """What deploying `record` into `layer` does: "unchanged", "reconfigured" or "deployed"."""
+    """What deploying `record` into `layer` does: "unchanged" or "deployed"."""
     marker = _read_marker(layer)
-    if marker.get("sha256") != record.sha256:
+    if marker.get("sha256") != record.sha256 or layer_problems(layer):
         return "deployed"
-    # Same archive: moved along with the deployment folder if the recorded path differs.
-    return "unchanged" if marker.get("path") == str(layer) else "reconfigured"
+    return "unchanged"
 
 
-def _deploy_layer(archive_dir: Path, target: Path, record: LayerRecord) -> DeployedLayer:
-    layer = target / record.install_target
-    action = _action(layer, record)
-    if action == "deployed":
-        archive = archive_dir / record.archive_name
-        verify_archive(archive, record)
-        staging = Path(
-            tempfile.mkdtemp(prefix=f".{record.install_target}.", suffix=".partial", dir=target)
-        )
-        try:
-            os.chmod(staging, 0o755)
-            content = unpack_layer(
-                archive, staging, record.install_target, max_bytes=_unpack_limit(record.size)
-            )
-            _write_json(staging / CONTENT, {"sha256": record.sha256, "entries": content})
-            _swap_in(staging, layer)
-        except BaseException:
-            _remove_tree(staging)
-            raise
-    if action != "unchanged":
-        _run_postinstall(layer, record)
-        _write_marker(layer, record)
-    return DeployedLayer(record.install_target, record.kind, layer, action, record.launch_module)
+def layer_problems(layer: Path) -> list[str]:
+    """What is wrong with a deployed layer: partial, tampered, unconfigured or foreign.
+
+    Compares the layer with what deploy unpacked (`.stacks-content.json`), its generated
+    files with what its metadata makes, and checks that its lower layers resolve inside
+    the deployment folder. Empty when the layer is as deploy left it.
+    """
+    if not (layer / MARKER).is_file():
+        return ["partial: no deploy marker " + MARKER]
+    try:
+        data = json.loads((layer / CONTENT).read_text(encoding="utf-8"))
+        recorded = data["entries"]
+        if not isinstance(recorded, dict):
+            raise TypeError("entries is not an object")
+    except (OSError, ValueError, KeyError, TypeError, RecursionError) as exc:
+        return [f"partial: unreadable {CONTENT} ({exc})"]
+    config = _layer_config_or_none(layer)
+    layered = config is None or config.get("kind") != "runtime"
+    problems = []
+    current = content_tree(layer, layered=layered)
+    for rel in sorted(set(recorded) | set(current)):
+        old, new = recorded.get(rel), current.get(rel)
+        if old == new:
+            continue
+        if old is None:
+            problems.append(f"added: {rel}")
+        elif new is None:
+            problems.append(f"missing: {rel}")
+        else:
+            problems.append(f"changed: {rel}")
+        if len(problems) >= 50:
+            return problems
+    if config is not None and layered:
+        problems += _configuration_problems(layer, config)
+    return problems
+
+
+def _configuration_problems(layer: Path, config: dict[str, Any]) -> list[str]:
+    postinstall = _postinstall()
+    deployment = os.path.realpath(layer.parent)
+    problems = []
+    try:
+        paths = postinstall._resolve_paths(str(layer), config)
+        wanted = {
+            **postinstall.entry_point_files(
+                config, postinstall.find_entry_points(paths["site_dir"])
+            ),
+            **postinstall.layer_files(
+                config, symlinks=True, dynlibs=postinstall.has_dynlibs(str(layer), paths, None)
+            ),
+        }
+    except (postinstall.LayerConfigError, ValueError) as exc:
+        return [f"unconfigured: {exc}"]
+    for rel, (kind, value, _) in sorted(wanted.items()):
+        path = layer / rel
+        if kind == "link":
+            ok = os.path.islink(path) and os.readlink(path) == value
+        else:
+            try:
+                ok = not os.path.islink(path) and path.read_text(encoding="utf-8") == value
+            except (OSError, ValueError):
+                ok = False
+        if not ok:
+            problems.append(f"unconfigured: {rel} is not what its metadata makes")
+    for field, value in [("base_python", paths["base_python"])] + [
+        ("pylib_dirs", d) for d in paths["pylib_dirs"]
+    ]:
+        real = os.path.realpath(value)
+        if not os.path.exists(real):
+            problems.append(f"missing lower layer: {field} {value} does not exist")
+        elif os.path.commonpath([real, deployment]) != deployment:
+            problems.append(f"foreign: {field} resolves to {real}, outside {deployment}")
+    return problems
+
+
+def _layer_config_or_none(layer: Path) -> dict[str, Any] | None:
+    try:
+        config = json.loads((layer / LAYER_CONFIG).read_text(encoding="utf-8"))
+    except (OSError, ValueError, RecursionError):
+        return None
+    return config if isinstance(config, dict) else None
+
+
+def _read_layer_config(layer: Path, record: LayerRecord) -> dict[str, Any]:
+    config = _layer_config_or_none(layer)
+    if config is None:
+        raise DeployError(f"{record.install_target}: missing or unreadable {LAYER_CONFIG}")
+    return config
+
+
+def generated(rel: str, *, layered: bool) -> bool:
+    """Whether a path is made on the target (configured, compiled, marked), not unpacked."""
+    parts = rel.split("/")
+    if len(parts) == 1 and (rel.startswith(".") or rel == "pyvenv.cfg"):
+        return True
+    if layered and parts[0] == "bin":
+        return True
+    if "__pycache__" in parts or rel.endswith(".pyc"):
+        return True
+    return (
+        len(parts) == 4
+        and parts[0] == "lib"
+        and parts[2] == "site-packages"
+        and parts[3] == "sitecustomize.py"
+    )
+
+
+def content_tree(root: Path, *, layered: bool) -> dict[str, list[Any]]:
+    """The layer as deploy records it (sha256 of files, link targets, folders), minus generated."""
+    found: dict[str, list[Any]] = {}
+    root_str = os.fspath(root)
+    for dirpath, dirnames, filenames in os.walk(root_str):
+        rel_dir = os.path.relpath(dirpath, root_str)
+        prefix = "" if rel_dir == "." else rel_dir.replace(os.sep, "/") + "/"
+        for name in list(dirnames):
+            full = os.path.join(dirpath, name)
+            if generated(prefix + name, layered=layered):
+                dirnames.remove(name)
+            elif os.path.islink(full):
+                found[prefix + name] = ["l", os.readlink(full)]
+                dirnames.remove(name)
+            else:
+                found[prefix + name] = ["d"]
+        for name in filenames:
+            full = os.path.join(dirpath, name)
+            if generated(prefix + name, layered=layered):
+                continue
+            info = os.lstat(full)
+            if stat.S_ISLNK(info.st_mode):
+                found[prefix + name] = ["l", os.readlink(full)]
+            else:
+                found[prefix + name] = ["f", _file_sha256(full), bool(info.st_mode & 0o111)]
+    return found
+
+
+def _file_sha256(path: str) -> str:
+    digest = hashlib.sha256()
+    try:
+        with open(path, "rb") as handle:
+            for block in iter(lambda: handle.read(_CHUNK), b""):
+                digest.update(block)
+    except OSError:
+        return "unreadable"
+    return digest.hexdigest()
 
 
 def verify_archive(archive: Path, record: LayerRecord) -> None:
@@ -392,6 +713,7 @@ class _Unpacker:
         self.root = root
         self.max_bytes = max_bytes
         self.written = 0
+        self.entries = 0
         self.links: list[str] = []
         self.files: set[str] = set()
         self.content: dict[
@@ -402,7 +724,11 @@ class _Unpacker:
         return DeployError(f"{self.archive.name}: refusing entry {name!r}: {why}")
 
     def relative(self, name: str) -> str:
-        """The entry's path inside the layer root ('' for the root itself)."""
+        """The entry's path inside the layer root ('' for the root itself); counts the entry."""
+        self.entries += 1
+        if self.entries > MAX_ENTRIES:
+            raise self.fail(name, f"the archive has more than {MAX_ENTRIES} entries")
+        self.count(name, ENTRY_COST)
         if name.startswith("/") or (len(name) > 1 and name[1] == ":"):
             raise self.fail(name, "absolute path")
         parts = [p for p in name.split("/") if p not in ("", ".")]
@@ -488,13 +814,39 @@ class _Unpacker:
             raise self.fail(name, f"the archive unpacks to more than {self.max_bytes} bytes")
 
     def check_links(self) -> None:
-        """After unpacking: every symlink, resolved for real, must stay in the layer."""
+        """After unpacking: every symlink, followed for real, must stay in the layer."""
         real_root = os.path.realpath(self.dest)
         for path in self.links:
-            real = os.path.realpath(path)
+            rel = os.path.relpath(path, self.dest)
+            real = _follow_links(path, lambda why, rel=rel: self.fail(f"{self.root}/{rel}", why))
             if os.path.commonpath([real, real_root]) != real_root:
-                rel = os.path.relpath(path, self.dest)
                 raise self.fail(f"{self.root}/{rel}", "symlink chain leaves the layer folder")
+
+
+def _follow_links(path: str, fail: Any) -> str:
+    """`path` with every symlink followed (at most MAX_SYMLINK_HOPS of them), no recursion."""
+    pending = os.path.abspath(path).split(os.sep)[1:]
+    resolved = os.sep
+    hops = 0
+    while pending:
+        part = pending.pop(0)
+        if part in ("", "."):
+            continue
+        if part == "..":
+            resolved = os.path.dirname(resolved)
+            continue
+        candidate = os.path.join(resolved, part)
+        if not os.path.islink(candidate):
+            resolved = candidate
+            continue
+        hops += 1
+        if hops > MAX_SYMLINK_HOPS:
+            raise fail(f"more than {MAX_SYMLINK_HOPS} symlinks in a chain")
+        link = os.readlink(candidate)
+        if os.path.isabs(link):
+            resolved = os.sep
+        pending[:0] = link.split(os.sep)
+    return resolved
 
 
 class _CountingReader:
@@ -529,7 +881,11 @@ def unpack_layer(archive: Path, dest: Path, root: str, *, max_bytes: int) -> dic
         unpacker.check_links()
     except (tarfile.TarError, zipfile.BadZipFile, lzma.LZMAError, zlib.error) as exc:
         raise DeployError(f"{archive.name}: cannot unpack: {exc}") from None
-    except (EOFError, OSError, ValueError) as exc:  # truncated data, bad names, ...
+    except OSError as exc:
+        if exc.errno in (errno.ENOSPC, errno.EDQUOT, errno.EACCES, errno.EROFS):
+            raise  # the target's problem, not the archive's (see deploy())
+        raise DeployError(f"{archive.name}: cannot unpack: {exc}") from None
+    except (EOFError, ValueError, NotImplementedError, RuntimeError) as exc:
         raise DeployError(f"{archive.name}: cannot unpack: {exc}") from None
     return unpacker.content
 
@@ -609,6 +965,12 @@ def _unpack_zip(archive: Path, unpacker: _Unpacker) -> None:
         for info in zf.infolist():
             name = info.filename
             rel = unpacker.relative(name)
+            if info.flag_bits & 0x1:
+                raise unpacker.fail(name, "encrypted zip entry")
+            if info.compress_type not in _ZIP_METHODS:
+                raise unpacker.fail(
+                    name, f"unsupported zip compression method {info.compress_type}"
+                )
             mode = info.external_attr >> 16 if info.create_system == 3 else 0
             kind = stat.S_IFMT(mode)
             if info.is_dir() or kind == stat.S_IFDIR:
@@ -626,6 +988,9 @@ def _unpack_zip(archive: Path, unpacker: _Unpacker) -> None:
                 unpacker.expect(name, info.file_size)
                 with zf.open(info) as source:
                     unpacker.add_file(name, rel, source, mode)
+
+
+_ZIP_METHODS = (zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED, zipfile.ZIP_BZIP2, zipfile.ZIP_LZMA)
 
 
 def _swap_in(staging: Path, layer: Path) -> None:
@@ -646,47 +1011,6 @@ def _remove_tree(path: Path) -> None:
         shutil.rmtree(path)
 
 
-def _layer_python(layer: Path, record: LayerRecord) -> Path:
-    """The interpreter that runs the layer's postinstall.py: its base Python, checked."""
-    try:
-        config = json.loads((layer / LAYER_CONFIG).read_text(encoding="utf-8"))
-        relative = config["base_python"]
-    except (OSError, ValueError, KeyError, TypeError) as exc:
-        raise DeployError(f"{record.install_target}: unreadable {LAYER_CONFIG}: {exc}") from None
-    if not isinstance(relative, str) or os.path.isabs(relative):
-        raise DeployError(f"{record.install_target}: base_python must be a relative path")
-    python = os.path.normpath(os.path.join(layer, relative))
-    deployment = str(layer.parent)
-    if os.path.commonpath([python, deployment]) != deployment:
-        raise DeployError(
-            f"{record.install_target}: base_python {relative!r} leaves the deployment folder"
-        )
-    return Path(python)
-
-
-def _run_postinstall(layer: Path, record: LayerRecord) -> None:
-    python = _layer_python(layer, record)
-    if not os.access(python, os.X_OK):
-        raise DeployError(
-            f"{record.install_target}: base Python {python} is missing",
-            hint=f"deploy its runtime {record.runtime_layer} too",
-        )
-    env = {k: v for k, v in os.environ.items() if not k.startswith("PYTHON")}
-    env.pop("VIRTUAL_ENV", None)
-    done = subprocess.run(
-        [str(python), "-X", "utf8", "-I", str(layer / "postinstall.py"), str(layer)],
-        capture_output=True,
-        text=True,
-        env=env,
-        check=False,
-    )
-    if done.returncode != 0:
-        output = (done.stderr or done.stdout).strip()
-        raise DeployError(
-            f"{record.install_target}: postinstall.py failed (exit {done.returncode}):\n{output}"
-        )
-
-
 def _read_marker(layer: Path) -> dict[str, Any]:
     try:
         data = json.loads((layer / MARKER).read_text(encoding="utf-8"))
@@ -695,9 +1019,30 @@ def _read_marker(layer: Path) -> dict[str, Any]:
     return data if isinstance(data, dict) else {}
 
 
-def _write_marker(layer: Path, record: LayerRecord) -> None:
-    data = {"archive_name": record.archive_name, "sha256": record.sha256, "path": str(layer)}
-    _write_json(layer / MARKER, data)
+def _write_record(target: Path, selected: Sequence[LayerRecord]) -> None:
+    """The deployment's record (layers and their archives), updated after every rename."""
+    try:
+        data = json.loads((target / RECORD).read_text(encoding="utf-8"))
+        layers = data["layers"] if isinstance(data.get("layers"), dict) else {}
+    except (OSError, ValueError, AttributeError, RecursionError):
+        layers = {}
+    for record in selected:
+        layers[record.install_target] = {
+            "archive_name": record.archive_name,
+            "sha256": record.sha256,
+            "kind": record.kind,
+        }
+    _write_json(target / RECORD, {"layers": layers})
+
+
+def read_record(target: Path) -> dict[str, Any]:
+    """The layers the deployment record lists (install target -> archive, sha256, kind)."""
+    try:
+        data = json.loads((target / RECORD).read_text(encoding="utf-8"))
+        layers = data["layers"]
+    except (OSError, ValueError, KeyError, TypeError, RecursionError):
+        return {}
+    return layers if isinstance(layers, dict) else {}
 
 
 def _write_json(path: Path, data: Any) -> None:
@@ -713,6 +1058,30 @@ def _write_json(path: Path, data: Any) -> None:
         with contextlib.suppress(OSError):
             os.unlink(tmp)
         raise
+
+
+@contextlib.contextmanager
+def _sigterm_as_interrupt() -> Iterator[None]:
+    """SIGTERM raises KeyboardInterrupt (as Ctrl-C does), so staging folders are removed."""
+    if not threading_main():
+        yield
+        return
+
+    def interrupt(signum: int, frame: Any) -> None:
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def threading_main() -> bool:
+    """Whether this is the main thread (only it may set signal handlers)."""
+    import threading
+
+    return threading.current_thread() is threading.main_thread()
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -741,14 +1110,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     args = parser.parse_intermixed_args(argv)
     try:
-        deployed = deploy(
-            args.archive_dir,
-            args.target,
-            args.layers,
-            platform_name=args.platform,
-            dry_run=args.dry_run,
-            variants=args.variant,
-        )
+        with _sigterm_as_interrupt():
+            deployed = deploy(
+                args.archive_dir,
+                args.target,
+                args.layers,
+                platform_name=args.platform,
+                dry_run=args.dry_run,
+                variants=args.variant,
+            )
+    except KeyboardInterrupt:
+        # deploy() removed its staging folders on the way out; deployed layers are untouched.
+        print("stacks: interrupted", file=sys.stderr)
+        return 130
     except DeployError as exc:
         # As the rest of stacks: `error: <message>`, then `  hint: <fix>` on its own line.
         print(f"error: {exc}", file=sys.stderr)

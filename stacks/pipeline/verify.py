@@ -6,19 +6,19 @@ export folder against the tree manifests the runtime, build and export steps rec
 (`<cache>/stamps/<step>/[<key>/]<env>.manifest.json`, xxh3 of every file), and the archives
 against the sha256 in their stamps and publish metadata, in every destination recorded.
 
-`verify_deployed` checks a deployment folder: every layer with a deploy marker is compared
+`verify_deployed` checks a deployment folder (`stacks.deploy.deploy.layer_problems`): every
+layer the deployment record lists or that has a deploy marker or layer metadata is compared
 with `.stacks-content.json`, the sha256 of every entry that deploy unpacked from an archive
-whose own sha256 it had checked against the publish metadata first. What postinstall
-generates on the target (a layered env's `bin/`, `pyvenv.cfg`, `sitecustomize.py`,
-bytecode) and the deploy markers themselves are not content.
+whose own sha256 it had checked against the publish metadata first; what deploy generates
+(a layered env's `bin/`, `pyvenv.cfg`, `sitecustomize.py`) must be exactly what the layer's
+metadata makes, and its lower layers must resolve inside the deployment. Missing layers,
+layers without a marker and staging folders of an interrupted deploy are reported too.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-import os
-import stat
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -305,118 +305,52 @@ def verify_published(env_name: str, folder: Path) -> list[Finding]:
 
 
 def verify_deployed(target: Path) -> list[Finding]:
-    """Check every deployed layer in `target` against what deploy unpacked into it."""
-    from stacks.deploy.deploy import CONTENT, MARKER
+    """Check every layer of the deployment in `target`: missing, partial, tampered, unconfigured, foreign."""
+    from stacks.deploy.deploy import LAYER_CONFIG, MARKER, RECORD, layer_problems, read_record
 
     if not target.is_dir():
         from stacks.errors import UsageError
 
         raise UsageError(f"{target}: no such folder", hint="give the folder passed to --target")
-    findings = []
-    for layer in sorted(p for p in target.iterdir() if (p / MARKER).is_file()):
-        findings.append(_verify_deployed_layer(target, layer, CONTENT))
-    if not findings:
+    recorded = read_record(target)
+    folders = {
+        p.name: p
+        for p in target.iterdir()
+        if not p.name.startswith(".") and ((p / MARKER).is_file() or (p / LAYER_CONFIG).is_file())
+    }
+    if not folders and not recorded:
         from stacks.errors import UsageError
 
         raise UsageError(
             f"{target}: no deployed layers (no folder with a {MARKER})",
             hint="give the folder passed to `stacks deploy --target`",
         )
-    return findings
-
-
-def _verify_deployed_layer(target: Path, layer: Path, content_name: str) -> Finding:
-    fix = (
-        f"rm {quote(str(layer / '.stacks-deployed.json'))} && stacks deploy ARCHIVE_DIR "
-        f"--target {quote(str(target))} {quote(layer.name)}"
-    )
-    found = Finding(layer.name, "deployed", str(layer), "ok")
-    try:
-        data = json.loads((layer / content_name).read_text(encoding="utf-8"))
-        recorded: dict[str, list[Any]] = data["entries"]
-        if not isinstance(recorded, dict):
-            raise TypeError("entries is not an object")
-    except (OSError, ValueError, KeyError, TypeError) as exc:
-        found.status, found.fix = "differs", fix
-        found.differences = [f"unreadable: {content_name} ({exc})"]
-        return found
-    layered = _is_layered(layer)
-    current = _content_tree(layer, layered=layered)
-    differences: list[str] = []
-    for rel in sorted(set(recorded) | set(current)):
-        old, new = recorded.get(rel), current.get(rel)
-        if old == new:
-            continue
-        if old is None:
-            assert new is not None
-            if not _generated(rel, layered=layered):
-                differences.append(f"added: {rel}")
-        elif new is None:
-            differences.append(f"missing: {rel}")
+    findings = []
+    for name in sorted(set(folders) | set(recorded)):
+        layer = target / name
+        found = Finding(name, "deployed", str(layer), "ok")
+        if name not in folders:
+            found.differences = [f"missing: {RECORD} lists it, but the folder is not there"]
         else:
-            differences.append(f"changed: {rel}")
-        if len(differences) >= LIMIT:
-            break
-    if differences:
-        found.status, found.differences, found.fix = "differs", differences, fix
-    return found
-
-
-def _is_layered(layer: Path) -> bool:
-    try:
-        config = json.loads(
-            (layer / "share" / "venv" / "metadata" / "venvstacks_layer.json").read_text(
-                encoding="utf-8"
+            found.differences = layer_problems(layer)[:LIMIT]
+        if found.differences:
+            found.status = "differs"
+            # deploy redoes a layer that does not match what it deployed
+            found.fix = f"stacks deploy ARCHIVE_DIR --target {quote(str(target))} {quote(name)}"
+        findings.append(found)
+    for staging in sorted(p for p in target.iterdir() if p.name.endswith(".partial")):
+        name = staging.name[1 : -len(".partial")].rsplit(".", 1)[0]
+        findings.append(
+            Finding(
+                name,
+                "deployed",
+                str(staging),
+                "differs",
+                [f"partial: staging folder {staging.name} left by an interrupted deploy"],
+                fix=f"stacks deploy ARCHIVE_DIR --target {quote(str(target))}",  # removes it
             )
         )
-        return config.get("kind") != "runtime"
-    except (OSError, ValueError, AttributeError):
-        return True
-
-
-def _generated(rel: str, *, layered: bool) -> bool:
-    """Whether a path is made on the target (by postinstall or deploy), not unpacked."""
-    parts = rel.split("/")
-    if len(parts) == 1 and (rel.startswith(".") or rel == "pyvenv.cfg"):
-        return True
-    if layered and parts[0] == "bin":
-        return True
-    if "__pycache__" in parts or rel.endswith(".pyc"):
-        return True
-    return (
-        len(parts) == 4
-        and parts[0] == "lib"
-        and parts[2] == "site-packages"
-        and parts[3] == "sitecustomize.py"
-    )
-
-
-def _content_tree(root: Path, *, layered: bool) -> dict[str, list[Any]]:
-    """The deployed layer as deploy records it (sha256 of files, link targets, folders)."""
-    found: dict[str, list[Any]] = {}
-    root_str = os.fspath(root)
-    for dirpath, dirnames, filenames in os.walk(root_str):
-        rel_dir = os.path.relpath(dirpath, root_str)
-        prefix = "" if rel_dir == "." else rel_dir.replace(os.sep, "/") + "/"
-        for name in list(dirnames):
-            full = os.path.join(dirpath, name)
-            if os.path.islink(full):
-                found[prefix + name] = ["l", os.readlink(full)]
-                dirnames.remove(name)
-            elif name == "__pycache__":
-                dirnames.remove(name)
-            else:
-                found[prefix + name] = ["d"]
-        for name in filenames:
-            full = os.path.join(dirpath, name)
-            info = os.lstat(full)
-            if stat.S_ISLNK(info.st_mode):
-                found[prefix + name] = ["l", os.readlink(full)]
-            elif name.endswith(".pyc") or _generated(prefix + name, layered=layered):
-                continue
-            else:
-                found[prefix + name] = ["f", _sha256(Path(full)), bool(info.st_mode & 0o111)]
-    return found
+    return findings
 
 
 def render(findings: list[Finding], *, quiet: bool = False) -> str:
