@@ -40,6 +40,7 @@ def run_runtime(ctx: RunContext, env_name: str) -> Any:
             download_dir=ctx.download_dir,
             mirror=ctx.spec.settings.python_mirror,
             any_patch=ctx.spec.settings.runtime_any_patch,
+            store=ctx.runtime_store,
         )
     except StacksError as exc:
         return task_failure(exc, env_name)
@@ -50,7 +51,9 @@ def run_runtime(ctx: RunContext, env_name: str) -> Any:
             f"its layers record python_implementation cpython@{provided.python_version}",
             file=sys.stderr,
         )
-    manifest = hashing.scan_tree(ctx.runtime_dir(env_name), skip=hashing.skip_bytecode)
+    manifest = provided.manifest or hashing.scan_tree(
+        ctx.runtime_dir(env_name), skip=hashing.skip_bytecode
+    )
     atomic.write_json(RUNTIME.tree_manifest_path(ctx, env_name), manifest.to_json())
     RUNTIME.write_stamp(
         ctx,
