@@ -22,7 +22,7 @@ def _task_seconds(done: Finished, step: str) -> dict[str, float]:
     return {
         task["layer"]: float(task["seconds"])
         for task in json.loads(done.stdout)["tasks"]
-        if task["step"] == step and task["status"] == "ran"
+        if task["step"] == step and task["status"] == "ran" and task["layer"] != "__stack__"
     }
 
 
@@ -198,6 +198,15 @@ def _reference_zst(bench: Bench, spec: Path) -> tuple[float, float]:
     return seconds, children_cpu() - cpu
 
 
+def _cold_build_forgetting(
+    bench: Bench, spec: Path, forget: tuple[str, ...]
+) -> tuple[float, float]:
+    """A cold build after removing some of the project's records from its cache folder."""
+    for name in forget:
+        (spec.parent / "cache" / name).unlink(missing_ok=True)
+    return _cold_stacks_build(bench, spec)
+
+
 def big(bench: Bench) -> list[Row]:
     """The big-framework stack: cold build vs raw uv, tar.zst publish vs tar | zstd, no-op."""
     spec = bench.big()
@@ -226,6 +235,29 @@ def big(bench: Bench) -> list[Row]:
     )
     row.met = row.ratio is not None and row.ratio <= 1.25
     rows.append(row)
+    # What the project's records of checked files save, measured against the build above.
+    for forget, label in (
+        (("file-digests.json",), "without file-digests.json (the manifest hashes every file)"),
+        (
+            ("file-digests.json", "verified-files.json"),
+            "as a new project's first build (no file records: RECORD and manifest hash all)",
+        ),
+    ):
+        without, with_records = paired(
+            lambda forget=forget: _cold_build_forgetting(bench, spec, forget),
+            lambda: _cold_stacks_build(bench, spec),
+            bench.runs,
+        )
+        rows.append(
+            Row(
+                "big",
+                f"the same build {label}",
+                without,
+                baseline="with them",
+                baseline_sample=with_records,
+                paired=True,
+            )
+        )
     number = [0]
     zst, reference = paired(
         lambda: _publish_zst(bench, spec, number), lambda: _reference_zst(bench, spec), bench.runs

@@ -76,6 +76,8 @@ platforms = ["linux_x86_64"]
 name = "sci"
 runtime = "cpython-3.12"
 requirements = ["scipy", "pandas", "pyarrow", "scikit-learn", "matplotlib"]
+# numpy and scipy each vendor the same gfortran runtime: share numpy's.
+dynlib_exclude = ["scipy.libs/*"]
 
 [[applications]]
 name = "report"

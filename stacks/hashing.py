@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import stat
@@ -142,10 +143,75 @@ def skip_bytecode(relpath: str) -> bool:
     return relpath.endswith(("__pycache__", ".pyc"))
 
 
+class KnownDigests:
+    """File content hashes already computed, by device, inode, size and mtime (a cache).
+
+    Build folders hard-link package files from uv's cache, so a rebuild (or a layer sharing a
+    package) holds inodes already hashed: the manifest takes their hash from here instead of
+    reading hundreds of MB again. A file edited in place gets a new mtime and is hashed again;
+    one edited with its size and mtime restored keeps the hash of what was built, which a
+    content check (`stacks verify`, which never uses this) then reports as changed.
+    """
+
+    LIMIT = 200_000  # entries kept; past it, only the files of this scan are kept
+
+    def __init__(self, path: Path | None, known: dict[str, list[Any]] | None = None) -> None:
+        self.path = path
+        self.known = known or {}
+        self.changed = False
+        self.used: set[str] = set()
+
+    @classmethod
+    def load(cls, path: Path | None) -> KnownDigests:
+        """The record at `path` (empty if missing or unreadable; None: remember nothing)."""
+        data = read_stamp(path) if path is not None else None
+        return cls(path, data or {})
+
+    def digest(self, full: str, info: os.stat_result) -> str:
+        """The content hash of the file at `full` (whose lstat is `info`), from here or by reading it."""
+        key = f"{info.st_dev}:{info.st_ino}"
+        self.used.add(key)
+        found = self.known.get(key)
+        if found is not None and found[0] == info.st_size and found[1] == info.st_mtime_ns:
+            return str(found[2])
+        digest = hash_file(Path(full))
+        self.known[key] = [info.st_size, info.st_mtime_ns, digest]
+        self.changed = True
+        return digest
+
+    def save(self) -> None:
+        """Write the record (atomically, compact; concurrent builds may drop each other's additions)."""
+        if self.path is None or not self.changed:
+            return
+        if len(self.known) > self.LIMIT:  # files long gone: start over
+            self.known = {key: self.known[key] for key in self.used if key in self.known}
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}.tmp")
+        try:
+            tmp.write_text(json.dumps(self.known, separators=(",", ":")), encoding="utf-8")
+            os.replace(tmp, self.path)
+        except OSError:  # a cache: losing it only means hashing again
+            with contextlib.suppress(OSError):
+                tmp.unlink()
+        self.changed = False
+
+
+def write_manifest(path: Path, manifest: TreeManifest) -> None:
+    """Write a tree manifest atomically as compact JSON (json's C encoder: no indent)."""
+    atomic.write_text(
+        path, json.dumps(manifest.to_json(), sort_keys=True, separators=(",", ":")) + "\n"
+    )
+
+
 def scan_tree(
-    root: Path, *, hash_files: bool = True, skip: Callable[[str], bool] | None = None
+    root: Path,
+    *,
+    hash_files: bool = True,
+    skip: Callable[[str], bool] | None = None,
+    known: KnownDigests | None = None,
 ) -> TreeManifest:
-    """Walk `root` (not following links) into a manifest; `skip(relpath)` prunes entries."""
+    """Walk `root` (not following links) into a manifest; `skip(relpath)` prunes entries;
+    `known` answers (and remembers) the hashes of files by inode, size and mtime."""
     manifest = TreeManifest()
     root_str = os.fspath(root)
     for dirpath, dirnames, filenames in os.walk(root_str):
@@ -172,7 +238,12 @@ def scan_tree(
             if stat.S_ISLNK(info.st_mode):
                 manifest.entries[rel] = _link_entry(full)
             else:
-                digest = hash_file(Path(full)) if hash_files else ""
+                if not hash_files:
+                    digest = ""
+                elif known is not None:
+                    digest = known.digest(full, info)
+                else:
+                    digest = hash_file(Path(full))
                 executable = bool(info.st_mode & 0o111)
                 manifest.entries[rel] = TreeEntry(
                     "f", digest, executable, info.st_size, info.st_mtime_ns

@@ -34,6 +34,7 @@ class BuildRequest:
     runtime_source: Path | None = None  # runtime layers: the provisioned runtime to copy
     platform: str = "linux_x86_64"
     verified_files: Path | None = None  # the project's record of files already checked
+    known_digests: Path | None = None  # the project's record of file hashes (hashing.KnownDigests)
 
     @property
     def python_xy(self) -> str:

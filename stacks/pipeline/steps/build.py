@@ -114,12 +114,12 @@ def build_request(ctx: RunContext, env_name: str) -> BuildRequest:
         runtime_source=ctx.runtime_dir(env_name) if layer.kind is LayerKind.RUNTIME else None,
         platform=ctx.platform_tag,
         verified_files=ctx.cache_dir / "verified-files.json",
+        known_digests=ctx.cache_dir / "file-digests.json",
     )
 
 
 def run_build(ctx: RunContext, env_name: str) -> Any:
     """Action of build:<env>: build the environment from its lock, check it, stamp it."""
-    from stacks import atomic
     from stacks.build.environment import build_layer
 
     inputs = build_inputs(ctx, env_name)
@@ -133,7 +133,7 @@ def run_build(ctx: RunContext, env_name: str) -> Any:
         manifest = build_layer(build_request(ctx, env_name), warnings=warnings)
     except StacksError as exc:
         return task_failure(exc, env_name)
-    atomic.write_json(BUILD.tree_manifest_path(ctx, env_name), manifest.to_json())
+    hashing.write_manifest(BUILD.tree_manifest_path(ctx, env_name), manifest)
     BUILD.write_stamp(
         ctx, env_name, inputs, {"digest": manifest.digest(), "entries": len(manifest.entries)}
     )

@@ -27,7 +27,6 @@ def runtime_current(ctx: RunContext, env_name: str) -> bool:
 
 def run_runtime(ctx: RunContext, env_name: str) -> Any:
     """Action of runtime:<env>: fetch or make the runtime, record its tree manifest, stamp it."""
-    from stacks import atomic
     from stacks.runtime.sources import provide_runtime
 
     layer = ctx.spec.layer(env_name)
@@ -54,7 +53,7 @@ def run_runtime(ctx: RunContext, env_name: str) -> Any:
     manifest = provided.manifest or hashing.scan_tree(
         ctx.runtime_dir(env_name), skip=hashing.skip_bytecode
     )
-    atomic.write_json(RUNTIME.tree_manifest_path(ctx, env_name), manifest.to_json())
+    hashing.write_manifest(RUNTIME.tree_manifest_path(ctx, env_name), manifest)
     RUNTIME.write_stamp(
         ctx,
         env_name,
