@@ -154,6 +154,8 @@ class KnownDigests:
     """
 
     LIMIT = 200_000  # entries kept; past it, only the files of this scan are kept
+    # Loaded records by path, reused while the file is unchanged: one process builds many layers.
+    _loaded: dict[Path, tuple[tuple[int, int, int], dict[str, list[Any]]]] = {}
 
     def __init__(self, path: Path | None, known: dict[str, list[Any]] | None = None) -> None:
         self.path = path
@@ -164,8 +166,19 @@ class KnownDigests:
     @classmethod
     def load(cls, path: Path | None) -> KnownDigests:
         """The record at `path` (empty if missing or unreadable; None: remember nothing)."""
-        data = read_stamp(path) if path is not None else None
-        return cls(path, data or {})
+        if path is None:
+            return cls(None)
+        try:
+            info = os.stat(path)
+            identity = (info.st_ino, info.st_size, info.st_mtime_ns)
+        except OSError:
+            return cls(path)
+        memo = cls._loaded.get(path)
+        if memo is not None and memo[0] == identity:
+            return cls(path, dict(memo[1]))
+        data = read_stamp(path) or {}
+        cls._loaded[path] = (identity, data)
+        return cls(path, dict(data))
 
     def digest(self, full: str, info: os.stat_result) -> str:
         """The content hash of the file at `full` (whose lstat is `info`), from here or by reading it."""
@@ -175,8 +188,11 @@ class KnownDigests:
         if found is not None and found[0] == info.st_size and found[1] == info.st_mtime_ns:
             return str(found[2])
         digest = hash_file(Path(full))
-        self.known[key] = [info.st_size, info.st_mtime_ns, digest]
-        self.changed = True
+        # Only hard-linked files recur (from uv's cache, or the provided runtime); a file of
+        # one link was written by this build and the next build writes it anew.
+        if info.st_nlink > 1:
+            self.known[key] = [info.st_size, info.st_mtime_ns, digest]
+            self.changed = True
         return digest
 
     def save(self) -> None:
@@ -190,6 +206,9 @@ class KnownDigests:
         try:
             tmp.write_text(json.dumps(self.known, separators=(",", ":")), encoding="utf-8")
             os.replace(tmp, self.path)
+            info = os.stat(self.path)
+            identity = (info.st_ino, info.st_size, info.st_mtime_ns)
+            type(self)._loaded[self.path] = (identity, dict(self.known))
         except OSError:  # a cache: losing it only means hashing again
             with contextlib.suppress(OSError):
                 tmp.unlink()

@@ -10,9 +10,15 @@ from stacks import hashing
 
 
 def make_tree(root: Path) -> None:
+    """Two package files hard-linked from a cache (as uv installs them), a file of the build's own, a link."""
+    cache = root.with_name(root.name + "-cache")
+    cache.mkdir()
+    (cache / "a.py").write_text("print('a')\n", encoding="utf-8")
+    (cache / "b.bin").write_bytes(os.urandom(3 << 20))
     (root / "pkg").mkdir(parents=True)
-    (root / "pkg" / "a.py").write_text("print('a')\n", encoding="utf-8")
-    (root / "pkg" / "b.bin").write_bytes(os.urandom(3 << 20))
+    for name in ("a.py", "b.bin"):
+        os.link(cache / name, root / "pkg" / name)
+    (root / "pyvenv.cfg").write_text("home = /x\n", encoding="utf-8")
     (root / "link").symlink_to("pkg/a.py")
 
 
@@ -32,8 +38,12 @@ def test_a_scan_with_known_digests_equals_a_full_scan(tmp_path: Path) -> None:
     (copy / "link").symlink_to("pkg/a.py")
     again = hashing.KnownDigests.load(record)
     assert again.known and not again.changed
+    (copy / "pyvenv.cfg").write_text("home = /x\n", encoding="utf-8")
     assert hashing.scan_tree(copy, known=again).digest() == first.digest()
-    assert not again.changed  # nothing had to be read
+    assert not again.changed  # nothing new to remember
+    # Only hard-linked files are remembered: a file of one link is the build's own, made anew.
+    info = os.lstat(tree / "pyvenv.cfg")
+    assert f"{info.st_dev}:{info.st_ino}" not in again.known
 
 
 def test_the_record_is_what_answers_and_an_edit_is_hashed_again(tmp_path: Path) -> None:
