@@ -5,7 +5,6 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import stat
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -231,43 +230,41 @@ def scan_tree(
 ) -> TreeManifest:
     """Walk `root` (not following links) into a manifest; `skip(relpath)` prunes entries;
     `known` answers (and remembers) the hashes of files by inode, size and mtime."""
-    manifest = TreeManifest()
-    root_str = os.fspath(root)
-    for dirpath, dirnames, filenames in os.walk(root_str):
-        rel_dir = os.path.relpath(dirpath, root_str)
-        rel_dir = "" if rel_dir == "." else rel_dir.replace(os.sep, "/") + "/"
-        kept_dirs = []
-        for name in sorted(dirnames):
-            rel = rel_dir + name
-            if skip is not None and skip(rel):
-                continue
-            full = os.path.join(dirpath, name)
-            if os.path.islink(full):
-                manifest.entries[rel] = _link_entry(full)
-            else:
-                manifest.entries[rel] = TreeEntry("d")
-                kept_dirs.append(name)
-        dirnames[:] = kept_dirs
-        for name in filenames:
-            rel = rel_dir + name
-            if skip is not None and skip(rel):
-                continue
-            full = os.path.join(dirpath, name)
-            info = os.lstat(full)
-            if stat.S_ISLNK(info.st_mode):
-                manifest.entries[rel] = _link_entry(full)
-            else:
-                if not hash_files:
-                    digest = ""
-                elif known is not None:
-                    digest = known.digest(full, info)
+    # os.scandir: folders and links are told apart by the entry's type (no stat); only files
+    # (and links) are stat'ed. Unreadable folders are left out, as os.walk leaves them out.
+    entries: dict[str, TreeEntry] = {}
+    pending = [(os.fspath(root), "")]
+    while pending:
+        folder, prefix = pending.pop()
+        try:
+            listing = os.scandir(folder)
+        except OSError:
+            continue
+        with listing:
+            for entry in listing:
+                rel = prefix + entry.name
+                if skip is not None and skip(rel):
+                    continue
+                if entry.is_symlink():
+                    entries[rel] = _link_entry(entry.path)
+                elif entry.is_dir(follow_symlinks=False):
+                    entries[rel] = _FOLDER
+                    pending.append((entry.path, rel + "/"))
                 else:
-                    digest = hash_file(Path(full))
-                executable = bool(info.st_mode & 0o111)
-                manifest.entries[rel] = TreeEntry(
-                    "f", digest, executable, info.st_size, info.st_mtime_ns
-                )
-    return manifest
+                    info = entry.stat(follow_symlinks=False)
+                    if not hash_files:
+                        digest = ""
+                    elif known is not None:
+                        digest = known.digest(entry.path, info)
+                    else:
+                        digest = hash_file(Path(entry.path))
+                    entries[rel] = TreeEntry(
+                        "f", digest, bool(info.st_mode & 0o111), info.st_size, info.st_mtime_ns
+                    )
+    return TreeManifest(entries)
+
+
+_FOLDER = TreeEntry("d")
 
 
 def _link_entry(path: str) -> TreeEntry:
