@@ -153,8 +153,6 @@ class KnownDigests:
     """
 
     LIMIT = 200_000  # entries kept; past it, only the files of this scan are kept
-    # Loaded records by path, reused while the file is unchanged: one process builds many layers.
-    _loaded: dict[Path, tuple[tuple[int, int, int], dict[str, list[Any]]]] = {}
 
     def __init__(self, path: Path | None, known: dict[str, list[Any]] | None = None) -> None:
         self.path = path
@@ -165,19 +163,7 @@ class KnownDigests:
     @classmethod
     def load(cls, path: Path | None) -> KnownDigests:
         """The record at `path` (empty if missing or unreadable; None: remember nothing)."""
-        if path is None:
-            return cls(None)
-        try:
-            info = os.stat(path)
-            identity = (info.st_ino, info.st_size, info.st_mtime_ns)
-        except OSError:
-            return cls(path)
-        memo = cls._loaded.get(path)
-        if memo is not None and memo[0] == identity:
-            return cls(path, dict(memo[1]))
-        data = read_stamp(path) or {}
-        cls._loaded[path] = (identity, data)
-        return cls(path, dict(data))
+        return cls(path, read_record(path) if path is not None else {})
 
     def digest(self, full: str, info: os.stat_result) -> str:
         """The content hash of the file at `full` (whose lstat is `info`), from here or by reading it."""
@@ -200,18 +186,42 @@ class KnownDigests:
             return
         if len(self.known) > self.LIMIT:  # files long gone: start over
             self.known = {key: self.known[key] for key in self.used if key in self.known}
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}.tmp")
-        try:
-            tmp.write_text(json.dumps(self.known, separators=(",", ":")), encoding="utf-8")
-            os.replace(tmp, self.path)
-            info = os.stat(self.path)
-            identity = (info.st_ino, info.st_size, info.st_mtime_ns)
-            type(self)._loaded[self.path] = (identity, dict(self.known))
-        except OSError:  # a cache: losing it only means hashing again
-            with contextlib.suppress(OSError):
-                tmp.unlink()
+        write_record(self.path, self.known)
         self.changed = False
+
+
+# Records (JSON objects) read by path, reused while the file is unchanged: one process
+# builds many layers, and each would otherwise parse the same megabytes again.
+_RECORDS: dict[Path, tuple[tuple[int, int, int], dict[str, Any]]] = {}
+
+
+def read_record(path: Path) -> dict[str, Any]:
+    """A cache record (a JSON object; empty if missing or unreadable), as a fresh dict."""
+    try:
+        info = os.stat(path)
+    except OSError:
+        return {}
+    identity = (info.st_ino, info.st_size, info.st_mtime_ns)
+    memo = _RECORDS.get(path)
+    if memo is None or memo[0] != identity:
+        memo = (identity, read_stamp(path) or {})
+        _RECORDS[path] = memo
+    return dict(memo[1])
+
+
+def write_record(path: Path, data: dict[str, Any]) -> None:
+    """Replace a cache record atomically, compact and not fsynced (losing it means hashing again)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        tmp.write_text(json.dumps(data, separators=(",", ":")), encoding="utf-8")
+        os.replace(tmp, path)
+        info = os.stat(path)
+    except OSError:
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+        return
+    _RECORDS[path] = ((info.st_ino, info.st_size, info.st_mtime_ns), dict(data))
 
 
 def write_manifest(path: Path, manifest: TreeManifest) -> None:
