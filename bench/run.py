@@ -21,11 +21,13 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+from bench import baselines, scenarios
 from bench.measure import Row, human
 from bench.projects import REPO, Bench
-from bench.scenarios import SCENARIOS
 
 RESULTS = REPO / "bench" / "results" / "latest.json"
+SCENARIOS = {**scenarios.SCENARIOS, **baselines.SCENARIOS}
+DEFAULT = [name for name in SCENARIOS if name not in baselines.OPT_IN]
 
 
 def _log(message: str) -> None:
@@ -104,7 +106,12 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--runs", type=int, default=5, help="repetitions per measurement (>= 5)")
     parser.add_argument(
-        "--only", nargs="+", choices=list(SCENARIOS), help="run only these scenarios"
+        "--only",
+        nargs="+",
+        choices=list(SCENARIOS),
+        help="run only these scenarios (opt-in ones, not run by default: "
+        + ", ".join(sorted(baselines.OPT_IN))
+        + ")",
     )
     parser.add_argument("--output", type=Path, default=RESULTS, help="the JSON results file")
     parser.add_argument("--keep", action="store_true", help="keep the scratch folder")
@@ -119,7 +126,7 @@ def main(argv: list[str] | None = None) -> int:
     loads: dict[str, float] = {}
     start = time.perf_counter()
     try:
-        for name in args.only or list(SCENARIOS):
+        for name in args.only or DEFAULT:
             loads[name] = os.getloadavg()[0] if hasattr(os, "getloadavg") else -1.0
             _log(f"scenario {name} (load average {loads[name]:.1f}) ...")
             began = time.perf_counter()

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
-import stat
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -142,42 +142,139 @@ def skip_bytecode(relpath: str) -> bool:
     return relpath.endswith(("__pycache__", ".pyc"))
 
 
+class KnownDigests:
+    """File content hashes already computed, by device, inode, size and mtime (a cache).
+
+    Build folders hard-link package files from uv's cache, so a rebuild (or a layer sharing a
+    package) holds inodes already hashed: the manifest takes their hash from here instead of
+    reading hundreds of MB again. A file edited in place gets a new mtime and is hashed again;
+    one edited with its size and mtime restored keeps the hash of what was built, which a
+    content check (`stacks verify`, which never uses this) then reports as changed.
+    """
+
+    LIMIT = 200_000  # entries kept; past it, only the files of this scan are kept
+
+    def __init__(self, path: Path | None, known: dict[str, list[Any]] | None = None) -> None:
+        self.path = path
+        self.known = known or {}
+        self.changed = False
+        self.used: set[str] = set()
+
+    @classmethod
+    def load(cls, path: Path | None) -> KnownDigests:
+        """The record at `path` (empty if missing or unreadable; None: remember nothing)."""
+        return cls(path, read_record(path) if path is not None else {})
+
+    def digest(self, full: str, info: os.stat_result) -> str:
+        """The content hash of the file at `full` (whose lstat is `info`), from here or by reading it."""
+        key = f"{info.st_dev}:{info.st_ino}"
+        self.used.add(key)
+        found = self.known.get(key)
+        if found is not None and found[0] == info.st_size and found[1] == info.st_mtime_ns:
+            return str(found[2])
+        digest = hash_file(Path(full))
+        # Only hard-linked files recur (from uv's cache, or the provided runtime); a file of
+        # one link was written by this build and the next build writes it anew.
+        if info.st_nlink > 1:
+            self.known[key] = [info.st_size, info.st_mtime_ns, digest]
+            self.changed = True
+        return digest
+
+    def save(self) -> None:
+        """Write the record (atomically, compact; concurrent builds may drop each other's additions)."""
+        if self.path is None or not self.changed:
+            return
+        if len(self.known) > self.LIMIT:  # files long gone: start over
+            self.known = {key: self.known[key] for key in self.used if key in self.known}
+        write_record(self.path, self.known)
+        self.changed = False
+
+
+# Records (JSON objects) read by path, reused while the file is unchanged: one process
+# builds many layers, and each would otherwise parse the same megabytes again.
+_RECORDS: dict[Path, tuple[tuple[int, int, int], dict[str, Any]]] = {}
+
+
+def read_record(path: Path) -> dict[str, Any]:
+    """A cache record (a JSON object; empty if missing or unreadable), as a fresh dict."""
+    try:
+        info = os.stat(path)
+    except OSError:
+        return {}
+    identity = (info.st_ino, info.st_size, info.st_mtime_ns)
+    memo = _RECORDS.get(path)
+    if memo is None or memo[0] != identity:
+        memo = (identity, read_stamp(path) or {})
+        _RECORDS[path] = memo
+    return dict(memo[1])
+
+
+def write_record(path: Path, data: dict[str, Any]) -> None:
+    """Replace a cache record atomically, compact and not fsynced (losing it means hashing again)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        tmp.write_text(json.dumps(data, separators=(",", ":")), encoding="utf-8")
+        os.replace(tmp, path)
+        info = os.stat(path)
+    except OSError:
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+        return
+    _RECORDS[path] = ((info.st_ino, info.st_size, info.st_mtime_ns), dict(data))
+
+
+def write_manifest(path: Path, manifest: TreeManifest) -> None:
+    """Write a tree manifest atomically as compact JSON (json's C encoder: no indent)."""
+    atomic.write_text(
+        path, json.dumps(manifest.to_json(), sort_keys=True, separators=(",", ":")) + "\n"
+    )
+
+
 def scan_tree(
-    root: Path, *, hash_files: bool = True, skip: Callable[[str], bool] | None = None
+    root: Path,
+    *,
+    hash_files: bool = True,
+    skip: Callable[[str], bool] | None = None,
+    known: KnownDigests | None = None,
 ) -> TreeManifest:
-    """Walk `root` (not following links) into a manifest; `skip(relpath)` prunes entries."""
-    manifest = TreeManifest()
-    root_str = os.fspath(root)
-    for dirpath, dirnames, filenames in os.walk(root_str):
-        rel_dir = os.path.relpath(dirpath, root_str)
-        rel_dir = "" if rel_dir == "." else rel_dir.replace(os.sep, "/") + "/"
-        kept_dirs = []
-        for name in sorted(dirnames):
-            rel = rel_dir + name
-            if skip is not None and skip(rel):
-                continue
-            full = os.path.join(dirpath, name)
-            if os.path.islink(full):
-                manifest.entries[rel] = _link_entry(full)
-            else:
-                manifest.entries[rel] = TreeEntry("d")
-                kept_dirs.append(name)
-        dirnames[:] = kept_dirs
-        for name in filenames:
-            rel = rel_dir + name
-            if skip is not None and skip(rel):
-                continue
-            full = os.path.join(dirpath, name)
-            info = os.lstat(full)
-            if stat.S_ISLNK(info.st_mode):
-                manifest.entries[rel] = _link_entry(full)
-            else:
-                digest = hash_file(Path(full)) if hash_files else ""
-                executable = bool(info.st_mode & 0o111)
-                manifest.entries[rel] = TreeEntry(
-                    "f", digest, executable, info.st_size, info.st_mtime_ns
-                )
-    return manifest
+    """Walk `root` (not following links) into a manifest; `skip(relpath)` prunes entries;
+    `known` answers (and remembers) the hashes of files by inode, size and mtime."""
+    # os.scandir: folders and links are told apart by the entry's type (no stat); only files
+    # (and links) are stat'ed. Unreadable folders are left out, as os.walk leaves them out.
+    entries: dict[str, TreeEntry] = {}
+    pending = [(os.fspath(root), "")]
+    while pending:
+        folder, prefix = pending.pop()
+        try:
+            listing = os.scandir(folder)
+        except OSError:
+            continue
+        with listing:
+            for entry in listing:
+                rel = prefix + entry.name
+                if skip is not None and skip(rel):
+                    continue
+                if entry.is_symlink():
+                    entries[rel] = _link_entry(entry.path)
+                elif entry.is_dir(follow_symlinks=False):
+                    entries[rel] = _FOLDER
+                    pending.append((entry.path, rel + "/"))
+                else:
+                    info = entry.stat(follow_symlinks=False)
+                    if not hash_files:
+                        digest = ""
+                    elif known is not None:
+                        digest = known.digest(entry.path, info)
+                    else:
+                        digest = hash_file(Path(entry.path))
+                    entries[rel] = TreeEntry(
+                        "f", digest, bool(info.st_mode & 0o111), info.st_size, info.st_mtime_ns
+                    )
+    return TreeManifest(entries)
+
+
+_FOLDER = TreeEntry("d")
 
 
 def _link_entry(path: str) -> TreeEntry:

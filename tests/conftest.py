@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import textwrap
 from collections.abc import Callable
 from pathlib import Path
@@ -9,6 +10,11 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parent.parent
+
+# Tests never share provided runtimes through the user's store (~/.cache/stacks/runtimes):
+# some damage runtimes on purpose, and hard links would carry that into other projects.
+# The store's own tests (tests/test_runtime_store.py) point it at a folder of their own.
+os.environ["STACKS_RUNTIME_STORE"] = "off"
 
 
 @pytest.fixture

@@ -13,7 +13,7 @@ from stacks.build.install import pylock_has_packages, remove_scripts, uv_install
 from stacks.build.request import DYNLIB_DIR, METADATA_FILE, BuildRequest
 from stacks.build.smoke import smoke_check
 from stacks.errors import BuildError
-from stacks.hashing import TreeManifest, scan_tree, skip_bytecode
+from stacks.hashing import KnownDigests, TreeManifest, scan_tree, skip_bytecode
 from stacks.spec import LayerKind
 
 
@@ -37,8 +37,9 @@ def build_layer(request: BuildRequest, *, warnings: list[str] | None = None) -> 
     # interpreter (which writes nothing: -B) runs while this process hashes the tree.
     from concurrent.futures import ThreadPoolExecutor
 
+    known = KnownDigests.load(request.known_digests)
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="stacks-scan") as pool:
-        scanning = pool.submit(scan_tree, target, skip=skip_bytecode)
+        scanning = pool.submit(scan_tree, target, skip=skip_bytecode, known=known)
         try:
             found = smoke_check(request)
         except BuildError:
@@ -47,7 +48,9 @@ def build_layer(request: BuildRequest, *, warnings: list[str] | None = None) -> 
             raise
         if warnings is not None:
             warnings.extend(found)
-        return scanning.result()
+        manifest = scanning.result()
+    known.save()
+    return manifest
 
 
 def _build_runtime(request: BuildRequest, stage: Path) -> None:

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import contextlib
 import csv
 import io
-import json
 import os
 from pathlib import Path
 from typing import Any
+
+from stacks.hashing import read_record, write_record
 
 
 class VerifiedFiles:
@@ -35,13 +35,7 @@ class VerifiedFiles:
     @classmethod
     def load(cls, path: Path | None, *, trust: bool = True) -> VerifiedFiles:
         """The record at `path` (empty if missing or unreadable; None: remember nothing)."""
-        if path is None:
-            return cls(None, trust=trust)
-        try:
-            data = json.loads(path.read_text(encoding="utf-8"))
-        except (OSError, ValueError):
-            data = {}
-        return cls(path, data if isinstance(data, dict) else {}, trust=trust)
+        return cls(None, trust=trust) if path is None else cls(path, read_record(path), trust=trust)
 
     @staticmethod
     def _key(info: os.stat_result) -> str:
@@ -73,15 +67,7 @@ class VerifiedFiles:
             return
         if len(self.known) > self.LIMIT:  # files of packages long gone: start over
             self.known = {key: self.known[key] for key in self.used}
-        # A cache: replaced atomically but not fsynced (losing it only means hashing again).
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}.tmp")
-        try:
-            tmp.write_text(json.dumps(self.known), encoding="utf-8")
-            os.replace(tmp, self.path)
-        except OSError:
-            with contextlib.suppress(OSError):
-                tmp.unlink()
+        write_record(self.path, self.known)  # atomic, not fsynced: losing it means hashing again
         self.changed = False
 
 

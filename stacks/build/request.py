@@ -38,6 +38,7 @@ class BuildRequest:
     # record is not trusted (it knows files by inode, size and mtime, which an in-place
     # edit can keep).
     recheck_installed: bool = False
+    known_digests: Path | None = None  # the project's record of file hashes (hashing.KnownDigests)
 
     @property
     def python_xy(self) -> str:

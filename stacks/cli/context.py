@@ -179,7 +179,20 @@ def context_from_args(args: argparse.Namespace, spec: StackSpec) -> RunContext:
         archive_format=getattr(args, "format", "tar.xz"),
         tag_outputs=getattr(args, "tag_outputs", False),
         symlinks=not getattr(args, "no_symlinks", False),
+        runtime_store_option=_runtime_store_option(getattr(args, "runtime_store", None)),
     )
+
+
+def _runtime_store_option(value: str | None) -> str | None:
+    """`--runtime-store` made absolute here (task processes may run elsewhere); `off` as it is."""
+    import os
+
+    from stacks.runtime.store import resolve_store
+
+    if value is None:
+        return None
+    store = resolve_store(value)
+    return "off" if store is None else os.fspath(store)
 
 
 def asked_layers(args: argparse.Namespace, layers: Sequence[LayerSpec]) -> list[LayerSpec]:

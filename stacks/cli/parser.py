@@ -408,3 +408,9 @@ def _add_spec_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--python-mirror", metavar="URL", help="download host for python-build-standalone"
     )
+    parser.add_argument(
+        "--runtime-store",
+        metavar="DIR",
+        help="user-level store provided runtimes are linked from (default: "
+        "STACKS_RUNTIME_STORE, else ~/.cache/stacks/runtimes; 'off': none)",
+    )

@@ -35,6 +35,8 @@ class RunContext:
     # With `--include`: the layers this run publishes or exports. The stack manifest then waits
     # for those only (it gathers whatever layer metadata the output folder holds). None: all.
     selected: frozenset[str] | None = None
+    # `--runtime-store` as given (None: STACKS_RUNTIME_STORE, else the default; "off": none).
+    runtime_store_option: str | None = None
 
     @property
     def build_root(self) -> Path:
@@ -57,6 +59,13 @@ class RunContext:
         """The download cache (shareable between projects via STACKS_DOWNLOAD_CACHE)."""
         shared = os.environ.get("STACKS_DOWNLOAD_CACHE")
         return Path(shared) if shared else self.cache_dir / "downloads"
+
+    @property
+    def runtime_store(self) -> Path | None:
+        """The user-level store provided runtimes are linked from (stacks.runtime.store), or None."""
+        from stacks.runtime.store import resolve_store
+
+        return resolve_store(self.runtime_store_option)
 
     @property
     def platform_tag(self) -> str:

@@ -21,14 +21,21 @@ import re
 import shutil
 import subprocess
 import warnings
-from collections.abc import Iterator
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from stacks import atomic
 from stacks.errors import RuntimeFetchError
+from stacks.hashing import TreeManifest
 from stacks.runtime.downloads import download
-from stacks.runtime.relocation import clean_environment, copy_installation, query_interpreter
+from stacks.runtime.relocation import (
+    InterpreterInfo,
+    clean_environment,
+    copy_installation,
+    query_interpreter,
+)
 from stacks.runtime.unpack import (
     check_runtime,
     dropped_from_runtime,
@@ -65,6 +72,8 @@ class ProvidedRuntime:
     python_version: str  # X.Y.Z actually provided
     source: dict[str, str]  # JSON-able provenance
     requested: str | None = None  # the X.Y.Z asked for, when another patch release stood in
+    # Its tree manifest when providing it already hashed it (through the store), else None.
+    manifest: TreeManifest | None = field(default=None, compare=False, repr=False)
 
 
 @dataclass(frozen=True)
@@ -85,16 +94,18 @@ def provide_runtime(
     mirror: str | None = None,
     progress: bool | None = None,
     any_patch: bool = False,
+    store: Path | None = None,
 ) -> ProvidedRuntime:
     """Create `target` (atomically) as a runtime for `implementation` from `source`.
 
     With `any_patch`, a `local` X.Y.Z that is not installed is replaced by the newest
-    installed X.Y.* (the result's `requested` then names the version asked for).
+    installed X.Y.* (the result's `requested` then names the version asked for). With a
+    `store` (stacks.runtime.store), the runtime is made there once and linked into `target`.
     """
     version = requested_version(implementation)
     xy = ".".join(version.split(".")[:2])
     if source.kind == "local":
-        return _provide_local(version, target, any_patch=any_patch)
+        return _provide_local(version, target, any_patch=any_patch, store=store)
     if source.kind == "python-build-standalone":
         release = pbs_release(version)
         origin, sha256 = release.url, release.sha256
@@ -112,16 +123,55 @@ def provide_runtime(
             f"unknown runtime source kind {source.kind!r}",
             hint="use 'python-build-standalone', 'local' or {url, sha256}",
         )
-    archive = download(url, sha256, download_dir, progress=progress)
-    with atomic.new_directory(target) as staging:
+
+    def make(staging: Path) -> str:
+        archive = download(url, sha256, download_dir, progress=progress)
         unpack_runtime(archive, staging, url)
         shape_runtime(staging, xy, url)
         provided = check_runtime(staging, version, url)
         precompile_stdlib(staging, xy)
         staging.chmod(0o755)
+        return provided
+
+    def accept(provided: str) -> None:
+        if not version_matches(provided, version):
+            raise RuntimeFetchError(
+                f"the runtime from {url} is CPython {provided}, not {version}",
+                hint="fix python_implementation or the runtime source",
+            )
+
+    # The sha256 fixes the archive's bytes, whichever URL or mirror served them.
+    identity = {"kind": "archive", "sha256": sha256, "xy": xy}
+    provided, manifest = _provide_into(target, store, identity, make, accept)
     # Provenance names the canonical URL, not the mirror: the sha256 fixes the bytes, and
     # switching mirrors must not make the same runtime look like a different one.
-    return ProvidedRuntime(provided, {"kind": source.kind, "url": origin, "sha256": sha256})
+    return ProvidedRuntime(
+        provided, {"kind": source.kind, "url": origin, "sha256": sha256}, manifest=manifest
+    )
+
+
+def _provide_into(
+    target: Path,
+    store: Path | None,
+    identity: dict[str, Any],
+    make: Callable[[Path], str],
+    accept: Callable[[str], None],
+) -> tuple[str, TreeManifest | None]:
+    """`make` the runtime into `target` atomically, or through the store; its version (and manifest)."""
+    if store is None:
+        with atomic.new_directory(target) as staging:
+            return make(staging), None
+    from stacks.runtime.store import provide_through_store
+
+    try:
+        stored = provide_through_store(store, identity, target, make, accept=accept)
+    except OSError as exc:
+        raise RuntimeFetchError(
+            f"cannot use the runtime store {store}: {exc.strerror or exc}",
+            hint="fix its permissions or free space, point STACKS_RUNTIME_STORE (or "
+            "--runtime-store) elsewhere, or turn it off with STACKS_RUNTIME_STORE=off",
+        ) from None
+    return stored.python_version, stored.manifest
 
 
 def requested_version(implementation: str) -> str:
@@ -190,7 +240,9 @@ def find_local_interpreter(version: str) -> Path:
     )
 
 
-def _provide_local(version: str, target: Path, *, any_patch: bool = False) -> ProvidedRuntime:
+def _provide_local(
+    version: str, target: Path, *, any_patch: bool = False, store: Path | None = None
+) -> ProvidedRuntime:
     wanted = version
     try:
         python = find_local_interpreter(version)
@@ -211,16 +263,38 @@ def _provide_local(version: str, target: Path, *, any_patch: bool = False) -> Pr
             f"{python} is CPython {info.version}, not {wanted}",
             hint=LOCAL_HINT.format(v=wanted),
         )
-    with atomic.new_directory(target) as staging:
+
+    def make(staging: Path) -> str:
         copy_installation(info, staging, skip=lambda rel: dropped_from_runtime(rel, info.xy))
         shape_runtime(staging, info.xy, str(python))
         provided = check_runtime(staging, wanted, str(python))
         precompile_stdlib(staging, info.xy)
         staging.chmod(0o755)
+        return provided
+
+    provided, manifest = _provide_into(
+        target, store, _local_identity(info), make, accept=lambda provided: None
+    )
     source = {"kind": "local", "origin": str(info.prefix)}
     if provided == version or wanted == version:
-        return ProvidedRuntime(provided, source)
-    return ProvidedRuntime(provided, {**source, "requested": version}, requested=version)
+        return ProvidedRuntime(provided, source, manifest=manifest)
+    return ProvidedRuntime(
+        provided, {**source, "requested": version}, requested=version, manifest=manifest
+    )
+
+
+def _local_identity(info: InterpreterInfo) -> dict[str, Any]:
+    """What decides a local runtime's bytes: the installation, and its files' stat data
+    (a reinstall of the same version at the same place is another runtime)."""
+    files = [info.executable, info.stdlib / "os.py"]
+    if info.shared:
+        files.append(info.libdir / info.instsoname)
+    stats = {}
+    for path in files:
+        with contextlib.suppress(OSError):
+            found = os.stat(path)
+            stats[str(path)] = [found.st_size, found.st_mtime_ns, found.st_ino]
+    return {"kind": "local", "prefix": str(info.prefix), "version": info.version, "files": stats}
 
 
 def _local_candidates(xy: str) -> Iterator[tuple[tuple[int, ...], Path]]:

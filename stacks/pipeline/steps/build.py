@@ -101,6 +101,7 @@ def build_request(ctx: RunContext, env_name: str) -> BuildRequest:
 
     spec = ctx.spec
     layer = spec.layer(env_name)
+    forced = task_name(BUILD.name, env_name) in ctx.forced
     version = provided_runtime(ctx, layer.runtime).get("python_version") or layer.python_version
     lower = tuple(
         LowerLayer(
@@ -121,13 +122,14 @@ def build_request(ctx: RunContext, env_name: str) -> BuildRequest:
         runtime_source=ctx.runtime_dir(env_name) if layer.kind is LayerKind.RUNTIME else None,
         platform=ctx.platform_tag,
         verified_files=ctx.cache_dir / "verified-files.json",
-        recheck_installed=task_name(BUILD.name, env_name) in ctx.forced,
+        recheck_installed=forced,
+        # A forced rebuild hashes every file afresh: no digest is taken from the record.
+        known_digests=None if forced else ctx.cache_dir / "file-digests.json",
     )
 
 
 def run_build(ctx: RunContext, env_name: str) -> Any:
     """Action of build:<env>: build the environment from its lock, check it, stamp it."""
-    from stacks import atomic
     from stacks.build.environment import build_layer
 
     inputs = build_inputs(ctx, env_name)
@@ -147,7 +149,7 @@ def run_build(ctx: RunContext, env_name: str) -> Any:
         return task_failure(exc, env_name)
     from stacks.build.install import uv_version
 
-    atomic.write_json(BUILD.tree_manifest_path(ctx, env_name), manifest.to_json())
+    hashing.write_manifest(BUILD.tree_manifest_path(ctx, env_name), manifest)
     outputs = {"digest": manifest.digest(), "entries": len(manifest.entries), "uv": uv_version()}
     BUILD.write_stamp(ctx, env_name, inputs, outputs)
     # doit hands a returned dict back to the reporter as the task's values (also from workers).

@@ -27,7 +27,6 @@ def runtime_current(ctx: RunContext, env_name: str) -> bool:
 
 def run_runtime(ctx: RunContext, env_name: str) -> Any:
     """Action of runtime:<env>: fetch or make the runtime, record its tree manifest, stamp it."""
-    from stacks import atomic
     from stacks.runtime.sources import provide_runtime
 
     layer = ctx.spec.layer(env_name)
@@ -40,6 +39,7 @@ def run_runtime(ctx: RunContext, env_name: str) -> Any:
             download_dir=ctx.download_dir,
             mirror=ctx.spec.settings.python_mirror,
             any_patch=ctx.spec.settings.runtime_any_patch,
+            store=ctx.runtime_store,
         )
     except StacksError as exc:
         return task_failure(exc, env_name)
@@ -50,8 +50,10 @@ def run_runtime(ctx: RunContext, env_name: str) -> Any:
             f"its layers record python_implementation cpython@{provided.python_version}",
             file=sys.stderr,
         )
-    manifest = hashing.scan_tree(ctx.runtime_dir(env_name), skip=hashing.skip_bytecode)
-    atomic.write_json(RUNTIME.tree_manifest_path(ctx, env_name), manifest.to_json())
+    manifest = provided.manifest or hashing.scan_tree(
+        ctx.runtime_dir(env_name), skip=hashing.skip_bytecode
+    )
+    hashing.write_manifest(RUNTIME.tree_manifest_path(ctx, env_name), manifest)
     RUNTIME.write_stamp(
         ctx,
         env_name,
