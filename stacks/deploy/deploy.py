@@ -1,5 +1,5 @@
-# One file on purpose: it is copied to target machines (standard library only), with
-# postinstall.py beside it (it configures layers with postinstall's code, never the archive's).
+# Over 500 lines on purpose, as one file: it is copied to target machines (standard library only),
+# with postinstall.py beside it (it configures layers with postinstall's code, never the archive's).
 """Deploy published layers on a target machine (standard library only).
 
     python -m stacks.deploy ARCHIVE_DIR --target DIR [LAYER...]

@@ -1,3 +1,4 @@
+# Over 500 lines on purpose, as one file: it is shipped alone inside every archived layer.
 """Configure a stacks layer from its metadata (standard library only).
 
 Shipped at the root of every archived or exported layer for consumers that deploy without

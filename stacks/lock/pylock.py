@@ -1,3 +1,4 @@
+# About 500 lines: parsing, post-processing and wheel checks share the pylock's one data model.
 """PEP 751 pylock files of one layer: parse uv's export, post-process it, check wheels, write it.
 
 Post-processing turns uv's cross-platform export into the layer's lock: packages that
