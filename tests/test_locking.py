@@ -236,6 +236,49 @@ def test_three_layer_stack_shares_lower_packages(make_stack, tmp_path: Path) -> 
     assert installed(stack.paths("framework-web").pylock, tmp_path / "venv-fw") == {"idna"}
 
 
+def test_one_uv_export_locks_exactly_as_uv_lock_then_export(make_stack, tmp_path: Path) -> None:
+    """stacks locks and exports in one uv process: the same uv.lock and pylock as two commands."""
+    from stacks.lock.uv_project import resolve, uv_project
+
+    stack = make_stack(runtime("six") + framework("web", "idna", "six") + app("attrs", "idna"))
+    stack.lock()
+    spec = stack.spec
+    layer = spec.layer("app-demo")
+    constraints = stack.generated("app-demo")["tool"]["uv"]["constraint-dependencies"]
+    project = uv_project(
+        spec,
+        layer,
+        constraints=constraints,
+        exclude_newer=None,
+        index_url=None,
+        no_index=False,
+        local_wheels=(),
+    )
+    assert PYTHON is not None
+    ours = resolve(
+        project, work_dir=tmp_path / "one", python=PYTHON, env_name="app-demo", reset=False
+    )
+    assert not (tmp_path / "one" / "probe").exists()
+    two = tmp_path / "two"
+    two.mkdir()
+    for name in ("pyproject.toml", "uv.toml"):
+        shutil.copy2(tmp_path / "one" / name, two / name)
+    from uv import find_uv_bin
+
+    common = [f"--project={two}", f"--config-file={two / 'uv.toml'}", f"--python={PYTHON}"]
+    common += ["--no-config", "--no-managed-python", "--no-python-downloads", "--quiet"]
+    subprocess.run([find_uv_bin(), "lock", *common], check=True)
+    export = ["export", "--frozen", "--format", "pylock.toml", "--no-header"]
+    raw = subprocess.run(
+        [find_uv_bin(), *export, "--no-emit-project", "--no-annotate", *common],
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout
+    assert ours == raw and "attrs" in raw
+    assert (tmp_path / "one" / "uv.lock").read_bytes() == (two / "uv.lock").read_bytes()
+
+
 def test_meta_file_follows_the_contract(make_stack) -> None:
     stack = make_stack(runtime("six") + framework("web", "idna"))
     metas = stack.lock()

@@ -16,7 +16,6 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 from urllib.parse import unquote, urlparse
-from urllib.request import url2pathname
 
 from stacks.platforms import target_platform, wheel_platform_tags, wheel_supports
 
@@ -326,6 +325,8 @@ def _remote_index(index: str | None) -> str | None:
 def _localise(wheel: Wheel, source_dir: Path, pylock_dir: Path) -> Wheel:
     """A local wheel's location as a POSIX path relative to the pylock's folder."""
     if wheel.url is not None and wheel.url.startswith("file:"):
+        from urllib.request import url2pathname  # pulls in http.client: only when needed
+
         location = url2pathname(urlparse(wheel.url).path)
     elif wheel.path is not None:
         location = wheel.path

@@ -11,6 +11,7 @@ constraints, sources); `uv.toml` holds the settings and is passed explicitly wit
 
 from __future__ import annotations
 
+import functools
 import os
 import re
 import subprocess
@@ -59,6 +60,8 @@ _KEPT_UV_VARIABLES = re.compile(
 )
 _STANDARD_FLAGS = ("--no-config", "--no-managed-python", "--no-python-downloads", "--quiet")
 _STDERR_LINES = 40
+# Export the pylock.toml of the project's uv.lock (locking first unless --frozen is added).
+_EXPORT = ("export", "--format", "pylock.toml", "--no-header", "--no-emit-project", "--no-annotate")
 # uv's words for "no wheel for some environment" (one version, or all versions of a package).
 _MISSING_WHEELS = re.compile(
     r"ha(?:s|ve) no (?:`[^`]*`-compatible wheels|wheels with a matching "
@@ -225,7 +228,7 @@ def resolve(
     reset: bool,
     seed: Sequence[str] = (),
 ) -> str:
-    """Run `uv lock` and `uv export` on the project; return the exported pylock text.
+    """Lock the project with uv and export it (one `uv export`); return the pylock text.
 
     The previous `uv.lock` in `work_dir` is kept, so unchanged requirements keep their
     pins; `reset` discards it and re-resolves everything. Without a `uv.lock` (a fresh
@@ -241,47 +244,35 @@ def resolve(
         if _run(["lock"], project, work_dir, python).returncode != 0:
             lockfile.unlink(missing_ok=True)
     write_project(project, work_dir)
-    locked = _run(["lock", *(["--upgrade"] if reset else [])], project, work_dir, python)
-    if locked.returncode != 0:
-        unwritable = uv_write_failure(locked.stderr, doing=f"cannot lock layer '{env_name}'")
-        if unwritable is not None:
-            raise unwritable
-        if _MISSING_WHEELS.search(locked.stderr):
-            raise _missing_wheels_error(project, work_dir, python, env_name, locked.stderr)
-        if _NETWORK_FAILURE.search(locked.stderr):
-            raise LockError(
-                f"cannot lock layer '{env_name}': the package index could not be read\n"
-                f"{_trim(locked.stderr)}",
-                hint="check the index URL (--index-url, package_indexes) and the network, then "
-                "run again; UV_HTTP_TIMEOUT and UV_HTTP_RETRIES make uv more patient; the "
-                "previous lock files were left as they were",
-            )
-        raise NoSolutionError(
-            f"cannot lock layer '{env_name}': uv found no solution\n{_trim(locked.stderr)}",
-            hint=_conflict_hint(locked.stderr, project),
-        )
-    exported = _run(
-        [
-            "export",
-            "--frozen",
-            "--format",
-            "pylock.toml",
-            "--no-header",
-            "--no-emit-project",
-            "--no-annotate",
-        ],
-        project,
-        work_dir,
-        python,
-    )
+    # One uv process locks and exports: `uv export` without --frozen updates uv.lock first,
+    # exactly as `uv lock` does (same resolver, same files), saving a second uv start per layer.
+    upgrade = ["--upgrade"] if reset else []
+    exported = _run([*_EXPORT, *upgrade], project, work_dir, python)
     if exported.returncode != 0:
         unwritable = uv_write_failure(exported.stderr, doing=f"cannot lock layer '{env_name}'")
         if unwritable is not None:
             raise unwritable
-        raise LockError(
-            f"cannot lock layer '{env_name}': uv export failed\n{_trim(exported.stderr)}"
-        )
+        raise _resolution_error(project, work_dir, python, env_name, exported.stderr)
     return exported.stdout
+
+
+def _resolution_error(
+    project: UvProject, work_dir: Path, python: Path, env_name: str, stderr: str
+) -> LockError:
+    """The LockError for uv's failure to lock: missing wheels, an unreadable index or no solution."""
+    if _MISSING_WHEELS.search(stderr):
+        return _missing_wheels_error(project, work_dir, python, env_name, stderr)
+    if _NETWORK_FAILURE.search(stderr):
+        return LockError(
+            f"cannot lock layer '{env_name}': the package index could not be read\n{_trim(stderr)}",
+            hint="check the index URL (--index-url, package_indexes) and the network, then "
+            "run again; UV_HTTP_TIMEOUT and UV_HTTP_RETRIES make uv more patient; the "
+            "previous lock files were left as they were",
+        )
+    return NoSolutionError(
+        f"cannot lock layer '{env_name}': uv found no solution\n{_trim(stderr)}",
+        hint=_conflict_hint(stderr, project),
+    )
 
 
 def _missing_wheels_error(
@@ -325,10 +316,7 @@ def _universal_export(project: UvProject, work_dir: Path, python: Path) -> str |
     probe.mkdir(parents=True, exist_ok=True)
     uv = {k: v for k, v in project.pyproject["tool"]["uv"].items() if k != "environments"}
     write_project(replace(project, pyproject={**project.pyproject, "tool": {"uv": uv}}), probe)
-    if _run(["lock"], project, probe, python).returncode != 0:
-        return None
-    export = ["export", "--frozen", "--format", "pylock.toml", "--no-header"]
-    exported = _run([*export, "--no-emit-project", "--no-annotate"], project, probe, python)
+    exported = _run([*_EXPORT], project, probe, python)
     return exported.stdout if exported.returncode == 0 else None
 
 
@@ -344,10 +332,8 @@ def _resolves_on(project: UvProject, platform: str, work_dir: Path, python: Path
 def _run(
     command: list[str], project: UvProject, work_dir: Path, python: Path
 ) -> subprocess.CompletedProcess[str]:
-    from uv import find_uv_bin
-
     args = [
-        find_uv_bin(),
+        uv_bin(),
         *command,
         "--project",
         os.fspath(work_dir),
@@ -369,6 +355,14 @@ def _run(
         encoding="utf-8",
         errors="replace",
     )
+
+
+@functools.cache
+def uv_bin() -> str:
+    """The uv executable of this installation (looked up once per process)."""
+    from uv import find_uv_bin
+
+    return find_uv_bin()
 
 
 def uv_environment(environ: Mapping[str, str] | None = None) -> dict[str, str]:
@@ -425,11 +419,9 @@ def uv_cache_dir(environ: Mapping[str, str]) -> str | None:
     """The folder uv uses as its cache in this environment (UV_CACHE_DIR, or asked from uv)."""
     if environ.get("UV_CACHE_DIR"):
         return os.path.abspath(environ["UV_CACHE_DIR"])
-    from uv import find_uv_bin
-
     try:
         done = subprocess.run(
-            [find_uv_bin(), "cache", "dir", "--no-config"],
+            [uv_bin(), "cache", "dir", "--no-config"],
             env=dict(environ),
             capture_output=True,
             text=True,
