@@ -19,15 +19,11 @@ def project_lock(
     cache_dir: Path, *, wait: bool = True, stream: TextIO | None = None
 ) -> Iterator[None]:
     """Hold the project's file lock: one stacks run per project; the second waits (or fails)."""
-    from filelock import FileLock, Timeout
-
     cache_dir.mkdir(parents=True, exist_ok=True)
     lock_path = cache_dir / ".stacks.lock"
     owner_path = cache_dir / ".stacks.lock.owner"
-    lock = FileLock(os.fspath(lock_path))
-    try:
-        lock.acquire(timeout=0)
-    except Timeout:
+    lock = _file_lock(lock_path)
+    if not lock.acquire(blocking=False):
         holder = _read_owner(owner_path)
         if not wait:
             raise BusyError(
@@ -37,7 +33,7 @@ def project_lock(
         (stream or sys.stderr).write(
             f"waiting for another stacks run on this project to finish ({holder}) ...\n"
         )
-        lock.acquire()
+        lock.acquire(blocking=True)
     try:
         owner_path.write_text(
             json.dumps(
@@ -54,6 +50,67 @@ def project_lock(
         with contextlib.suppress(OSError):
             owner_path.unlink()
         lock.release()
+
+
+class _FlockLock:
+    """An exclusive flock(2) on the lock file: what filelock does on POSIX, without importing it."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.fd: int | None = None
+
+    def acquire(self, *, blocking: bool) -> bool:
+        """Take the lock (waiting for it if `blocking`); False if another process holds it."""
+        import fcntl
+
+        while True:
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | (0 if blocking else fcntl.LOCK_NB))
+            except BlockingIOError:
+                os.close(fd)
+                return False
+            except BaseException:
+                os.close(fd)
+                raise
+            if os.fstat(fd).st_nlink == 0:  # removed while we waited: lock the new one
+                os.close(fd)
+                continue
+            self.fd = fd
+            return True
+
+    def release(self) -> None:
+        """Let the lock go (closing the file releases the flock)."""
+        if self.fd is not None:
+            os.close(self.fd)
+            self.fd = None
+
+
+class _PortableLock:
+    """filelock's lock, where there is no fcntl (Windows)."""
+
+    def __init__(self, path: Path) -> None:
+        from filelock import FileLock
+
+        self.lock = FileLock(os.fspath(path))
+
+    def acquire(self, *, blocking: bool) -> bool:
+        """Take the lock (waiting for it if `blocking`); False if another process holds it."""
+        from filelock import Timeout
+
+        try:
+            self.lock.acquire(timeout=-1 if blocking else 0)
+        except Timeout:
+            return False
+        return True
+
+    def release(self) -> None:
+        """Let the lock go."""
+        self.lock.release()
+
+
+def _file_lock(path: Path) -> _FlockLock | _PortableLock:
+    return _PortableLock(path) if sys.platform == "win32" else _FlockLock(path)
 
 
 def _read_owner(path: Path) -> str:
