@@ -281,10 +281,14 @@ class FieldReader:
 
     def requirement_list(self, env: str, requirements: Sequence[str]) -> tuple[str, ...]:
         """The valid PEP 508 requirements of a list, normalised; each bad one is reported."""
-        from packaging.requirements import InvalidRequirement, Requirement
-
         result = []
         for text in requirements:
+            simple = simple_requirement(text)
+            if simple is not None:
+                result.append(simple)
+                continue
+            from packaging.requirements import InvalidRequirement, Requirement
+
             try:
                 requirement = Requirement(text)
             except InvalidRequirement as exc:
@@ -307,6 +311,40 @@ class FieldReader:
                 continue
             result.append(str(requirement))
         return tuple(result)
+
+
+# `name` or `name<op><release>[,<op><release>...]`: most requirements, normalised without
+# importing packaging (its import is most of a no-op's spec load). Anything else goes to it.
+_SIMPLE_NAME = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9._-]*[A-Za-z0-9])?")
+_SIMPLE_SPECIFIER = re.compile(
+    r"[ \t]*(~=|==|!=|<=|>=|<|>)[ \t]*([0-9]{1,18}(?:\.[0-9]{1,18})*)[ \t]*"
+)
+
+
+def simple_requirement(text: str) -> str | None:
+    """`str(packaging.requirements.Requirement(text))` for a plain name with release specifiers.
+
+    None for anything else (extras, markers, URLs, pre-releases, wildcards, repeated operators):
+    packaging parses those.
+    """
+    name = _SIMPLE_NAME.match(text)
+    if name is None:
+        return None
+    rest = text[name.end() :]
+    if not rest:
+        return text
+    specifiers: list[str] = []
+    operators: set[str] = set()
+    for part in rest.split(","):
+        found = _SIMPLE_SPECIFIER.fullmatch(part)
+        if found is None:
+            return None
+        operator, version = found.groups()
+        if operator in operators or (operator == "~=" and "." not in version):
+            return None  # packaging dedupes equal specifiers; `~=1` is invalid: let it say so
+        operators.add(operator)
+        specifiers.append(operator + version)
+    return name.group() + ",".join(sorted(specifiers))
 
 
 def _parse_linux_target(value: str) -> tuple[int, int] | None:
