@@ -114,6 +114,60 @@ class TreeManifest:
         )
 
 
+def manifest_stat_drift(
+    data: dict[str, Any], root: Path, *, limit: int, skip: Callable[[str], bool] | None = None
+) -> list[str]:
+    """`TreeManifest.from_json(data).stat_drift(root, ...)`, answered without building either
+    manifest when nothing drifted (the usual no-op); raises ValueError/TypeError if malformed."""
+    if stat_unchanged(data, root, skip=skip):
+        return []
+    return TreeManifest.from_json(data).stat_drift(root, limit=limit, skip=skip)
+
+
+def stat_unchanged(
+    data: dict[str, Any], root: Path, *, skip: Callable[[str], bool] | None = None
+) -> bool:
+    """Whether `root` matches a manifest's JSON form by kind, size, mtime and link target.
+
+    The same question as an empty `stat_drift`, one lstat per file (folders by their entry
+    type), compared with the recorded lists as they are: no per-entry objects, no sorting.
+    """
+    seen = 0
+    pending = [(os.fspath(root), "")]
+    while pending:
+        folder, prefix = pending.pop()
+        try:
+            listing = os.scandir(folder)
+        except OSError:
+            continue
+        with listing:
+            for entry in listing:
+                rel = prefix + entry.name
+                if skip is not None and skip(rel):
+                    continue
+                recorded = data.get(rel)
+                if type(recorded) is not list or len(recorded) != 5:
+                    return False  # added, or malformed: stat_drift says which
+                seen += 1
+                kind = recorded[0]
+                if entry.is_symlink():
+                    info = os.lstat(entry.path)
+                    if kind != "l" or recorded[1] != os.readlink(entry.path):
+                        return False
+                elif entry.is_dir(follow_symlinks=False):
+                    if kind != "d":
+                        return False
+                    pending.append((entry.path, rel + "/"))
+                    continue
+                else:
+                    if kind != "f":
+                        return False
+                    info = entry.stat(follow_symlinks=False)
+                if recorded[3] != info.st_size or recorded[4] != info.st_mtime_ns:
+                    return False
+    return seen == len(data)  # fewer: something recorded is gone
+
+
 def _differences(
     recorded: TreeManifest,
     current: TreeManifest,

@@ -400,10 +400,9 @@ def tree_drift(tree: Path, manifest: Path) -> list[str]:
     if data is None:
         return ["missing: its manifest"]
     try:
-        recorded = hashing.TreeManifest.from_json(data)
-    except (ValueError, TypeError):
+        return hashing.manifest_stat_drift(data, tree, limit=5, skip=hashing.skip_bytecode)
+    except (ValueError, TypeError, IndexError):
         return ["unreadable: its manifest"]
-    return recorded.stat_drift(tree, limit=5, skip=hashing.skip_bytecode)
 
 
 def unchanged(metadata: Path, outputs: dict[str, Any]) -> bool:

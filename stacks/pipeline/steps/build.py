@@ -77,9 +77,7 @@ def build_drift(ctx: RunContext, env_name: str) -> list[str]:
     data = hashing.read_stamp(BUILD.tree_manifest_path(ctx, env_name))
     if data is None:
         return ["missing: build manifest"]
-    return hashing.TreeManifest.from_json(data).stat_drift(
-        tree, limit=5, skip=hashing.skip_bytecode
-    )
+    return hashing.manifest_stat_drift(data, tree, limit=5, skip=hashing.skip_bytecode)
 
 
 def build_digest(ctx: RunContext, env_name: str) -> str | None:
