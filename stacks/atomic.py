@@ -6,7 +6,6 @@ import contextlib
 import json
 import os
 import shutil
-import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -37,6 +36,8 @@ def write_bytes(path: Path, data: bytes, *, mode: int | None = None) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     if mode is None:
         mode = _default_mode()
+    import tempfile  # only when writing: a no-op writes nothing
+
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as handle:
@@ -79,6 +80,8 @@ def new_directory(target: Path) -> Iterator[Path]:
     On any failure (or interruption) the temporary folder is removed and `target` is left
     exactly as it was, so a half-built folder is never mistaken for a finished one.
     """
+    import tempfile
+
     target.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(
         tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".partial", dir=target.parent)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import platform
+import os
 import sys
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -93,9 +93,18 @@ def target_platform(name: str) -> TargetPlatform:
     return _TABLE[name]
 
 
+def host_machine() -> str:
+    """`platform.machine()`: on POSIX that is uname's machine, without importing platform."""
+    if hasattr(os, "uname"):
+        return os.uname().machine
+    import platform
+
+    return platform.machine()
+
+
 def build_platform() -> str | None:
     """The target platform name of the machine running this code, or None if unsupported."""
-    machine = platform.machine().lower()
+    machine = host_machine().lower()
     if sys.platform.startswith("linux"):
         return {
             "x86_64": "linux_x86_64",

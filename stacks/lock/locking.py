@@ -9,7 +9,6 @@ The files and the inputs they record are in `stacks.lock.metadata`.
 from __future__ import annotations
 
 import datetime
-import hashlib
 import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
@@ -413,6 +412,8 @@ def _next_meta(
     exclude_newer: str | None,
 ) -> LockMeta:
     """The metadata for new lock content: version and time kept when nothing changed."""
+    import hashlib  # loading OpenSSL costs a no-op ~3 ms: only when a lock is written
+
     lock_hash = hash_bytes(content)
     fixed_time = lock_time_of(exclude_newer)
     kept_venvstacks_hash = None

@@ -49,6 +49,13 @@ class LockPaths:
     summary: Path
 
 
+def _is_venvstacks_meta(data: Mapping[str, Any]) -> bool:
+    # Imported only for metadata without stacks' `lock_hash`: venvstacks_meta loads hashlib.
+    from stacks.lock.venvstacks_meta import is_venvstacks_meta
+
+    return is_venvstacks_meta(data)
+
+
 def lock_paths(spec: StackSpec, layer: LayerSpec) -> LockPaths:
     """The lock files of a layer."""
     folder = spec.spec_dir / "requirements" / layer.env_name
@@ -121,9 +128,7 @@ class LockMeta:
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> LockMeta:
         """Inverse of to_json (or venvstacks' format); raises KeyError/TypeError/ValueError."""
-        from stacks.lock.venvstacks_meta import is_venvstacks_meta
-
-        if is_venvstacks_meta(data):
+        if "lock_hash" not in data and _is_venvstacks_meta(data):
             requirements_hash = str(data["requirements_hash"])
             return cls(
                 lock_version=int(data["lock_version"]),

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import errno
 import os
-import platform
 import shutil
 import stat
 import sys
@@ -27,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from stacks import atomic, hashing
+from stacks.platforms import host_machine
 
 # Bump when what a provided runtime holds changes (unpack, shape_runtime, copy_installation,
 # precompile_stdlib, dropped_from_runtime): old entries then stop matching.
@@ -63,7 +63,7 @@ def store_key(identity: Mapping[str, Any]) -> str:
         "identity": dict(identity),
         "format": STORE_FORMAT,
         "stacks": __version__,
-        "host": [sys.platform, platform.machine()],
+        "host": [sys.platform, host_machine()],
     }
     return hashing.hash_json(keyed).removeprefix(hashing.PREFIX)
 
