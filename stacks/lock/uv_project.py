@@ -247,7 +247,7 @@ def resolve(
     # One uv process locks and exports: `uv export` without --frozen updates uv.lock first,
     # exactly as `uv lock` does (same resolver, same files), saving a second uv start per layer.
     upgrade = ["--upgrade"] if reset else []
-    exported = _run([*_EXPORT, *upgrade], project, work_dir, python)
+    exported = _run([*_EXPORT, *upgrade], project, work_dir, python, doing="lock")
     if exported.returncode != 0:
         unwritable = uv_write_failure(exported.stderr, doing=f"cannot lock layer '{env_name}'")
         if unwritable is not None:
@@ -330,8 +330,9 @@ def _resolves_on(project: UvProject, platform: str, work_dir: Path, python: Path
 
 
 def _run(
-    command: list[str], project: UvProject, work_dir: Path, python: Path
+    command: list[str], project: UvProject, work_dir: Path, python: Path, *, doing: str = ""
 ) -> subprocess.CompletedProcess[str]:
+    """Run a uv command on the project; `doing` names it in streamed output (default: its name)."""
     args = [
         uv_bin(),
         *command,
@@ -349,7 +350,7 @@ def _run(
 
     return run_captured(
         args,
-        label=f"uv {command[0]}: {work_dir.name}",
+        label=f"uv {doing or command[0]}: {work_dir.name}",
         cwd=work_dir,
         env=uv_environment(),
         encoding="utf-8",
