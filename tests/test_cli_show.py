@@ -509,9 +509,9 @@ def test_non_utf8_stdout_is_not_a_traceback() -> None:
 _SIGINT_AT = {
     "during argument parsing": (
         "parse = cli.build_parser\n"
-        "def build_parser():\n"
+        "def build_parser(**options):\n"
         "    os.kill(os.getpid(), signal.SIGINT)\n"
-        "    return parse()\n"
+        "    return parse(**options)\n"
         "cli.build_parser = build_parser\n"
     ),
     "as the work ends": (

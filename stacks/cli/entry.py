@@ -9,7 +9,7 @@ from typing import NoReturn
 
 from stacks.cli.checks import cmd_deploy
 from stacks.cli.compat import apply_options, show_first
-from stacks.cli.parser import build_parser
+from stacks.cli.parser import build_parser, command_word
 from stacks.errors import EXIT_USAGE, StacksError
 
 
@@ -60,7 +60,7 @@ def console_main(*, restore_sigint: bool = False) -> NoReturn:
 def _run(argv: Sequence[str] | None) -> int:
     """Parse the arguments and run the chosen command."""
     _tolerant_output()
-    parser = build_parser()
+    parser = build_parser(only=command_word(argv))
     args, extra = parser.parse_known_args(argv)
     # Errors about a command's arguments show that command's usage.
     command_parser = getattr(args, "command_parser", parser)

@@ -48,8 +48,38 @@ def command_names(parser: argparse.ArgumentParser) -> list[str]:
     return list(subcommands(parser))
 
 
-def build_parser() -> argparse.ArgumentParser:
-    """The argument parser of every command."""
+class _Unused:
+    """Stands in for the parser of a command this run does not use: every use is ignored."""
+
+    def __getattr__(self, name: str) -> _Unused:
+        return self
+
+    def __call__(self, *args: Any, **kwargs: Any) -> _Unused:
+        return self
+
+    def __getitem__(self, key: Any) -> _Unused:
+        return self
+
+
+def command_word(argv: Sequence[str] | None) -> str | None:
+    """The command, when it is the first word (then only its parser need be built)."""
+    words = sys.argv[1:] if argv is None else argv
+    return words[0] if words and not words[0].startswith("-") else None
+
+
+def build_parser(only: str | None = None) -> argparse.ArgumentParser:
+    """The argument parser of every command; `only`: of that command alone, if it is one.
+
+    Building all ~250 options costs a no-op run ~8 ms; a run needs its own command's.
+    """
+    if only is not None:
+        parser = _build_parser(only)
+        if only in subcommands(parser):
+            return parser
+    return _build_parser(None)
+
+
+def _build_parser(only: str | None) -> argparse.ArgumentParser:
     prog = "stacks" if not sys.argv[0].endswith("__main__.py") else "python -m stacks"
     parser = StacksParser(
         prog=prog,
@@ -75,6 +105,8 @@ def build_parser() -> argparse.ArgumentParser:
     original_add_parser = commands.add_parser
 
     def add_parser(name: str, **kwargs: Any) -> argparse.ArgumentParser:
+        if only is not None and name != only:
+            return _Unused()  # type: ignore[return-value]
         # No prefix matching: venvstacks' `--show` must not be taken as `--show-only`.
         command = original_add_parser(name, parents=[common], allow_abbrev=False, **kwargs)
         command.set_defaults(command_parser=command, command_name=name)
