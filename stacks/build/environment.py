@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import shutil
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -60,13 +61,21 @@ def _build_runtime(request: BuildRequest, stage: Path) -> None:
             f"layer '{request.layer.env_name}': the runtime has not been provided",
             hint="run `stacks build SPEC` (it provides runtimes first)",
         )
-    link_tree(source, stage)
+    # The interpreter is copied, not linked: a new link changes the inode's ctime, which uv
+    # takes for a changed interpreter, so the next install would query it again (~50 ms).
+    link_tree(source, stage, copy=_is_interpreter)
     if pylock_has_packages(request.pylock):
-        uv_install(request, stage / "bin" / "python3")
+        uv_install(request, stage, stage / "bin" / "python3")
 
 
-def link_tree(source: Path, target: Path) -> None:
-    """Recreate `source` under `target` with hard links (copies across filesystems), keeping symlinks."""
+def _is_interpreter(relpath: str) -> bool:
+    """The runtime's executables (copied: small, and see `_build_runtime`)."""
+    return relpath.startswith("bin/python")
+
+
+def link_tree(source: Path, target: Path, *, copy: Callable[[str], bool] | None = None) -> None:
+    """Recreate `source` under `target` with hard links (copies across filesystems, and of the
+    files `copy(relpath)` names), keeping symlinks."""
     same_device = os.stat(source).st_dev == os.stat(target).st_dev
     for dirpath, dirnames, filenames in os.walk(source):
         rel = os.path.relpath(dirpath, source)
@@ -81,7 +90,7 @@ def link_tree(source: Path, target: Path) -> None:
             full = os.path.join(dirpath, name)
             if os.path.islink(full):
                 os.symlink(os.readlink(full), out_dir / name)
-            elif same_device:
+            elif same_device and not (copy is not None and copy(f"{rel}/{name}")):
                 os.link(full, out_dir / name)
             else:
                 shutil.copy2(full, out_dir / name)
@@ -110,7 +119,7 @@ def _build_layered(request: BuildRequest, stage: Path) -> None:
         str(stage), postinstall.layer_files(build_config, symlinks=True, dynlibs=True)
     )
     if pylock_has_packages(request.pylock):
-        uv_install(request, stage / "bin" / "python")
+        uv_install(request, stage, stage / "bin" / "python")
     for module in (request.layer.launch_module, *request.layer.support_modules):
         if module is not None:
             _copy_module(module, site)

@@ -60,16 +60,17 @@ def subprocess_env(extra: dict[str, str] | None = None) -> dict[str, str]:
     return env
 
 
-def uv_install(request: BuildRequest, python: Path) -> None:
+def uv_install(request: BuildRequest, environment: Path, python: Path) -> None:
     """Install the layer's locked packages, then prove every installed file matches its wheel.
 
     uv hard-links files from its cache; if anything ever edited such a file in place (a build
     or export folder is easy to edit by mistake), the cache itself is corrupt. Checking RECORD
     hashes catches that, and the packages are purged from uv's cache and fetched again
     instead of re-linking bad bytes. A forced rebuild hashes every file (see VerifiedFiles).
+    `python` is the environment's own interpreter, used when the request names no installer.
     """
-    _run_uv_install(request, python)
-    site = python.parent.parent / request.site_dir
+    _run_uv_install(request, environment, python)
+    site = environment / request.site_dir
     verified = VerifiedFiles.load(request.verified_files, trust=not request.recheck_installed)
     damaged = verify_installed(site, verified)
     if not damaged:
@@ -78,7 +79,7 @@ def uv_install(request: BuildRequest, python: Path) -> None:
     _run_uv(
         request, ["cache", "clean", *sorted(damaged)], "cleaning damaged packages from uv's cache"
     )
-    _run_uv_install(request, python, reinstall=sorted(damaged))
+    _run_uv_install(request, environment, python, reinstall=sorted(damaged))
     still = verify_installed(site, verified)
     verified.save()
     if still:
@@ -107,19 +108,30 @@ def _run_uv(request: BuildRequest, arguments: list[str], what: str) -> None:
         raise BuildError(f"layer '{request.layer.env_name}': {what} failed:\n{indent(detail)}")
 
 
-def _run_uv_install(request: BuildRequest, python: Path, *, reinstall: Sequence[str] = ()) -> None:
+def _run_uv_install(
+    request: BuildRequest, environment: Path, python: Path, *, reinstall: Sequence[str] = ()
+) -> None:
     from uv import find_uv_bin
 
     from stacks.platforms import target_platform
 
     layer = request.layer
     platform = target_platform(request.platform)
+    installer = request.installer_python
+    # With the runtime's own interpreter and `--prefix`, uv lays the files out exactly as in
+    # the environment (the same scheme below the prefix) but answers its interpreter query
+    # from its cache: the environment's launcher is a new file in every build, so querying
+    # it would start an interpreter each time (~50 ms).
+    target = (
+        ["--python", os.fspath(installer), "--prefix", os.fspath(environment)]
+        if installer is not None
+        else ["--python", os.fspath(python)]
+    )
     command = [
         find_uv_bin(),
         "pip",
         "install",
-        "--python",
-        os.fspath(python),
+        *target,
         "--no-config",
         "--no-managed-python",
         "--no-python-downloads",
