@@ -24,11 +24,12 @@ def build_layer(request: BuildRequest, *, warnings: list[str] | None = None) -> 
     Warnings (a launch module import nothing in the stack provides) are added to `warnings`.
     """
     target = request.target
+    known = KnownDigests.load(request.known_digests)
     with atomic.new_directory(target) as stage:
         if request.layer.kind is LayerKind.RUNTIME:
-            _build_runtime(request, stage)
+            _build_runtime(request, stage, known)
         else:
-            _build_layered(request, stage)
+            _build_layered(request, stage, known)
         remove_scripts(stage, request)
         if request.layer.kind is not LayerKind.RUNTIME:
             _write_entry_points(request, stage)
@@ -38,7 +39,6 @@ def build_layer(request: BuildRequest, *, warnings: list[str] | None = None) -> 
     # interpreter (which writes nothing: -B) runs while this process hashes the tree.
     from concurrent.futures import ThreadPoolExecutor
 
-    known = KnownDigests.load(request.known_digests)
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="stacks-scan") as pool:
         scanning = pool.submit(scan_tree, target, skip=skip_bytecode, known=known)
         try:
@@ -54,7 +54,7 @@ def build_layer(request: BuildRequest, *, warnings: list[str] | None = None) -> 
     return manifest
 
 
-def _build_runtime(request: BuildRequest, stage: Path) -> None:
+def _build_runtime(request: BuildRequest, stage: Path, known: KnownDigests) -> None:
     source = request.runtime_source
     if source is None or not (source / "bin").is_dir():
         raise BuildError(
@@ -65,7 +65,7 @@ def _build_runtime(request: BuildRequest, stage: Path) -> None:
     # takes for a changed interpreter, so the next install would query it again (~50 ms).
     link_tree(source, stage, copy=_is_interpreter)
     if pylock_has_packages(request.pylock):
-        uv_install(request, stage, stage / "bin" / "python3")
+        uv_install(request, stage, stage / "bin" / "python3", known)
 
 
 def _is_interpreter(relpath: str) -> bool:
@@ -96,7 +96,7 @@ def link_tree(source: Path, target: Path, *, copy: Callable[[str], bool] | None 
                 shutil.copy2(full, out_dir / name)
 
 
-def _build_layered(request: BuildRequest, stage: Path) -> None:
+def _build_layered(request: BuildRequest, stage: Path, known: KnownDigests) -> None:
     from stacks.deploy import postinstall
 
     site = stage / request.site_dir
@@ -119,7 +119,7 @@ def _build_layered(request: BuildRequest, stage: Path) -> None:
         str(stage), postinstall.layer_files(build_config, symlinks=True, dynlibs=True)
     )
     if pylock_has_packages(request.pylock):
-        uv_install(request, stage, stage / "bin" / "python")
+        uv_install(request, stage, stage / "bin" / "python", known)
     for module in (request.layer.launch_module, *request.layer.support_modules):
         if module is not None:
             _copy_module(module, site)

@@ -14,6 +14,7 @@ from stacks import atomic
 from stacks.build.records import VerifiedFiles, verify_installed
 from stacks.build.request import BuildRequest
 from stacks.errors import BuildError
+from stacks.hashing import KnownDigests
 
 
 def pylock_packages(pylock: Path) -> list[dict[str, Any]]:
@@ -60,19 +61,22 @@ def subprocess_env(extra: dict[str, str] | None = None) -> dict[str, str]:
     return env
 
 
-def uv_install(request: BuildRequest, environment: Path, python: Path) -> None:
+def uv_install(
+    request: BuildRequest, environment: Path, python: Path, known: KnownDigests | None = None
+) -> None:
     """Install the layer's locked packages, then prove every installed file matches its wheel.
 
     uv hard-links files from its cache; if anything ever edited such a file in place (a build
     or export folder is easy to edit by mistake), the cache itself is corrupt. Checking RECORD
     hashes catches that, and the packages are purged from uv's cache and fetched again
     instead of re-linking bad bytes. A forced rebuild hashes every file (see VerifiedFiles).
-    `python` is the environment's own interpreter, used when the request names no installer.
+    `python` is the environment's own interpreter, used when the request names no installer;
+    `known` learns the manifest hash of every file the RECORD check reads.
     """
     _run_uv_install(request, environment, python)
     site = environment / request.site_dir
     verified = VerifiedFiles.load(request.verified_files, trust=not request.recheck_installed)
-    damaged = verify_installed(site, verified)
+    damaged = verify_installed(site, verified, known)
     if not damaged:
         verified.save()
         return
@@ -80,7 +84,7 @@ def uv_install(request: BuildRequest, environment: Path, python: Path) -> None:
         request, ["cache", "clean", *sorted(damaged)], "cleaning damaged packages from uv's cache"
     )
     _run_uv_install(request, environment, python, reinstall=sorted(damaged))
-    still = verify_installed(site, verified)
+    still = verify_installed(site, verified, known)
     verified.save()
     if still:
         details = "; ".join(

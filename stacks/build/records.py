@@ -8,11 +8,11 @@ import os
 from pathlib import Path
 from typing import Any
 
-from stacks.hashing import read_record, write_record
+from stacks.hashing import PREFIX, KnownDigests, read_record, write_record
 
 
 class VerifiedFiles:
-    """Files already found to match their RECORD sha256, by inode, size and mtime.
+    """Hard-linked files already found to match their RECORD sha256, by inode, size and mtime.
 
     Installed files are hard links into uv's cache, so every layer (and every rebuild) with
     the same package holds the same inodes: each is hashed once, not once per build. Editing
@@ -50,7 +50,12 @@ class VerifiedFiles:
         return True
 
     def add(self, info: os.stat_result, sha256: str) -> None:
-        """Remember that this file (by stat) matched this RECORD hash."""
+        """Remember that this hard-linked file (by stat) matched this RECORD hash."""
+        # Only hard-linked files recur (links into uv's cache); a file of one link was written
+        # by this install (INSTALLER, or every file with STACKS_LINK_MODE=copy) and the next
+        # install writes it anew: remembering it would only grow the record, rewritten each build.
+        if info.st_nlink < 2:
+            return
         key = self._key(info)
         self.known[key] = [info.st_size, info.st_mtime_ns, sha256]
         self.used.add(key)
@@ -71,11 +76,19 @@ class VerifiedFiles:
         self.changed = False
 
 
-def verify_installed(site: Path, verified: VerifiedFiles | None = None) -> dict[str, list[str]]:
-    """Installed files whose sha256 differs from their RECORD entry, by distribution name."""
+def verify_installed(
+    site: Path, verified: VerifiedFiles | None = None, digests: KnownDigests | None = None
+) -> dict[str, list[str]]:
+    """Installed files whose sha256 differs from their RECORD entry, by distribution name.
+
+    Each file read is also hashed for the tree manifest (xxh3), from the same
+    bytes, into `digests`: a first build reads every file once, not once per hash.
+    """
     import base64
     import hashlib
     from concurrent.futures import ThreadPoolExecutor
+
+    import xxhash
 
     verified = verified or VerifiedFiles(None)
 
@@ -90,11 +103,13 @@ def verify_installed(site: Path, verified: VerifiedFiles | None = None) -> dict[
     def bad(item: tuple[str, Path, str]) -> tuple[str, str] | None:
         dist, path, expected = item
         digest = hashlib.sha256()
+        content = xxhash.xxh3_128()
         try:
             with open(path, "rb") as handle:
                 info = os.fstat(handle.fileno())
                 while chunk := handle.read(1 << 20):
                     digest.update(chunk)
+                    content.update(chunk)
         except OSError:
             return dist, f"{path.name} (missing)"
         actual = base64.urlsafe_b64encode(digest.digest()).rstrip(b"=").decode("ascii")
@@ -102,6 +117,8 @@ def verify_installed(site: Path, verified: VerifiedFiles | None = None) -> dict[
             verified.forget(info)
             return dist, path.name
         verified.add(info, expected)
+        if digests is not None:
+            digests.learn(info, PREFIX + content.hexdigest())
         return None
 
     def known(item: tuple[str, Path, str]) -> bool:
