@@ -216,7 +216,10 @@ def _rewrite_record(dist_info: Path, removed: set[str]) -> None:
     record = dist_info / "RECORD"
     if not removed or not record.is_file():
         return
-    rows = list(csv.reader(io.StringIO(record.read_text(encoding="utf-8"))))
+    text = record.read_text(encoding="utf-8")
+    if not any(name in text for name in removed):  # most RECORDs list none of them: no parse
+        return
+    rows = list(csv.reader(io.StringIO(text)))
     kept = []
     for row in rows:
         if not row:
