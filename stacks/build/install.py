@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import functools
 import io
 import os
 import subprocess
@@ -39,6 +40,7 @@ def pylock_has_packages(pylock: Path) -> bool:
     return bool(pylock_packages(pylock))
 
 
+@functools.cache
 def uv_version() -> str | None:
     """The version of the uv that installs packages (the `uv` package's, which ships the binary)."""
     from importlib.metadata import PackageNotFoundError, version

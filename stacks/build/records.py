@@ -92,15 +92,20 @@ def verify_installed(
 
     verified = verified or VerifiedFiles(None)
 
-    checks: list[tuple[str, Path, str]] = []
+    # Plain strings, not Path objects: a big framework has ~10,000 rows, each joined and
+    # stat'ed, and pathlib's parsing took most of the check's time.
+    root = os.fspath(site)
+    checks: list[tuple[str, str, str]] = []
     for record in site.glob("*.dist-info/RECORD"):
         dist = record.parent.name.split("-")[0]
         for row in csv.reader(io.StringIO(record.read_text(encoding="utf-8"))):
             if len(row) >= 2 and row[1].startswith("sha256="):
-                path = (site / row[0]).resolve() if ".." in row[0] else site / row[0]
-                checks.append((dist, path, row[1][len("sha256=") :]))
+                path = os.path.join(root, row[0])
+                checks.append(
+                    (dist, os.path.realpath(path) if ".." in row[0] else path, row[1][7:])
+                )
 
-    def bad(item: tuple[str, Path, str]) -> tuple[str, str] | None:
+    def bad(item: tuple[str, str, str]) -> tuple[str, str] | None:
         dist, path, expected = item
         digest = hashlib.sha256()
         content = xxhash.xxh3_128()
@@ -111,17 +116,17 @@ def verify_installed(
                     digest.update(chunk)
                     content.update(chunk)
         except OSError:
-            return dist, f"{path.name} (missing)"
+            return dist, f"{os.path.basename(path)} (missing)"
         actual = base64.urlsafe_b64encode(digest.digest()).rstrip(b"=").decode("ascii")
         if actual != expected:
             verified.forget(info)
-            return dist, path.name
+            return dist, os.path.basename(path)
         verified.add(info, expected)
         if digests is not None:
             digests.learn(info, PREFIX + content.hexdigest())
         return None
 
-    def known(item: tuple[str, Path, str]) -> bool:
+    def known(item: tuple[str, str, str]) -> bool:
         try:
             return verified.matches(os.stat(item[1]), item[2])
         except OSError:
@@ -133,6 +138,8 @@ def verify_installed(
         if verified.known and verified.trust
         else checks
     )
+    if not checks:
+        return {}
     damaged: dict[str, list[str]] = {}
     with ThreadPoolExecutor(max_workers=os.cpu_count() or 2) as pool:
         for found in pool.map(bad, checks):
