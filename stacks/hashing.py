@@ -234,6 +234,12 @@ class KnownDigests:
             self.changed = True
         return digest
 
+    def learn(self, info: os.stat_result, digest: str) -> None:
+        """Remember the hash of a hard-linked file another check just read (by its fstat)."""
+        if info.st_nlink > 1:
+            self.known[f"{info.st_dev}:{info.st_ino}"] = [info.st_size, info.st_mtime_ns, digest]
+            self.changed = True
+
     def save(self) -> None:
         """Write the record (atomically, compact; concurrent builds may drop each other's additions)."""
         if self.path is None or not self.changed:

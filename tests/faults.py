@@ -22,6 +22,19 @@ print("ok", six.__name__, attrs.__name__, idna.__name__)
 """
 
 
+# The small stack plus a second framework beside the first: its builds can overlap, so under
+# `-n 2` they run in doit's worker processes (a chain of builds runs in the main process).
+WIDE_STACK = (
+    SMALL_STACK
+    + """
+[[frameworks]]
+name = "fw2"
+runtime = "cpython-3.12"
+requirements = ["idna"]
+"""
+)
+
+
 def make_small_project(folder: Path, spec: str = SMALL_STACK) -> Path:
     """Write the small three-layer spec and its launch module; return the spec path."""
     folder.mkdir(parents=True, exist_ok=True)

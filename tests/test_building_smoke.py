@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import json
+import ast
 import subprocess
 import sys
 from pathlib import Path
@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from stacks.build.smoke import _SMOKE
+from stacks.build.smoke import _SMOKE, top_level_imports
 
 
 def smoke(
@@ -20,15 +20,15 @@ def smoke(
     launch: str | None = None,
     first: Path | None = None,
     modules: list[list[str]] | None = None,
-    launch_files: list[list[str]] | None = None,
+    launch_files: list[list[Any]] | None = None,
 ) -> Any:
     """Run the smoke script with this Python (`first` put at the front of sys.path); return its report."""
     code = _SMOKE if first is None else f"import sys; sys.path.insert(0, {str(first)!r})\n{_SMOKE}"
-    argument = json.dumps([paths or [], packages, launch, modules or [], launch_files or []])
+    argument = repr([paths or [], packages, launch, modules or [], launch_files or []])
     done = subprocess.run(
         [sys.executable, "-c", code, argument], capture_output=True, text=True, check=True
     )
-    return json.loads(done.stdout.strip().splitlines()[-1])
+    return ast.literal_eval(done.stdout.strip().splitlines()[-1])
 
 
 def dist_info(folder: Path, name: str, version: str) -> None:
@@ -109,7 +109,10 @@ def test_a_syntax_error_in_a_module_names_the_source_file_and_line(tmp_path: Pat
     assert report["warnings"] == []  # imports are checked only once everything compiles
 
 
-def test_unresolved_top_level_imports_of_the_launch_module_are_warnings(tmp_path: Path) -> None:
+@pytest.mark.parametrize("parsed_here", [True, False], ids=["parsed-by-stacks", "parsed-by-layer"])
+def test_unresolved_top_level_imports_of_the_launch_module_are_warnings(
+    tmp_path: Path, parsed_here: bool
+) -> None:
     launch = tmp_path / "launch_me.py"
     launch.write_text(
         "from __future__ import annotations\n"
@@ -126,7 +129,10 @@ def test_unresolved_top_level_imports_of_the_launch_module_are_warnings(tmp_path
         launch="launch_me",
         first=tmp_path,
         modules=[[str(launch), "launch_me.py"]],
-        launch_files=[[str(launch), "launch_me.py"]],
+        # stacks parses the imports itself unless its Python cannot (None: the layer's does).
+        launch_files=[
+            [str(launch), "launch_me.py", top_level_imports(launch) if parsed_here else None]
+        ],
     )
     assert report["problems"] == []
     assert report["warnings"] == [
@@ -135,3 +141,12 @@ def test_unresolved_top_level_imports_of_the_launch_module_are_warnings(tmp_path
         "launch_me.py, line 6: imports also_missing, but no module 'also_missing' is in this"
         " layer or the layers below it",
     ]
+
+
+def test_a_launch_module_this_python_cannot_parse_is_left_to_the_layer(tmp_path: Path) -> None:
+    source = tmp_path / "newer.py"
+    source.write_text("import os\ndef f(:\n")
+    assert top_level_imports(source) is None
+    good = tmp_path / "good.py"
+    good.write_text("import os.path, sys\nfrom json import loads\nfrom . import x\n")
+    assert top_level_imports(good) == [(1, "os.path"), (1, "sys"), (2, "json")]

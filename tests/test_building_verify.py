@@ -7,6 +7,7 @@ import hashlib
 import os
 from pathlib import Path
 
+from stacks import hashing
 from stacks.build.records import VerifiedFiles, verify_installed
 
 
@@ -15,12 +16,19 @@ def record_hash(data: bytes) -> str:
     return base64.urlsafe_b64encode(hashlib.sha256(data).digest()).rstrip(b"=").decode("ascii")
 
 
-def install(site: Path, files: dict[str, bytes]) -> None:
-    """A fake installed distribution `pkg` with a RECORD listing `files`."""
+def install(site: Path, files: dict[str, bytes], *, linked: bool = True) -> None:
+    """A fake installed distribution `pkg` with a RECORD listing `files`, each hard-linked from
+    a cache folder beside `site` as uv installs them (`linked=False`: written in place)."""
     rows = []
+    cache = site.with_name(site.name + "-cache")
     for name, data in files.items():
         (site / name).parent.mkdir(parents=True, exist_ok=True)
-        (site / name).write_bytes(data)
+        if linked:
+            (cache / name).parent.mkdir(parents=True, exist_ok=True)
+            (cache / name).write_bytes(data)
+            os.link(cache / name, site / name)
+        else:
+            (site / name).write_bytes(data)
         rows.append(f"{name},sha256={record_hash(data)},{len(data)}")
     meta = site / "pkg-1.0.dist-info"
     meta.mkdir(parents=True, exist_ok=True)
@@ -86,3 +94,40 @@ def test_a_record_past_its_limit_keeps_only_the_files_just_used(tmp_path: Path) 
     kept = VerifiedFiles.load(record).known
     info = os.stat(site / "pkg" / "__init__.py")
     assert list(kept) == [f"{info.st_dev}:{info.st_ino}"]
+
+
+def test_files_of_one_link_are_checked_but_not_remembered(tmp_path: Path) -> None:
+    """An install writes them anew each time: remembering them would only grow the record."""
+    site = tmp_path / "site"
+    install(site, {"pkg/__init__.py": b"x = 1\n"}, linked=False)
+    record = tmp_path / "verified.json"
+    verified = VerifiedFiles.load(record)
+    assert verify_installed(site, verified) == {}
+    assert verified.known == {} and not verified.changed
+    verified.save()
+    assert not record.exists()  # nothing new: the record is not rewritten
+    (site / "pkg" / "__init__.py").write_bytes(b"y = 2\n")  # still checked every time
+    assert verify_installed(site, verified) == {"pkg": ["__init__.py"]}
+
+
+def test_the_record_check_hands_the_manifest_the_hash_of_each_file_it_read(
+    tmp_path: Path,
+) -> None:
+    """One read per file on a first build: the manifest takes the xxh3 the check computed."""
+    site = tmp_path / "site"
+    install(site, {"pkg/__init__.py": b"x = 1\n", "pkg/data.bin": os.urandom(3 << 20)})
+    digests = hashing.KnownDigests.load(tmp_path / "digests.json")
+    assert verify_installed(site, VerifiedFiles(None), digests) == {}
+    assert digests.changed and len(digests.known) == 2
+    # The hashes handed over are the content hashes a full scan computes.
+    assert hashing.scan_tree(site, known=digests).to_json() == hashing.scan_tree(site).to_json()
+    # A damaged file hands over nothing (its content is not what gets installed).
+    other = tmp_path / "other"
+    install(other, {"pkg/__init__.py": b"x = 1\n"})
+    victim = other / "pkg" / "__init__.py"
+    victim.unlink()
+    victim.write_bytes(b"edited")
+    os.link(victim, tmp_path / "second-link")
+    fresh = hashing.KnownDigests.load(None)
+    assert verify_installed(other, VerifiedFiles(None), fresh) == {"pkg": ["__init__.py"]}
+    assert fresh.known == {}

@@ -165,3 +165,21 @@ def test_the_heartbeat_is_printed_while_a_step_runs_and_never_when_quiet() -> No
         assert (beats == []) is quiet
         assert all(line.startswith(".. archive:big still running (") for line in beats)
         assert "\r" not in stream.getvalue()
+
+
+def test_worker_processes_only_for_tasks_that_can_overlap() -> None:
+    """A chain of tasks to run goes to the main process; two independent ones to workers."""
+    from stacks.pipeline.engine import PlannedTask, _can_overlap
+
+    graph = {"runtime": [], "fw": ["runtime"], "fw2": ["runtime"], "app": ["fw"]}
+
+    def planned(*running: str) -> list[PlannedTask]:
+        return [PlannedTask(t, "run" if t in running else "up-to-date") for t in graph]
+
+    assert not _can_overlap(planned("runtime", "fw", "app"), graph)
+    assert not _can_overlap(planned("fw2"), graph)
+    assert not _can_overlap(planned(), graph)
+    assert _can_overlap(planned("fw", "fw2"), graph)
+    assert _can_overlap(planned("runtime", "fw", "fw2", "app"), graph)
+    # Up-to-date tasks in between do not order the ones that run.
+    assert not _can_overlap(planned("runtime", "app"), graph)

@@ -21,6 +21,7 @@ from pathlib import Path
 
 import pytest
 from faults import (
+    WIDE_STACK,
     diff,
     end_group,
     make_small_project,
@@ -278,7 +279,7 @@ def test_parallel_runs_stop_promptly_and_leave_nothing_running(tmp_path: Path) -
     """
     seed = int(os.environ.get("STACKS_FAULT_SEED") or random.randrange(2**32))
     rng = random.Random(seed)
-    project = Project(make_small_project(tmp_path / "stack"))
+    project = Project(make_small_project(tmp_path / "stack", WIDE_STACK))
     for command in ("build", "export"):
         assert run_timed(command, project.spec).code == 0
     for index in range(12):

@@ -1,5 +1,6 @@
 """SIGTERM and Ctrl-C, sent for real: in the middle of writing a build folder or an archive,
-under `-n 1` (steps in the main process) and `-n 2` (steps in doit's worker processes), a run
+under `-n 1` (steps in the main process) and `-n 2` (steps in doit's worker processes: the
+stack has two frameworks side by side, as a chain of builds runs in the main process), a run
 exits 130 with no temporary file of its own left behind; and a Ctrl-C at any moment of
 start-up, while the command line is still being imported, exits 130 with one line.
 """
@@ -17,6 +18,7 @@ from pathlib import Path
 
 import pytest
 from faults import (
+    WIDE_STACK,
     end_group,
     leftovers,
     make_small_project,
@@ -33,7 +35,7 @@ uv_cache = pytest.fixture(scope="module", autouse=True)(private_uv_cache)
 @pytest.fixture(scope="module")
 def project(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The small stack, built and published once for the module."""
-    spec = make_small_project(tmp_path_factory.mktemp("signals") / "stack")
+    spec = make_small_project(tmp_path_factory.mktemp("signals") / "stack", WIDE_STACK)
     stacks("publish", spec)
     return spec
 

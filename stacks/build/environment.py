@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import shutil
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -23,11 +24,12 @@ def build_layer(request: BuildRequest, *, warnings: list[str] | None = None) -> 
     Warnings (a launch module import nothing in the stack provides) are added to `warnings`.
     """
     target = request.target
+    known = KnownDigests.load(request.known_digests)
     with atomic.new_directory(target) as stage:
         if request.layer.kind is LayerKind.RUNTIME:
-            _build_runtime(request, stage)
+            _build_runtime(request, stage, known)
         else:
-            _build_layered(request, stage)
+            _build_layered(request, stage, known)
         remove_scripts(stage, request)
         if request.layer.kind is not LayerKind.RUNTIME:
             _write_entry_points(request, stage)
@@ -37,7 +39,6 @@ def build_layer(request: BuildRequest, *, warnings: list[str] | None = None) -> 
     # interpreter (which writes nothing: -B) runs while this process hashes the tree.
     from concurrent.futures import ThreadPoolExecutor
 
-    known = KnownDigests.load(request.known_digests)
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="stacks-scan") as pool:
         scanning = pool.submit(scan_tree, target, skip=skip_bytecode, known=known)
         try:
@@ -53,41 +54,48 @@ def build_layer(request: BuildRequest, *, warnings: list[str] | None = None) -> 
     return manifest
 
 
-def _build_runtime(request: BuildRequest, stage: Path) -> None:
+def _build_runtime(request: BuildRequest, stage: Path, known: KnownDigests) -> None:
     source = request.runtime_source
     if source is None or not (source / "bin").is_dir():
         raise BuildError(
             f"layer '{request.layer.env_name}': the runtime has not been provided",
             hint="run `stacks build SPEC` (it provides runtimes first)",
         )
-    link_tree(source, stage)
+    # The interpreter is copied, not linked: a new link changes the inode's ctime, which uv
+    # takes for a changed interpreter, so the next install would query it again (~50 ms).
+    link_tree(source, stage, copy=_is_interpreter)
     if pylock_has_packages(request.pylock):
-        uv_install(request, stage / "bin" / "python3")
+        uv_install(request, stage, stage / "bin" / "python3", known)
 
 
-def link_tree(source: Path, target: Path) -> None:
-    """Recreate `source` under `target` with hard links (copies across filesystems), keeping symlinks."""
+def _is_interpreter(relpath: str) -> bool:
+    """The runtime's executables (copied: small, and see `_build_runtime`)."""
+    return relpath.startswith("bin/python")
+
+
+def link_tree(source: Path, target: Path, *, copy: Callable[[str], bool] | None = None) -> None:
+    """Recreate `source` under `target` with hard links (copies across filesystems, and of the
+    files `copy(relpath)` names), keeping symlinks."""
     same_device = os.stat(source).st_dev == os.stat(target).st_dev
-    for dirpath, dirnames, filenames in os.walk(source):
-        rel = os.path.relpath(dirpath, source)
-        out_dir = target if rel == "." else target / rel
-        out_dir.mkdir(exist_ok=True)
-        for name in list(dirnames):
-            full = os.path.join(dirpath, name)
-            if os.path.islink(full):
-                os.symlink(os.readlink(full), out_dir / name)
-                dirnames.remove(name)
-        for name in filenames:
-            full = os.path.join(dirpath, name)
-            if os.path.islink(full):
-                os.symlink(os.readlink(full), out_dir / name)
-            elif same_device:
-                os.link(full, out_dir / name)
-            else:
-                shutil.copy2(full, out_dir / name)
+    # os.scandir: links and folders are told apart by the entry's type, without an lstat each.
+    pending = [(os.fspath(source), os.fspath(target), "")]
+    while pending:
+        folder, out_dir, prefix = pending.pop()
+        with os.scandir(folder) as listing:
+            for entry in listing:
+                out = os.path.join(out_dir, entry.name)
+                if entry.is_symlink():
+                    os.symlink(os.readlink(entry.path), out)
+                elif entry.is_dir(follow_symlinks=False):
+                    os.mkdir(out)
+                    pending.append((entry.path, out, prefix + entry.name + "/"))
+                elif same_device and not (copy is not None and copy(prefix + entry.name)):
+                    os.link(entry.path, out)
+                else:
+                    shutil.copy2(entry.path, out)
 
 
-def _build_layered(request: BuildRequest, stage: Path) -> None:
+def _build_layered(request: BuildRequest, stage: Path, known: KnownDigests) -> None:
     from stacks.deploy import postinstall
 
     site = stage / request.site_dir
@@ -110,7 +118,7 @@ def _build_layered(request: BuildRequest, stage: Path) -> None:
         str(stage), postinstall.layer_files(build_config, symlinks=True, dynlibs=True)
     )
     if pylock_has_packages(request.pylock):
-        uv_install(request, stage / "bin" / "python")
+        uv_install(request, stage, stage / "bin" / "python", known)
     for module in (request.layer.launch_module, *request.layer.support_modules):
         if module is not None:
             _copy_module(module, site)

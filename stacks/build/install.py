@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import functools
 import io
 import os
 import subprocess
@@ -14,6 +15,7 @@ from stacks import atomic
 from stacks.build.records import VerifiedFiles, verify_installed
 from stacks.build.request import BuildRequest
 from stacks.errors import BuildError
+from stacks.hashing import KnownDigests
 
 
 def pylock_packages(pylock: Path) -> list[dict[str, Any]]:
@@ -38,6 +40,7 @@ def pylock_has_packages(pylock: Path) -> bool:
     return bool(pylock_packages(pylock))
 
 
+@functools.cache
 def uv_version() -> str | None:
     """The version of the uv that installs packages (the `uv` package's, which ships the binary)."""
     from importlib.metadata import PackageNotFoundError, version
@@ -60,26 +63,30 @@ def subprocess_env(extra: dict[str, str] | None = None) -> dict[str, str]:
     return env
 
 
-def uv_install(request: BuildRequest, python: Path) -> None:
+def uv_install(
+    request: BuildRequest, environment: Path, python: Path, known: KnownDigests | None = None
+) -> None:
     """Install the layer's locked packages, then prove every installed file matches its wheel.
 
     uv hard-links files from its cache; if anything ever edited such a file in place (a build
     or export folder is easy to edit by mistake), the cache itself is corrupt. Checking RECORD
     hashes catches that, and the packages are purged from uv's cache and fetched again
     instead of re-linking bad bytes. A forced rebuild hashes every file (see VerifiedFiles).
+    `python` is the environment's own interpreter, used when the request names no installer;
+    `known` learns the manifest hash of every file the RECORD check reads.
     """
-    _run_uv_install(request, python)
-    site = python.parent.parent / request.site_dir
+    _run_uv_install(request, environment, python)
+    site = environment / request.site_dir
     verified = VerifiedFiles.load(request.verified_files, trust=not request.recheck_installed)
-    damaged = verify_installed(site, verified)
+    damaged = verify_installed(site, verified, known)
     if not damaged:
         verified.save()
         return
     _run_uv(
         request, ["cache", "clean", *sorted(damaged)], "cleaning damaged packages from uv's cache"
     )
-    _run_uv_install(request, python, reinstall=sorted(damaged))
-    still = verify_installed(site, verified)
+    _run_uv_install(request, environment, python, reinstall=sorted(damaged))
+    still = verify_installed(site, verified, known)
     verified.save()
     if still:
         details = "; ".join(
@@ -107,19 +114,30 @@ def _run_uv(request: BuildRequest, arguments: list[str], what: str) -> None:
         raise BuildError(f"layer '{request.layer.env_name}': {what} failed:\n{indent(detail)}")
 
 
-def _run_uv_install(request: BuildRequest, python: Path, *, reinstall: Sequence[str] = ()) -> None:
+def _run_uv_install(
+    request: BuildRequest, environment: Path, python: Path, *, reinstall: Sequence[str] = ()
+) -> None:
     from uv import find_uv_bin
 
     from stacks.platforms import target_platform
 
     layer = request.layer
     platform = target_platform(request.platform)
+    installer = request.installer_python
+    # With the runtime's own interpreter and `--prefix`, uv lays the files out exactly as in
+    # the environment (the same scheme below the prefix) but answers its interpreter query
+    # from its cache: the environment's launcher is a new file in every build, so querying
+    # it would start an interpreter each time (~50 ms).
+    target = (
+        ["--python", os.fspath(installer), "--prefix", os.fspath(environment)]
+        if installer is not None
+        else ["--python", os.fspath(python)]
+    )
     command = [
         find_uv_bin(),
         "pip",
         "install",
-        "--python",
-        os.fspath(python),
+        *target,
         "--no-config",
         "--no-managed-python",
         "--no-python-downloads",
@@ -200,7 +218,10 @@ def _rewrite_record(dist_info: Path, removed: set[str]) -> None:
     record = dist_info / "RECORD"
     if not removed or not record.is_file():
         return
-    rows = list(csv.reader(io.StringIO(record.read_text(encoding="utf-8"))))
+    text = record.read_text(encoding="utf-8")
+    if not any(name in text for name in removed):  # most RECORDs list none of them: no parse
+        return
+    rows = list(csv.reader(io.StringIO(text)))
     kept = []
     for row in rows:
         if not row:

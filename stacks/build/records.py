@@ -8,11 +8,11 @@ import os
 from pathlib import Path
 from typing import Any
 
-from stacks.hashing import read_record, write_record
+from stacks.hashing import PREFIX, KnownDigests, read_record, write_record
 
 
 class VerifiedFiles:
-    """Files already found to match their RECORD sha256, by inode, size and mtime.
+    """Hard-linked files already found to match their RECORD sha256, by inode, size and mtime.
 
     Installed files are hard links into uv's cache, so every layer (and every rebuild) with
     the same package holds the same inodes: each is hashed once, not once per build. Editing
@@ -50,7 +50,12 @@ class VerifiedFiles:
         return True
 
     def add(self, info: os.stat_result, sha256: str) -> None:
-        """Remember that this file (by stat) matched this RECORD hash."""
+        """Remember that this hard-linked file (by stat) matched this RECORD hash."""
+        # Only hard-linked files recur (links into uv's cache); a file of one link was written
+        # by this install (INSTALLER, or every file with STACKS_LINK_MODE=copy) and the next
+        # install writes it anew: remembering it would only grow the record, rewritten each build.
+        if info.st_nlink < 2:
+            return
         key = self._key(info)
         self.known[key] = [info.st_size, info.st_mtime_ns, sha256]
         self.used.add(key)
@@ -71,40 +76,57 @@ class VerifiedFiles:
         self.changed = False
 
 
-def verify_installed(site: Path, verified: VerifiedFiles | None = None) -> dict[str, list[str]]:
-    """Installed files whose sha256 differs from their RECORD entry, by distribution name."""
+def verify_installed(
+    site: Path, verified: VerifiedFiles | None = None, digests: KnownDigests | None = None
+) -> dict[str, list[str]]:
+    """Installed files whose sha256 differs from their RECORD entry, by distribution name.
+
+    Each file read is also hashed for the tree manifest (xxh3), from the same
+    bytes, into `digests`: a first build reads every file once, not once per hash.
+    """
     import base64
     import hashlib
     from concurrent.futures import ThreadPoolExecutor
 
+    import xxhash
+
     verified = verified or VerifiedFiles(None)
 
-    checks: list[tuple[str, Path, str]] = []
+    # Plain strings, not Path objects: a big framework has ~10,000 rows, each joined and
+    # stat'ed, and pathlib's parsing took most of the check's time.
+    root = os.fspath(site)
+    checks: list[tuple[str, str, str]] = []
     for record in site.glob("*.dist-info/RECORD"):
         dist = record.parent.name.split("-")[0]
         for row in csv.reader(io.StringIO(record.read_text(encoding="utf-8"))):
             if len(row) >= 2 and row[1].startswith("sha256="):
-                path = (site / row[0]).resolve() if ".." in row[0] else site / row[0]
-                checks.append((dist, path, row[1][len("sha256=") :]))
+                path = os.path.join(root, row[0])
+                checks.append(
+                    (dist, os.path.realpath(path) if ".." in row[0] else path, row[1][7:])
+                )
 
-    def bad(item: tuple[str, Path, str]) -> tuple[str, str] | None:
+    def bad(item: tuple[str, str, str]) -> tuple[str, str] | None:
         dist, path, expected = item
         digest = hashlib.sha256()
+        content = xxhash.xxh3_128()
         try:
             with open(path, "rb") as handle:
                 info = os.fstat(handle.fileno())
                 while chunk := handle.read(1 << 20):
                     digest.update(chunk)
+                    content.update(chunk)
         except OSError:
-            return dist, f"{path.name} (missing)"
+            return dist, f"{os.path.basename(path)} (missing)"
         actual = base64.urlsafe_b64encode(digest.digest()).rstrip(b"=").decode("ascii")
         if actual != expected:
             verified.forget(info)
-            return dist, path.name
+            return dist, os.path.basename(path)
         verified.add(info, expected)
+        if digests is not None:
+            digests.learn(info, PREFIX + content.hexdigest())
         return None
 
-    def known(item: tuple[str, Path, str]) -> bool:
+    def known(item: tuple[str, str, str]) -> bool:
         try:
             return verified.matches(os.stat(item[1]), item[2])
         except OSError:
@@ -116,6 +138,8 @@ def verify_installed(site: Path, verified: VerifiedFiles | None = None) -> dict[
         if verified.known and verified.trust
         else checks
     )
+    if not checks:
+        return {}
     damaged: dict[str, list[str]] = {}
     with ThreadPoolExecutor(max_workers=os.cpu_count() or 2) as pool:
         for found in pool.map(bad, checks):

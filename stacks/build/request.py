@@ -39,6 +39,9 @@ class BuildRequest:
     # edit can keep).
     recheck_installed: bool = False
     known_digests: Path | None = None  # the project's record of file hashes (hashing.KnownDigests)
+    # The provided runtime's interpreter: uv installs into the stage with it (`--prefix`), so
+    # its query of the interpreter is cached (a stage's own launcher is new every build).
+    installer_python: Path | None = None
 
     @property
     def python_xy(self) -> str:

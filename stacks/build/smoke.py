@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 import subprocess
 from collections.abc import Sequence
@@ -34,10 +33,12 @@ def expected_packages(
 
 
 # Reads dist-info folder names instead of importing importlib.metadata (~35 ms per start);
-# like importlib.metadata.version, the first distribution of a name on sys.path wins.
+# like importlib.metadata.version, the first distribution of a name on sys.path wins. Its
+# argument and report are Python literals (repr, ascii), not JSON: importing json (and the re and
+# enum it imports) took a third of the check's time.
 _SMOKE = r"""
-import json, os, sys
-expected_paths, packages, launch, modules, launch_files = json.loads(sys.argv[1])
+import os, sys
+expected_paths, packages, launch, modules, launch_files = eval(sys.argv[1], {"__builtins__": {}})
 norm = [os.path.normcase(os.path.realpath(p)) for p in sys.path]
 positions = []
 for path in expected_paths:
@@ -104,36 +105,38 @@ for path, shown in modules:
         problems.append(f"{shown}: cannot be compiled: {exc}")
 
 # The launch module's top-level imports must resolve on this sys.path (found, not imported).
+# This process parsed them (ast costs this interpreter ~8 ms to import); a file it could not
+# parse (newer syntax than its own Python's) is parsed here.
 warnings = []
 if launch and not problems:
-    import ast
     import importlib.util
     checked = set()
-    for path, shown in launch_files:
-        with open(path, "rb") as handle:
-            tree = ast.parse(handle.read(), shown)
-        for node in tree.body:
-            if isinstance(node, ast.Import):
-                names = [alias.name for alias in node.names]
-            elif isinstance(node, ast.ImportFrom) and not node.level and node.module:
-                names = [node.module]
-            else:
+    for path, shown, imports in launch_files:
+        if imports is None:
+            import ast
+            with open(path, "rb") as handle:
+                tree = ast.parse(handle.read(), shown)
+            imports = []
+            for node in tree.body:
+                if isinstance(node, ast.Import):
+                    imports.extend((node.lineno, alias.name) for alias in node.names)
+                elif isinstance(node, ast.ImportFrom) and not node.level and node.module:
+                    imports.append((node.lineno, node.module))
+        for lineno, name in imports:
+            top = name.partition(".")[0]
+            if top in checked:
                 continue
-            for name in names:
-                top = name.partition(".")[0]
-                if top in checked:
-                    continue
-                checked.add(top)
-                try:
-                    found = importlib.util.find_spec(top)
-                except (ImportError, ValueError):
-                    found = None
-                if found is None:
-                    warnings.append(
-                        f"{shown}, line {node.lineno}: imports {name}, but no module {top!r} is"
-                        " in this layer or the layers below it"
-                    )
-print(json.dumps({"problems": problems, "warnings": warnings, "executable": sys.executable, "prefix": sys.prefix}))
+            checked.add(top)
+            try:
+                found = importlib.util.find_spec(top)
+            except (ImportError, ValueError):
+                found = None
+            if found is None:
+                warnings.append(
+                    f"{shown}, line {lineno}: imports {name}, but no module {top!r} is"
+                    " in this layer or the layers below it"
+                )
+print(ascii({"problems": problems, "warnings": warnings, "executable": sys.executable, "prefix": sys.prefix}))
 """
 
 
@@ -150,8 +153,9 @@ def smoke_check(request: BuildRequest) -> list[str]:
     pylocks = [request.pylock] + [lower.pylock for lower in request.lower]
     packages = expected_packages(pylocks, request.platform, request.python_version)
     modules, launch_files = module_files(request)
-    argument = json.dumps(
-        [[os.fspath(s) for s in sites], packages, layer.launch_module_name, modules, launch_files]
+    launch_imports = [[path, shown, top_level_imports(Path(path))] for path, shown in launch_files]
+    argument = repr(
+        [[os.fspath(s) for s in sites], packages, layer.launch_module_name, modules, launch_imports]
     )
     try:
         result = subprocess.run(
@@ -168,9 +172,13 @@ def smoke_check(request: BuildRequest) -> list[str]:
         raise BuildError(
             f"layer '{layer.env_name}': its python failed the smoke check:\n{indent(result.stderr.strip())}"
         )
+    import ast
+
     try:
-        report = json.loads(result.stdout.strip().splitlines()[-1])
-    except (ValueError, IndexError):
+        report = ast.literal_eval(result.stdout.strip().splitlines()[-1])
+        if not isinstance(report, dict):
+            raise ValueError(report)
+    except (ValueError, IndexError, SyntaxError, MemoryError, RecursionError):
         raise BuildError(
             f"layer '{layer.env_name}': unexpected smoke check output: {result.stdout!r}"
         ) from None
@@ -180,6 +188,24 @@ def smoke_check(request: BuildRequest) -> list[str]:
             + indent("\n".join(report["problems"]))
         )
     return list(report.get("warnings", []))
+
+
+def top_level_imports(path: Path) -> list[tuple[int, str]] | None:
+    """(line, module) of each absolute import at the top level of a Python file; None if this
+    Python cannot parse it (the smoke check's interpreter then parses it itself)."""
+    import ast
+
+    try:
+        tree = ast.parse(path.read_bytes(), os.fspath(path))
+    except (SyntaxError, ValueError, OSError):
+        return None
+    found: list[tuple[int, str]] = []
+    for node in tree.body:
+        if isinstance(node, ast.Import):
+            found.extend((node.lineno, alias.name) for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and not node.level and node.module:
+            found.append((node.lineno, node.module))
+    return found
 
 
 def module_files(request: BuildRequest) -> tuple[list[list[str]], list[list[str]]]:

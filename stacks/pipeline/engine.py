@@ -249,6 +249,8 @@ def run_tasks(
             result = RunResult([TaskResult(p.task, "up-to-date") for p in planned], 0)
         else:
             set_aside_bad_state_db(ctx.cache_dir, reporter.stream)
+            if jobs > 1 and not _can_overlap(planned, task_graph(ctx)):
+                jobs = 1  # a chain: worker processes would only add their start-up
             config = doit_config(ctx, reporter=reporter, jobs=jobs)
             if jobs > 1:
                 prepare_workers()
@@ -264,6 +266,22 @@ def run_tasks(
     failed = result.count("failed") or result.count("not-run") or result.exit_code
     result.exit_code = 1 if failed else 0
     return result
+
+
+def _can_overlap(planned: Sequence[PlannedTask], graph: dict[str, list[str]]) -> bool:
+    """Whether two of the tasks that may run could run at the same time (not one chain).
+
+    A task's level counts the tasks that run on the longest path up to it; two that run on
+    one level depend on neither, and if every level holds one task they form a chain.
+    """
+    level: dict[str, int] = {}
+    levels: list[int] = []
+    for item in planned:  # dependencies first
+        below = max((level[dep] for dep in graph.get(item.task, []) if dep in level), default=-1)
+        level[item.task] = below + (item.status != "up-to-date")
+        if item.status != "up-to-date":
+            levels.append(level[item.task])
+    return len(set(levels)) < len(levels)
 
 
 def _results(

@@ -13,7 +13,7 @@ from stacks.errors import StacksError
 from stacks.pipeline.run_context import RunContext, deployed_name, task_name
 from stacks.pipeline.steps.base import Step, register, runnable_apps, task_failure
 from stacks.pipeline.steps.lock import LOCK
-from stacks.pipeline.steps.runtime import RUNTIME, provided_runtime
+from stacks.pipeline.steps.runtime import RUNTIME, provided_runtime, runtime_python
 from stacks.spec import LayerKind, LayerSpec
 
 if TYPE_CHECKING:
@@ -123,6 +123,7 @@ def build_request(ctx: RunContext, env_name: str) -> BuildRequest:
         recheck_installed=forced,
         # A forced rebuild hashes every file afresh: no digest is taken from the record.
         known_digests=None if forced else ctx.cache_dir / "file-digests.json",
+        installer_python=runtime_python(ctx, layer.runtime),
     )
 
 
