@@ -10,13 +10,15 @@ import json
 import os
 import subprocess
 import tarfile
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 from stack_trees import FRAMEWORK, RUNTIME, build_stack
 from test_deploy import publish
 
-from stacks.deploy.deploy import deploy, unpack_layer
+from stacks.deploy.deploy import DeployError, deploy, unpack_layer
 
 SITE = "lib/python3.12/site-packages"
 # Constant sets (ordered by string hashes), shared and interned strings, nested code: what
@@ -216,3 +218,59 @@ def test_the_tar_reader_reads_what_tarfile_writes(tmp_path: Path, fmt: int) -> N
     assert (dest / long / "x.py").read_bytes() == b"print('long')\n"
     assert (dest / "big.bin").read_bytes() == names["root/big.bin"]
     assert os.readlink(dest / "link") == target
+
+
+def _tar_gz(build: Callable[[tarfile.TarFile], None], **options: Any) -> bytes:
+    raw = io.BytesIO()
+    with tarfile.open(fileobj=raw, mode="w", **options) as tar:
+        root = tarfile.TarInfo("root")
+        root.type = tarfile.DIRTYPE
+        tar.addfile(root)
+        build(tar)
+    return gzip.compress(raw.getvalue(), mtime=0)
+
+
+def _add(tar: tarfile.TarFile, name: str, kind: bytes = tarfile.REGTYPE, **pax: str) -> None:
+    info = tarfile.TarInfo(name)
+    info.type, info.pax_headers = kind, pax
+    tar.addfile(info, io.BytesIO(b"") if kind == tarfile.REGTYPE else None)
+
+
+@pytest.mark.parametrize(
+    ("make", "message"),
+    [
+        (
+            lambda: _tar_gz(
+                lambda t: _add(t, "root/s", **{"GNU.sparse.size": "9"}), format=tarfile.PAX_FORMAT
+            ),
+            "special file",
+        ),
+        (lambda: _tar_gz(lambda t: _add(t, "root/v", b"V")), "special file"),
+        (
+            lambda: _tar_gz(
+                lambda t: _add(t, "root/f"), format=tarfile.PAX_FORMAT, pax_headers={"path": "x"}
+            ),
+            "global headers",
+        ),
+        (
+            lambda: gzip.compress(
+                bytes(
+                    b ^ (i == 700)
+                    for i, b in enumerate(gzip.decompress(_tar_gz(lambda t: _add(t, "root/f"))))
+                ),
+                mtime=0,
+            ),
+            "checksum",
+        ),
+    ],
+    ids=["sparse", "unknown type", "pax global header", "bad checksum"],
+)
+def test_the_tar_reader_refuses_what_it_does_not_know(
+    tmp_path: Path, make: Callable[[], bytes], message: str
+) -> None:
+    archive = tmp_path / "root.tar.gz"
+    archive.write_bytes(make())
+    dest = tmp_path / "out"
+    dest.mkdir()
+    with pytest.raises(DeployError, match=message):
+        unpack_layer(archive, dest, "root", max_bytes=64 << 20)

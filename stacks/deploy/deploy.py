@@ -10,7 +10,8 @@ every layer they need, checks that every archive to unpack is there with its rec
 (before unpacking any). Then, transactionally: each layer to (re)deploy is checked against
 its sha256, unpacked safely into a staging folder inside the target, configured from its
 metadata by this code (no code from the archive runs; only the verified runtime interpreter
-compiles the bytecode) and marked; only when every layer is staged are they renamed into
+compiles the bytecode, keeping the unchecked-hash pycs an archive ships for the very sources
+beside them) and marked; only when every layer is staged are they renamed into
 place, lowest first, and the deployment record is written last. A failure before that
 leaves every deployed layer as it was; staging folders of a killed deploy are removed by
 the next run. A layer already deployed from the same archive is kept only if its content
