@@ -50,7 +50,8 @@ for record in read_manifest(archives):
 
 
 def big_stack(bench: Bench) -> Path:
-    """The big-framework stack, published as tar.zst into `<project>/_artifacts`."""
+    """The big-framework stack, published as tar.zst into `<project>/_artifacts` and, with
+    `--bytecode` (unchecked-hash pycs shipped), into `<project>/_artifacts_bytecode`."""
 
     def make(folder: Path) -> Path:
         folder.mkdir(parents=True)
@@ -58,6 +59,8 @@ def big_stack(bench: Bench) -> Path:
         spec = folder / "stack.toml"
         spec.write_text(BIG_SPEC, encoding="utf-8")
         bench.stacks("publish", spec, "--format", "tar.zst", "-n", "2")
+        out = folder / "_artifacts_bytecode"
+        bench.stacks("publish", spec, "--format", "tar.zst", "--bytecode", "--output-dir", out)
         return spec
 
     return bench.setup("big-framework", make)
@@ -68,44 +71,62 @@ def _fresh(folder: Path) -> Path:
     return folder
 
 
-def deploy(bench: Bench) -> list[Row]:
-    """`stacks deploy` (and its unpack alone) of the big stack vs `zstd -dc | tar -x`, paired."""
-    spec = big_stack(bench)
-    archives = spec.parent / "_artifacts"
-    scratch = bench.root / "deploy-scratch"
-    names = sorted(p.name for p in archives.glob("*.tar.zst"))
-    size = sum((archives / n).stat().st_size for n in names)
+def _archives(folder: Path) -> tuple[list[Path], int]:
+    paths = sorted(folder.glob("*.tar.zst"))
+    return paths, sum(p.stat().st_size for p in paths)
 
-    def tar_x() -> tuple[float, float]:
+
+def deploy(bench: Bench) -> list[Row]:
+    """`stacks deploy` (and its unpack alone) of the big stack vs `zstd -dc | tar -x`, paired;
+    and the deploy of the same stack published with `--bytecode`."""
+    spec = big_stack(bench)
+    plain_dir, bytecode_dir = spec.parent / "_artifacts", spec.parent / "_artifacts_bytecode"
+    plain, size = _archives(plain_dir)
+    with_pycs, bytecode_size = _archives(bytecode_dir)
+    scratch = bench.root / "deploy-scratch"
+
+    def tar_x(archives: list[Path]) -> tuple[float, float]:
         target = _fresh(scratch / "tar")
         target.mkdir(parents=True)
-        script = " && ".join(f"zstd -dcq {archives / n} | tar -x -C {target}" for n in names)
+        script = " && ".join(f"zstd -dcq {a} | tar -x -C {target}" for a in archives)
         done = run(["sh", "-c", script])
         return done.seconds, done.cpu
 
-    def ours() -> tuple[float, float]:
-        done = bench.stacks("-q", "deploy", archives, "--target", _fresh(scratch / "ours"))
+    def ours(archive_dir: Path) -> tuple[float, float]:
+        done = bench.stacks("-q", "deploy", archive_dir, "--target", _fresh(scratch / "ours"))
         return done.seconds, done.cpu
 
     def unpack() -> tuple[float, float]:
         target = _fresh(scratch / "unpack")
-        done = run([sys.executable, "-c", _UNPACK_ONLY, str(archives), str(target)], env=bench.env)
+        done = run([sys.executable, "-c", _UNPACK_ONLY, str(plain_dir), str(target)], env=bench.env)
         return done.seconds, done.cpu
 
+    growth = bytecode_size - size
+    cases = (
+        ("unpack only (checked, every entry)", unpack, plain, size, 1.5),
+        ("stacks deploy (unpack, configure, compile)", lambda: ours(plain_dir), plain, size, 3.0),
+        (
+            "stacks deploy of a --bytecode publish (pycs shipped)",
+            lambda: ours(bytecode_dir),
+            with_pycs,
+            bytecode_size,
+            3.0,
+        ),
+    )
     rows = []
-    for label, measure, limit in (
-        ("unpack only (checked, every entry)", unpack, 1.5),
-        ("stacks deploy (unpack, configure, compile)", ours, 3.0),
-    ):
+    for label, measure, archives, archive_size, limit in cases:
         a: list[float | tuple[float, float]] = []
         b: list[float | tuple[float, float]] = []
-        tar_x(), measure()  # warm the page cache for both
+        c: list[float | tuple[float, float]] = []  # tar -x of the plain archives
+        tar_x(archives), measure()  # warm the page cache for both
         for _ in range(bench.runs):
             a.append(measure())
-            b.append(tar_x())
+            b.append(tar_x(archives))
+            if archives is with_pycs:
+                c.append(tar_x(plain))
         row = Row(
             "deploy",
-            f"{label}, 3 layers, {size / 1e6:.0f} MB of tar.zst",
+            f"{label}, 3 layers, {archive_size / 1e6:.0f} MB of tar.zst",
             sample_of(a),
             baseline="zstd -dc | tar -x of the same archives",
             baseline_sample=sample_of(b),
@@ -114,6 +135,19 @@ def deploy(bench: Bench) -> list[Row]:
         )
         row.met = row.ratio is not None and row.ratio <= limit
         row.note = f"{row.ratio:.2f}x tar -x" if row.ratio is not None else ""
+        if c:
+            versus_plain = Row(
+                "deploy", "", sample_of(a), baseline_sample=sample_of(c), paired=True
+            )
+            row.note += (
+                f"; {versus_plain.ratio:.2f}x tar -x of the archives without bytecode; "
+                f"archives +{growth / 1e6:.0f} MB (+{100 * growth / size:.0f}%) with bytecode"
+            )
+            row.extra = {
+                "ratio_vs_plain_archives": round(versus_plain.ratio or 0, 4),
+                "archive_bytes_plain": size,
+                "archive_bytes_bytecode": bytecode_size,
+            }
         rows.append(row)
     shutil.rmtree(scratch, ignore_errors=True)
     return rows

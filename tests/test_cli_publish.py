@@ -257,6 +257,39 @@ FIELDS = {
 }
 
 
+def test_bytecode_publish_is_byte_identical_across_builds_and_deploys_without_compiling(
+    pair: tuple[Path, Path], tmp_path: Path
+) -> None:
+    a, b = pair  # two projects in other folders, built separately
+    outputs = []
+    for spec in (a, b):
+        out = spec.parent / "out-bytecode"
+        no_traceback(
+            stacks("publish", spec, "--format", "tar.zst", "--bytecode", "--output-dir", out)
+        )
+        outputs.append(snapshot(out))
+    first, second = outputs
+    assert first == second
+    framework = json.loads(first["__stacks__/env_metadata/framework-fw.json"])
+    assert framework["bytecode"] == "unchecked-hash"
+    plain = json.loads(
+        snapshot(a.parent / "out-tar.zst")["__stacks__/env_metadata/framework-fw.json"]
+    )
+    assert "bytecode" not in plain
+    again = stacks(
+        "publish", a, "--format", "tar.zst", "--bytecode", "--output-dir", a.parent / "out-bytecode"
+    )
+    assert (
+        " 0 ran" in f" {again.stdout}{again.stderr}"
+    )  # recorded with its setting: nothing to redo
+    target = tmp_path / "deployed"
+    no_traceback(stacks("deploy", a.parent / "out-bytecode", "--target", target))
+    assert_apps_run_from(target)
+    six_pyc = next((target / RUNTIME).rglob("six.cpython-312.pyc"))
+    assert six_pyc.read_bytes()[4:8] == b"\x01\0\0\0"  # shipped, kept: not compiled again
+    assert stacks("verify", "--deployed", target).code == 0
+
+
 def test_published_metadata_has_venvstacks_fields_and_values(
     pair: tuple[Path, Path], published: Path
 ) -> None:

@@ -51,8 +51,13 @@ def template(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return root
 
 
-def publish(template: Path, out: Path, fmt: str, *, platform: str | None = None) -> Path:
-    """Archive every layer of the template stack in `fmt` and write the stack metadata."""
+def publish(
+    template: Path, out: Path, fmt: str, *, platform: str | None = None, bytecode: bool = False
+) -> Path:
+    """Archive every layer of the template stack in `fmt` and write the stack metadata.
+
+    With `bytecode`, the archives hold the runtime's unchecked-hash pycs (`publish --bytecode`).
+    """
     entries = []
     for name, kind in KINDS.items():
         config = load_layer_config(template / name)
@@ -63,6 +68,7 @@ def publish(template: Path, out: Path, fmt: str, *, platform: str | None = None)
             fmt=fmt,
             mtime=LOCKED_AT,
             layered=kind != "runtime",
+            bytecode_python=template / RUNTIME / "bin" / "python" if bytecode else None,
         )
         entry: dict[str, Any] = {
             "layer_name": config["layer_name"],

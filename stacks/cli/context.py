@@ -178,6 +178,7 @@ def context_from_args(args: argparse.Namespace, spec: StackSpec) -> RunContext:
         **destinations,
         archive_format=getattr(args, "format", "tar.xz"),
         tag_outputs=getattr(args, "tag_outputs", False),
+        bytecode=getattr(args, "bytecode", False),
         symlinks=not getattr(args, "no_symlinks", False),
         runtime_store_option=_runtime_store_option(getattr(args, "runtime_store", None)),
     )

@@ -160,6 +160,11 @@ def _build_parser(only: str | None) -> argparse.ArgumentParser:
     add_flag(publish, "--tag-outputs", help="add the platform to archive and metadata names")
     add_flag(
         publish,
+        "--bytecode",
+        help="ship byte-stable unchecked-hash .pyc files in the archives (deploy skips compiling)",
+    )
+    add_flag(
+        publish,
         "--shard-record",
         help="a CI shard: build only from valid locks, then write __stacks__/shard.json",
     )

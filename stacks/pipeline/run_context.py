@@ -30,6 +30,7 @@ class RunContext:
     export_dir: Path | None = None
     archive_format: str = "tar.xz"
     tag_outputs: bool = False
+    bytecode: bool = False  # `publish --bytecode`: archives hold unchecked-hash pycs
     symlinks: bool = True
     forced: frozenset[str] = field(default_factory=frozenset)  # task names to redo regardless
     # With `--include`: the layers this run publishes or exports. The stack manifest then waits

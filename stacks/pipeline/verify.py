@@ -263,7 +263,8 @@ def publish_options(env_name: str, stamp: dict[str, Any]) -> str:
     detail = stamp.get("input_detail", {}).get("archive") or [None, "tar.xz"]
     options = f" --format {quote(str(detail[1]))}" if detail[1] != "tar.xz" else ""
     tagged = stamp.get("outputs", {}).get("metadata_name") not in (None, f"{env_name}.json")
-    return options + (" --tag-outputs" if tagged else "")
+    bytecode = " --bytecode" if "bytecode" in detail[2:] else ""
+    return options + (" --tag-outputs" if tagged else "") + bytecode
 
 
 def _sha256(path: Path) -> str:

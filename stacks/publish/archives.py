@@ -327,10 +327,13 @@ def write_archive(
     layered: bool,
     threads: int | None = None,
     progress: ProgressFile | None = None,
+    bytecode_python: Path | None = None,
 ) -> ArchiveResult:
     """Write a byte-reproducible archive of the layer at `tree`, atomically; return its hash.
 
-    `progress` counts the bytes of the layer's files as they are archived.
+    `progress` counts the bytes of the layer's files as they are archived. With
+    `bytecode_python` (the layer's runtime interpreter), the archive also holds the
+    byte-stable unchecked-hash bytecode of every `lib/` source (stacks.publish.bytecode).
     """
     if fmt not in ARCHIVE_FORMATS:
         raise PublishError(
@@ -341,12 +344,17 @@ def write_archive(
     if mtime < 0:
         raise PublishError(f"archive mtime must not be negative (got {mtime})")
     entries = layer_entries(tree, layered=layered)
-    if progress is not None:
-        progress.total = total_file_size(entries)
     archive = Path(os.path.abspath(archive))
     archive.parent.mkdir(parents=True, exist_ok=True)
+    scratch = None
+    if bytecode_python is not None:
+        scratch = Path(tempfile.mkdtemp(prefix="stacks-bytecode-"))
     fd, tmp_name = tempfile.mkstemp(prefix=f".{archive.name}.", suffix=".tmp", dir=archive.parent)
     try:
+        if bytecode_python is not None and scratch is not None:
+            entries = with_bytecode(entries, tree, root_name, bytecode_python, scratch)
+        if progress is not None:
+            progress.total = total_file_size(entries)
         with os.fdopen(fd, "wb") as handle:
             out = _HashingWriter(handle)
             if fmt == "zip":
@@ -366,7 +374,32 @@ def write_archive(
                 f"cannot archive {tree} to {archive}: {exc}", hint=os_error_hint(exc)
             ) from exc
         raise
+    finally:
+        if scratch is not None:
+            shutil.rmtree(scratch, ignore_errors=True)
     return ArchiveResult(archive, out.size, out.sha256.hexdigest())
+
+
+def with_bytecode(
+    entries: list[LayerEntry], tree: Path, root_name: str, python: Path, scratch: Path
+) -> list[LayerEntry]:
+    """`entries` plus the unchecked-hash pycs (and their `__pycache__` folders) of `lib/`."""
+    from stacks.publish.bytecode import cache_tag, compile_sources
+
+    sources = [
+        e.name
+        for e in entries
+        if e.kind == "file" and e.name.startswith("lib/") and e.name.endswith(".py")
+    ]
+    if not sources:
+        return entries
+    pycs = compile_sources(
+        python, Path(os.path.abspath(tree)), sources, root_name, scratch, cache_tag(python)
+    )
+    folders = {name.rsplit("/", 1)[0] for name in pycs}
+    added = [LayerEntry(name, "dir", scratch / name) for name in folders]
+    added += [LayerEntry(name, "file", path) for name, path in pycs.items()]
+    return sorted(entries + added, key=lambda e: e.name)
 
 
 def total_file_size(entries: list[LayerEntry]) -> int:

@@ -79,6 +79,9 @@ def run_archive(ctx: RunContext, env_name: str) -> Any:
             mtime=epoch(metadata["locked_at"]),
             layered=layer.kind is not LayerKind.RUNTIME,
             progress=progress,
+            bytecode_python=ctx.build_dir(layer.runtime) / "bin" / "python"
+            if ctx.bytecode
+            else None,
         )
     except StacksError as exc:
         return task_failure(exc, env_name)
@@ -97,6 +100,8 @@ def run_archive(ctx: RunContext, env_name: str) -> Any:
             "build_tools": build_tools(ctx.archive_format, build_uv_version(ctx, env_name)),
         }
     )
+    if ctx.bytecode:  # deploy reads it: the pycs in the archive need no compiling
+        metadata["bytecode"] = "unchecked-hash"
     atomic.write_json(meta_path, metadata)
     outputs = {
         "metadata_hash": hashing.hash_file_or_none(meta_path),
@@ -166,11 +171,13 @@ class ArchiveStep(PublishStep):
 
     def destination_detail(self, ctx: RunContext, env_name: str) -> dict[str, Any]:
         """The archive's name and format."""
-        return {"archive": [archive_name(ctx, env_name), ctx.archive_format]}
+        detail = [archive_name(ctx, env_name), ctx.archive_format]
+        return {"archive": detail + (["bytecode"] if ctx.bytecode else [])}
 
     def settings(self, ctx: RunContext) -> list[Any]:
-        """The archive format and whether names carry the platform."""
-        return [ctx.archive_format, ctx.tag_outputs]
+        """The archive format, whether names carry the platform and whether pycs are shipped."""
+        # `--bytecode` only when given: stamps of archives without it stay valid.
+        return [ctx.archive_format, ctx.tag_outputs] + (["bytecode"] if ctx.bytecode else [])
 
     def tagged(self, ctx: RunContext) -> bool:
         """`--tag-outputs`."""
