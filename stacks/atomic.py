@@ -91,8 +91,26 @@ def new_directory(target: Path) -> Iterator[Path]:
         yield staging
         replace_directory(staging, target)
     except BaseException:
-        remove_tree(staging)
+        remove_tree_despite_interrupts(staging)
         raise
+
+
+def remove_tree_despite_interrupts(path: Path) -> None:
+    """Remove `path` to the end even if interrupted meanwhile; re-raise the interrupt after.
+
+    A clean-up that starts because a step failed (uv killed by the Ctrl-C sent to the whole
+    process group) can be interrupted by the SIGTERM that stops the worker: stopping half way
+    would leave the temporary folder behind.
+    """
+    interrupted: KeyboardInterrupt | None = None
+    while True:
+        try:
+            remove_tree(path)
+            break
+        except KeyboardInterrupt as exc:
+            interrupted = exc
+    if interrupted is not None:
+        raise interrupted
 
 
 def replace_directory(source: Path, target: Path) -> None:

@@ -75,7 +75,7 @@ def export_layer(
     try:
         _run_postinstall(target, symlinks=symlinks)
     except BaseException:
-        atomic.remove_tree(target)
+        atomic.remove_tree_despite_interrupts(target)
         raise
 
 
