@@ -36,10 +36,15 @@ def write_bytes(path: Path, data: bytes, *, mode: int | None = None) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     if mode is None:
         mode = _default_mode()
-    import tempfile  # only when writing: a no-op writes nothing
-
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    tmp = ""
     try:
+        while True:
+            tmp = sibling_name(path, ".tmp")  # named first: see sibling_name
+            try:
+                fd = os.open(tmp, _NEW_FILE, 0o600)
+                break
+            except FileExistsError:
+                tmp = ""
         with os.fdopen(fd, "wb") as handle:
             handle.write(data)
             handle.flush()
@@ -48,8 +53,22 @@ def write_bytes(path: Path, data: bytes, *, mode: int | None = None) -> None:
         os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(OSError):
-            os.unlink(tmp)
+            if tmp:
+                os.unlink(tmp)
         raise
+
+
+_NEW_FILE = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0)
+
+
+def sibling_name(target: Path, suffix: str) -> str:
+    """A fresh `.NAME.XXXXXXXX<suffix>` path beside `target` (not created).
+
+    Callers set their clean-up's variable to it, then create it inside their `try`: with
+    `tempfile.mkstemp`/`mkdtemp` an interrupt landing between the creation and the `try`
+    (a worker preempted right after its `mkdir`, then stopped) left the entry behind.
+    """
+    return os.path.join(target.parent, f".{target.name}.{os.urandom(4).hex()}{suffix}")
 
 
 def write_text(path: Path, text: str, *, mode: int | None = None) -> None:
@@ -80,18 +99,21 @@ def new_directory(target: Path) -> Iterator[Path]:
     On any failure (or interruption) the temporary folder is removed and `target` is left
     exactly as it was, so a half-built folder is never mistaken for a finished one.
     """
-    import tempfile
-
     target.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(
-        tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".partial", dir=target.parent)
-    )
+    staging: Path | None = None
     try:
-        os.chmod(staging, directory_mode())  # mkdtemp's 0o700 would lock other users out
+        while True:
+            staging = Path(sibling_name(target, ".partial"))  # named first: see sibling_name
+            try:
+                os.mkdir(staging)  # 0o777 minus the umask, as a plain mkdir gives
+                break
+            except FileExistsError:
+                staging = None
         yield staging
         replace_directory(staging, target)
     except BaseException:
-        remove_tree_despite_interrupts(staging)
+        if staging is not None:
+            remove_tree_despite_interrupts(staging)
         raise
 
 
