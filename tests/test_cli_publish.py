@@ -270,6 +270,14 @@ def test_bytecode_publish_is_byte_identical_across_builds_and_deploys_without_co
         outputs.append(snapshot(out))
     first, second = outputs
     assert first == second
+    # venvstacks' `build --publish` takes the same format and bytecode options.
+    via_build = b.parent / "out-build-publish"
+    no_traceback(
+        stacks(
+            "build", b, "--publish", "--format", "tar.zst", "--bytecode", "--output-dir", via_build
+        )
+    )
+    assert snapshot(via_build) == first
     framework = json.loads(first["__stacks__/env_metadata/framework-fw.json"])
     assert framework["bytecode"] == "unchecked-hash"
     plain = json.loads(

@@ -82,6 +82,17 @@ def add_venvstacks_options(parser: argparse.ArgumentParser, command: str) -> Non
             "--tag-outputs",
             help="with --publish: add the platform to archive and metadata names",
         )
+        parser.add_argument(
+            "--format",
+            choices=("tar.xz", "tar.zst", "tar.gz", "zip"),
+            default="tar.xz",
+            help="with --publish: archive format (default: tar.xz)",
+        )
+        add_flag(
+            parser,
+            "--bytecode",
+            help="with --publish: ship byte-stable unchecked-hash .pyc files (deploy skips compiling)",
+        )
         _dependency_flags(parser, ("lock", "build", "publish"))
         add_flag(
             parser,

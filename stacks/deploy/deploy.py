@@ -302,13 +302,17 @@ def deploy(
                     staged[record.install_target] = _stage_layer(
                         archive_dir, target, record, selected, staged
                     )
-            for record in selected:  # lowest first: upper layers never see a missing base
-                if record.install_target in staged:
-                    _swap_in(staged.pop(record.install_target), target / record.install_target)
+            # Renaming in is not stopped half way: a signal now waits until the record is
+            # written (then the deploy is complete, and the interrupt still exits 130).
+            with _signals_deferred():
+                for record in selected:  # lowest first: upper layers never see a missing base
+                    if record.install_target in staged:
+                        _swap_in(staged[record.install_target], target / record.install_target)
+                        del staged[record.install_target]
+                _write_record(target, selected)
         finally:
             for folder in staged.values():
                 _remove_tree(folder)
-        _write_record(target, selected)
     except OSError as exc:
         raise _os_error(target, exc) from None
     return outcome
@@ -350,10 +354,16 @@ def _stage_layer(
     """Unpack, configure, compile and mark one layer in a staging folder inside `target`."""
     archive = archive_dir / record.archive_name
     verify_archive(archive, record)
-    staging = Path(
-        tempfile.mkdtemp(prefix=f".{record.install_target}.", suffix=".partial", dir=target)
-    )
-    staged[record.install_target] = staging  # removed by the caller unless renamed in
+    # Named (and handed to the caller, who removes it unless it is renamed in) before it is
+    # made: an interrupt between the two would otherwise leave a folder nobody knows of.
+    while True:
+        staging = target / f".{record.install_target}.{os.urandom(4).hex()}.partial"
+        staged[record.install_target] = staging
+        try:
+            os.mkdir(staging)
+            break
+        except FileExistsError:
+            continue
     os.chmod(staging, 0o755)
     content = unpack_layer(
         archive, staging, record.install_target, max_bytes=_unpack_limit(record.size)
@@ -1307,6 +1317,19 @@ def _write_json(path: Path, data: Any) -> None:
         with contextlib.suppress(OSError):
             os.unlink(tmp)
         raise
+
+
+@contextlib.contextmanager
+def _signals_deferred() -> Iterator[None]:
+    """SIGINT and SIGTERM wait (blocked, not lost) until the block is done."""
+    if not hasattr(signal, "pthread_sigmask"):  # Windows: nothing to block
+        yield
+        return
+    previous = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM})
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
 
 
 @contextlib.contextmanager
