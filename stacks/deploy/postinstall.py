@@ -100,6 +100,16 @@ def render_sitecustomize(pylib_dirs: list[str], site_dir: str) -> str:
     return "\n".join(lines) + "\n"
 
 
+# A script's own folder, absolute, in POSIX sh: no command is started (a launcher runs at
+# every start of an app) unless the script was run through a symlink to it.
+_SCRIPT_FOLDER = (
+    'script_path="$0"',
+    'if [ -L "$script_path" ]; then script_path="$(readlink -f -- "$script_path")"; fi',
+    'case "$script_path" in /*) ;; *) script_path="$PWD/$script_path" ;; esac',
+    'script_dir="${script_path%/*}"',
+)
+
+
 def render_launcher(
     interpreter: str, dynlib_dirs: list[str], *, macos: bool = False, set_home: bool = False
 ) -> str:
@@ -119,8 +129,7 @@ def render_launcher(
         f"# {GENERATED}",
         "# Every path here is relative to this script: the layer runs wherever it is moved.",
         "set -eu",
-        'script_path="$(readlink -f -- "$0")"',
-        'script_dir="$(dirname -- "$script_path")"',
+        *_SCRIPT_FOLDER,
     ]
     if dynlib_dirs:
         lines += [
@@ -266,8 +275,8 @@ def render_entry_point(module: str, attribute: str) -> str:
         "#!/bin/sh\n"
         f"# {GENERATED}\n"
         f"# Runs {module}:{attribute} with this layer's interpreter, wherever the layer is.\n"
-        'script_path="$(readlink -f -- "$0")"\n'
-        f'exec "$(dirname -- "$script_path")/python" -c \'{code}\' "$0" "$@"\n'
+        + "".join(line + "\n" for line in _SCRIPT_FOLDER)
+        + f'exec "$script_dir/python" -c \'{code}\' "$0" "$@"\n'
     )
 
 
