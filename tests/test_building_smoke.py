@@ -150,3 +150,38 @@ def test_a_launch_module_this_python_cannot_parse_is_left_to_the_layer(tmp_path:
     good = tmp_path / "good.py"
     good.write_text("import os.path, sys\nfrom json import loads\nfrom . import x\n")
     assert top_level_imports(good) == [(1, "os.path"), (1, "sys"), (2, "json")]
+
+
+def test_expected_packages_follow_markers_and_load_packaging_only_for_them(
+    tmp_path: Path,
+) -> None:
+    plain = tmp_path / "pylock.plain.toml"
+    plain.write_text(
+        'lock-version = "1.0"\n[[packages]]\nname = "six"\nversion = "1.17.0"\n', encoding="utf-8"
+    )
+    marked = tmp_path / "pylock.marked.toml"
+    marked.write_text(
+        'lock-version = "1.0"\n'
+        '[[packages]]\nname = "colorama"\nversion = "0.4.6"\nmarker = "sys_platform == \'win32\'"\n'
+        '[[packages]]\nname = "idna"\nversion = "3.10"\n'
+        "marker = \"sys_platform == 'linux' and python_full_version >= '3.9'\"\n",
+        encoding="utf-8",
+    )
+    code = (
+        "import sys; from pathlib import Path; from stacks.build.smoke import expected_packages\n"
+        "paths = [Path(p) for p in sys.argv[2:]]\n"
+        "print(expected_packages(paths, sys.argv[1], '3.12.4'), 'packaging.markers' in sys.modules)"
+    )
+
+    def run(platform: str, *pylocks: Path) -> str:
+        done = subprocess.run(
+            [sys.executable, "-c", code, platform, *map(str, pylocks)],
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+        return done.stdout.strip()
+
+    assert run("linux_x86_64", plain) == "[('six', '1.17.0')] False"
+    assert run("linux_x86_64", plain, marked) == "[('idna', '3.10'), ('six', '1.17.0')] True"
+    assert run("win_amd64", marked) == "[('colorama', '0.4.6')] True"

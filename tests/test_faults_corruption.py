@@ -84,9 +84,13 @@ def test_garbage_doit_database_is_set_aside(project: Path) -> None:
         assert "Traceback" not in out.stderr
         if garbage:
             assert "doit's state database was unreadable" in out.stderr
-    # A well-formed database whose rows are junk.
+    # A well-formed database (doit's table) whose rows are junk. Runs of one task at a time
+    # never open it (no doit), but a corrupt one is set aside all the same.
     with sqlite3.connect(db) as connection:
-        connection.execute("UPDATE doit SET task_data = '{{{ not json'")
+        connection.execute(
+            "CREATE TABLE IF NOT EXISTS doit (task_id text PRIMARY KEY, task_data json)"
+        )
+        connection.execute("INSERT OR REPLACE INTO doit VALUES ('build:app-app', '{{{ not json')")
     out = stacks("build", project, "--clean", "--include", "app-*", "--json")
     assert out.ran() == ["build:app-app"] and "a task's state is not valid JSON" in out.stderr
     assert stacks("list", project).code == 0

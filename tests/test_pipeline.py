@@ -79,6 +79,23 @@ def test_second_build_runs_nothing(built: Path) -> None:
     assert set(out.statuses().values()) == {"up-to-date"}
 
 
+def test_tasks_run_one_at_a_time_without_doit(built: Path) -> None:
+    """A chain of tasks (or -n 1) runs in this process in order; doit is never imported."""
+    out = stacks(
+        "build",
+        built,
+        "--clean",
+        "--include",
+        "app-app",
+        "--json",
+        env={"PYTHONPROFILEIMPORTTIME": "1"},
+    )
+    assert out.ran() == ["build:app-app"]
+    imported = {line.rsplit("|", 1)[-1].strip() for line in out.stderr.splitlines() if "|" in line}
+    assert "stacks.pipeline.sequential" in imported
+    assert not {name for name in imported if name.split(".")[0] == "doit"}
+
+
 def test_dry_run_reports_without_running(built: Path) -> None:
     app = built.parent / "app.py"
     original = app.read_text(encoding="utf-8")

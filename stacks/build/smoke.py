@@ -17,19 +17,21 @@ def expected_packages(
     pylocks: Sequence[Path], platform: str, python_version: str
 ) -> list[tuple[str, str]]:
     """(name, version) of the packages the locks install on `platform` (shared entries skipped)."""
-    from packaging.markers import Marker
+    packages = [package for pylock in pylocks for package in pylock_packages(pylock)]
+    if any(package.get("marker") for package in packages):
+        # Most locks hold no marker at all: packaging.markers (~70 ms to import, its regexes)
+        # is loaded only for one that does.
+        from packaging.markers import Marker
 
-    from stacks.platforms import target_platform
+        from stacks.platforms import target_platform
 
-    environment = target_platform(platform).marker_environment(python_version)
-    found = []
-    for pylock in pylocks:
-        for package in pylock_packages(pylock):
-            marker = package.get("marker")
-            if marker and not Marker(marker).evaluate(environment):
-                continue
-            found.append((str(package["name"]), str(package.get("version", ""))))
-    return sorted(set(found))
+        environment = target_platform(platform).marker_environment(python_version)
+        packages = [
+            package
+            for package in packages
+            if not package.get("marker") or Marker(package["marker"]).evaluate(environment)
+        ]
+    return sorted({(str(p["name"]), str(p.get("version", ""))) for p in packages})
 
 
 # Reads dist-info folder names instead of importing importlib.metadata (~35 ms per start);

@@ -249,17 +249,20 @@ def run_tasks(
             result = RunResult([TaskResult(p.task, "up-to-date") for p in planned], 0)
         else:
             set_aside_bad_state_db(ctx.cache_dir, reporter.stream)
-            if jobs > 1 and not _can_overlap(planned, task_graph(ctx)):
-                jobs = 1  # a chain: worker processes would only add their start-up
-            config = doit_config(ctx, reporter=reporter, jobs=jobs)
-            if jobs > 1:
+            if jobs > 1 and _can_overlap(planned, task_graph(ctx)):
+                config = doit_config(ctx, reporter=reporter, jobs=jobs)
                 prepare_workers()
-            main = _doit_main(_loader(ctx, config))
-            try:
-                code = main.run(["run", *wanted])
-            finally:
-                if jobs > 1:
+                main = _doit_main(_loader(ctx, config))
+                try:
+                    code = main.run(["run", *wanted])
+                finally:
                     stop_workers()
+            else:
+                # One task at a time (a chain, or -n 1): no doit needed to run them in order.
+                from stacks.pipeline.sequential import run_sequentially
+
+                ctx.cache_dir.mkdir(parents=True, exist_ok=True)
+                code = run_sequentially(ctx, planned, reporter)
             result = RunResult(_results(planned, reporter.results, task_graph(ctx)), code)
     result.seconds = time.perf_counter() - start
     # The process's exit code: doit's own codes (2 for a skipped dependent) mean nothing to users.

@@ -238,21 +238,18 @@ class StacksReporter:
 
     def _not_run_reason(self, fail: Any) -> str:
         """Why a task never started: the tasks it needs that failed (or did not run themselves)."""
-        from doit.exceptions import UnmetDependency
-
-        if not isinstance(fail, UnmetDependency):
+        names = unmet_names(fail)
+        if names is None:
             return _dependency_failure(fail)
-        names = str(getattr(fail, "message", "")).split()
         return unmet_reason({n: self.results[n].status for n in names if n in self.results}, names)
 
     def _root_failures(self, fail: Any, message: str) -> tuple[str, ...]:
         """The failed tasks behind a task that did not run (through other tasks not run)."""
-        from doit.exceptions import UnmetDependency
-
-        if not isinstance(fail, UnmetDependency):
+        names = unmet_names(fail)
+        if names is None:
             return (message,)
         roots: list[str] = []
-        for name in str(getattr(fail, "message", "")).split():
+        for name in names:
             for root in self.not_run.get(name, (name,)):
                 if root not in roots:
                     roots.append(root)
@@ -305,6 +302,28 @@ class StacksReporter:
                 self.stream.write(f"{'-' if self.tty else '--'} {line}\n")
         for message in self.runtime_errors:
             self.stream.write(f"error: {message.strip()}\n")
+
+
+@dataclass
+class UnmetTasks:
+    """A task not started because tasks it needs failed or did not run (doit's UnmetDependency)."""
+
+    names: list[str]
+
+    def get_msg(self) -> str:
+        """The names of those tasks, as doit words it."""
+        return " ".join(self.names)
+
+
+def unmet_names(fail: Any) -> list[str] | None:
+    """The tasks a task that never started needed, if that is why (else None)."""
+    if isinstance(fail, UnmetTasks):
+        return list(fail.names)
+    # doit's own, only where doit ran the tasks (never imported here just to check).
+    doit_exceptions = sys.modules.get("doit.exceptions")
+    if doit_exceptions is not None and isinstance(fail, doit_exceptions.UnmetDependency):
+        return str(getattr(fail, "message", "")).split()
+    return None
 
 
 def _failure_message(fail: Any) -> str:

@@ -16,6 +16,7 @@ from __future__ import annotations
 import os
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import suppress
+from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
@@ -342,8 +343,21 @@ class StackManifestStep(Step):
 # ---------------------------------------------------------------- shared by every step
 
 
-def run_step(action: Action, ctx: RunContext, env_name: str) -> Any:
-    """Run a step's action; an OSError (full disk, read-only folder) fails it with a message."""
+@dataclass(frozen=True)
+class StepFailed:
+    """A step that failed for a reason the user can fix: the message shown, without traceback."""
+
+    message: str
+    exit_code: int = 1
+
+    def get_msg(self) -> str:
+        """The message (as doit's failures give theirs)."""
+        return self.message
+
+
+def call_step(action: Action, ctx: RunContext, env_name: str) -> Any:
+    """Run a step's action: its values (None or a dict), or StepFailed (an OSError too: full
+    disk, read-only folder)."""
     try:
         return action(ctx, env_name)
     except OSError as exc:
@@ -352,16 +366,22 @@ def run_step(action: Action, ctx: RunContext, env_name: str) -> Any:
         return task_failure(DiskError.from_os_error(exc), env_name)
 
 
-def task_failure(exc: StacksError, layer: str) -> Any:
-    """A doit failure carrying our message (no traceback) for a user-caused error."""
-    from doit.exceptions import TaskFailed
+def run_step(action: Action, ctx: RunContext, env_name: str) -> Any:
+    """A step's doit action: `call_step`, with StepFailed handed to doit as its TaskFailed."""
+    result = call_step(action, ctx, env_name)
+    if isinstance(result, StepFailed):
+        from doit.exceptions import TaskFailed
 
+        return TaskFailed(result.message)
+    return result
+
+
+def task_failure(exc: StacksError, layer: str) -> StepFailed:
+    """A step's failure carrying our message (no traceback) for a user-caused error."""
     message = str(exc)
     if layer not in message:
         message = f"layer '{layer}': {message}"
-    failure = TaskFailed(message)
-    failure.stacks_exit_code = exc.exit_code  # type: ignore[attr-defined]
-    return failure
+    return StepFailed(message, exc.exit_code)
 
 
 _REGISTERED: dict[str, Step] = {}
