@@ -36,6 +36,7 @@ from typing import Any, BinaryIO
 
 import zstandard
 
+from stacks import atomic
 from stacks.errors import PublishError
 from stacks.progress import ProgressFile
 
@@ -346,16 +347,18 @@ def write_archive(
     entries = layer_entries(tree, layered=layered)
     archive = Path(os.path.abspath(archive))
     archive.parent.mkdir(parents=True, exist_ok=True)
+    # Both named before they are made, inside the try: an interrupt in between leaves nothing.
     scratch = None
     if bytecode_python is not None:
-        scratch = Path(tempfile.mkdtemp(prefix="stacks-bytecode-"))
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{archive.name}.", suffix=".tmp", dir=archive.parent)
+        scratch = Path(tempfile.gettempdir(), f"stacks-bytecode-{os.urandom(6).hex()}")
+    tmp_name = atomic.sibling_name(archive, ".tmp")
     try:
         if bytecode_python is not None and scratch is not None:
+            os.mkdir(scratch, 0o700)
             entries = with_bytecode(entries, tree, root_name, bytecode_python, scratch)
         if progress is not None:
             progress.total = total_file_size(entries)
-        with os.fdopen(fd, "wb") as handle:
+        with open(tmp_name, "xb") as handle:
             out = _HashingWriter(handle)
             if fmt == "zip":
                 _write_zip(out, entries, root_name, mtime, progress)

@@ -8,7 +8,6 @@ import os
 import shutil
 import signal
 import subprocess
-import tempfile
 from pathlib import Path
 
 from stacks import atomic
@@ -26,8 +25,9 @@ from stacks.publish.archives import (
 def supports_symlinks(folder: Path) -> bool:
     """Whether symlinks can be created in `folder` (probed by creating one)."""
     folder.mkdir(parents=True, exist_ok=True)
-    probe = Path(tempfile.mkdtemp(prefix=".stacks-symlink-probe.", dir=folder))
+    probe = Path(atomic.sibling_name(folder / "stacks-symlink-probe", ".tmp"))
     try:
+        os.mkdir(probe)
         os.symlink("target", probe / "link")
         return os.path.islink(probe / "link")
     except (OSError, NotImplementedError):

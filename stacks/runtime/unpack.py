@@ -14,7 +14,6 @@ import re
 import shutil
 import subprocess
 import tarfile
-import tempfile
 import zlib
 from collections.abc import Iterator
 from pathlib import Path
@@ -144,8 +143,9 @@ def _unsafe(archive: str, member: str, why: str) -> NoReturn:
 
 def unpack_runtime(archive: Path, staging: Path, url: str) -> None:
     """Unpack next to `staging`, then move the runtime's root folder into its place."""
-    scratch = Path(tempfile.mkdtemp(prefix=f"{staging.name}.unpack-", dir=staging.parent))
+    scratch = Path(f"{staging}.unpack-{os.urandom(4).hex()}")  # named first: see sibling_name
     try:
+        os.mkdir(scratch)
         os.chmod(scratch, atomic.directory_mode())  # it becomes the runtime when bin/ is on top
         unpack_archive(archive, scratch)
         entries = list(scratch.iterdir())
