@@ -34,7 +34,7 @@ from faults import (
 pytestmark = pytest.mark.slow
 
 # (CLI command, kills) per step; every round of 1-3 kills ends with a completing rerun.
-STEPS = (("lock", 5), ("build", 5), ("publish", 3), ("export", 4))
+STEPS = (("lock", 6), ("build", 6), ("publish", 4), ("export", 5))
 SIGNALS = (signal.SIGKILL, signal.SIGTERM, signal.SIGINT)
 
 
