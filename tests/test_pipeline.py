@@ -96,6 +96,23 @@ def test_tasks_run_one_at_a_time_without_doit(built: Path) -> None:
     assert not {name for name in imported if name.split(".")[0] == "doit"}
 
 
+def test_a_killed_runs_temporary_lock_files_are_removed_by_the_next_run(built: Path) -> None:
+    """A SIGKILL while lock metadata was being written leaves a `.NAME.XXXX.tmp` beside it."""
+    folders = sorted((built.parent / "requirements").iterdir())
+    assert folders
+    stale = [
+        folder / f".{next(folder.glob('*.meta.json')).name}.6d49e893.tmp" for folder in folders
+    ]
+    for path in stale:
+        path.write_text("{}", encoding="utf-8")
+    keep = folders[0] / ".keep.tmp.txt"  # not a temporary file of stacks' naming
+    keep.write_text("", encoding="utf-8")
+    out = stacks("build", built, "--json")
+    assert out.ran() == []
+    assert [path for path in stale if path.exists()] == [] and keep.exists()
+    keep.unlink()
+
+
 def test_dry_run_reports_without_running(built: Path) -> None:
     app = built.parent / "app.py"
     original = app.read_text(encoding="utf-8")

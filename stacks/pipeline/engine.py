@@ -238,8 +238,18 @@ def run_tasks(
     start = time.perf_counter()
     with project_lock(ctx.cache_dir, wait=wait, stream=reporter.stream), sigterm_as_interrupt():
         from stacks.atomic import clean_stale_partials
+        from stacks.lock.metadata import lock_paths
 
-        for folder in (ctx.build_root, ctx.cache_dir / "runtimes", ctx.output_dir, ctx.export_dir):
+        # What killed runs (SIGKILL) left: staging folders, and temporary files beside the
+        # lock files, whose up-to-date checks never look at them.
+        lock_folders = [lock_paths(ctx.spec, layer).folder for layer in ctx.spec.layers]
+        for folder in (
+            ctx.build_root,
+            ctx.cache_dir / "runtimes",
+            ctx.output_dir,
+            ctx.export_dir,
+            *lock_folders,
+        ):
             if folder is not None:
                 clean_stale_partials(folder)
         planned = plan(ctx, wanted)
