@@ -11,6 +11,10 @@ Symlinks stay symlinks but must stay inside the layer: cross-layer links are nev
 in archived content (the only ones, in `bin/`, are regenerated on the target) and would be
 wrong after a versioned rename, so they are refused. Hard links are stored as separate
 regular files, so the bytes do not depend on how the build tree shares inodes.
+
+It is over ~500 lines because the four formats (tar.xz, tar.zst, tar.gz, zip) share
+that one entry view and one write path (temporary file, hashing writer, rename); split
+by format, each module would need the whole of it.
 """
 
 from __future__ import annotations
