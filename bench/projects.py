@@ -136,6 +136,20 @@ class Bench:
         """Run this Python (the one stacks is installed in)."""
         return run([sys.executable, *args], env=self.env, check=check)
 
+    def set_aside(self, path: Path) -> None:
+        """Move a tree out of the way of the next measurement instead of deleting it.
+
+        Deleting thousands of files just before a build made the build's own file creation
+        slow: ext4 avoids reusing an inode deleted in the last minute or more, and searching
+        past them was most of the kernel time of a four-framework build (1.25 s against
+        0.81 s after moving the trees aside, same machine). The scratch folder goes at the end.
+        """
+        if not (path.exists() or path.is_symlink()):
+            return
+        aside = self.root / ".set-aside"
+        aside.mkdir(exist_ok=True)
+        os.rename(path, aside / f"{len(os.listdir(aside))}-{path.name}")
+
     def setup(self, name: str, make: Callable[[Path], Path]) -> Path:
         """A project built once per benchmark run by `make(folder) -> spec path`."""
         if name not in self.projects:

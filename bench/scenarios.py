@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import shutil
 import subprocess
 import sys
 import time
@@ -247,8 +246,7 @@ def _raw_uv(bench: Bench, spec: Path) -> tuple[float, float]:
     uv = find_uv_bin()
     stack = load_spec(spec)
     out = bench.root / "raw-uv"
-    if out.exists():
-        shutil.rmtree(out)
+    bench.set_aside(out)
     out.mkdir()
     done: list[Finished] = []
     for layer in stack.of_kind(LayerKind.RUNTIME):
@@ -273,7 +271,7 @@ def _cold_stacks_build(bench: Bench, spec: Path) -> tuple[float, float]:
     """`stacks build` with no build folder yet (locks and the provided runtime in place)."""
     cache = spec.parent / "cache"
     for folder in (cache / "build", cache / "stamps" / "build"):
-        shutil.rmtree(folder, ignore_errors=True)
+        bench.set_aside(folder)
     return bench.stacks("build", spec).timing
 
 
@@ -320,7 +318,7 @@ def parallel(bench: Bench) -> list[Row]:
             *(cache / "build").glob("framework-*"),
             *(cache / "stamps" / "build").glob("framework-*"),
         ):
-            shutil.rmtree(folder) if folder.is_dir() else folder.unlink()
+            bench.set_aside(folder)
         return bench.stacks("build", spec, "--include", "framework-*", "-n", jobs).timing
 
     rows = []

@@ -284,11 +284,10 @@ def write_record(path: Path, data: dict[str, Any]) -> None:
     _RECORDS[path] = ((info.st_ino, info.st_size, info.st_mtime_ns), dict(data))
 
 
-def write_manifest(path: Path, manifest: TreeManifest) -> None:
+def write_manifest(path: Path, manifest: TreeManifest, *, durable: bool = True) -> None:
     """Write a tree manifest atomically as compact JSON (json's C encoder: no indent)."""
-    atomic.write_text(
-        path, json.dumps(manifest.to_json(), sort_keys=True, separators=(",", ":")) + "\n"
-    )
+    text = json.dumps(manifest.to_json(), sort_keys=True, separators=(",", ":")) + "\n"
+    atomic.write_text(path, text, durable=durable)
 
 
 def scan_tree(
@@ -354,6 +353,6 @@ def read_stamp(path: Path) -> dict[str, Any] | None:
     return data if isinstance(data, dict) else None
 
 
-def write_stamp(path: Path, data: dict[str, Any]) -> None:
+def write_stamp(path: Path, data: dict[str, Any], *, durable: bool = True) -> None:
     """Record a finished step's inputs and outputs, atomically and last."""
-    atomic.write_json(path, data)
+    atomic.write_json(path, data, durable=durable)

@@ -25,9 +25,13 @@ def build_layer(request: BuildRequest, *, warnings: list[str] | None = None) -> 
     """
     target = request.target
     known = KnownDigests.load(request.known_digests)
+    check = True
     with atomic.new_directory(target) as stage:
         if request.layer.kind is LayerKind.RUNTIME:
-            _build_runtime(request, stage, known)
+            # A runtime layer with nothing installed is its provided runtime, linked: that
+            # interpreter already ran when it was provided (precompiling its stdlib), and
+            # the layers above start it again in their own checks.
+            check = _build_runtime(request, stage, known)
         else:
             _build_layered(request, stage, known)
         remove_scripts(stage, request)
@@ -42,7 +46,7 @@ def build_layer(request: BuildRequest, *, warnings: list[str] | None = None) -> 
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="stacks-scan") as pool:
         scanning = pool.submit(scan_tree, target, skip=skip_bytecode, known=known)
         try:
-            found = smoke_check(request)
+            found = smoke_check(request) if check else []
         except BuildError:
             scanning.exception()  # wait for the scan before removing what it reads
             atomic.remove_tree(target)
@@ -54,7 +58,8 @@ def build_layer(request: BuildRequest, *, warnings: list[str] | None = None) -> 
     return manifest
 
 
-def _build_runtime(request: BuildRequest, stage: Path, known: KnownDigests) -> None:
+def _build_runtime(request: BuildRequest, stage: Path, known: KnownDigests) -> bool:
+    """Link the provided runtime into `stage`, install its packages; whether it installed any."""
     source = request.runtime_source
     if source is None or not (source / "bin").is_dir():
         raise BuildError(
@@ -64,8 +69,10 @@ def _build_runtime(request: BuildRequest, stage: Path, known: KnownDigests) -> N
     # The interpreter is copied, not linked: a new link changes the inode's ctime, which uv
     # takes for a changed interpreter, so the next install would query it again (~50 ms).
     link_tree(source, stage, copy=_is_interpreter)
-    if pylock_has_packages(request.pylock):
-        uv_install(request, stage, stage / "bin" / "python3", known)
+    if not pylock_has_packages(request.pylock):
+        return False
+    uv_install(request, stage, stage / "bin" / "python3", known)
+    return True
 
 
 def _is_interpreter(relpath: str) -> bool:
@@ -184,4 +191,4 @@ def layer_config(request: BuildRequest) -> dict[str, Any]:
 
 
 def _write_layer_metadata(request: BuildRequest, stage: Path) -> None:
-    atomic.write_json(stage / METADATA_FILE, layer_config(request))
+    atomic.write_json(stage / METADATA_FILE, layer_config(request), durable=False)

@@ -43,6 +43,21 @@ def pylock_has_packages(pylock: Path) -> bool:
 @functools.cache
 def uv_version() -> str | None:
     """The version of the uv that installs packages (the `uv` package's, which ships the binary)."""
+    import uv
+
+    # The dist-info folder beside the package names the version: importing
+    # importlib.metadata (and the email package it loads) cost a build ~20 ms.
+    site = os.path.dirname(os.path.dirname(os.path.abspath(uv.__file__)))
+    try:
+        found = [
+            name[3 : -len(".dist-info")]
+            for name in os.listdir(site)
+            if name.startswith("uv-") and name.endswith(".dist-info")
+        ]
+    except OSError:
+        found = []
+    if len(found) == 1:
+        return found[0]
     from importlib.metadata import PackageNotFoundError, version
 
     try:
@@ -238,4 +253,4 @@ def _rewrite_record(dist_info: Path, removed: set[str]) -> None:
         out = io.StringIO()
         csv.writer(out, lineterminator="\n").writerows(kept)
         # Replace (new inode): RECORD may be a hard link into uv's cache.
-        atomic.write_text(record, out.getvalue())
+        atomic.write_text(record, out.getvalue(), durable=False)

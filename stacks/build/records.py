@@ -84,12 +84,6 @@ def verify_installed(
     Each file read is also hashed for the tree manifest (xxh3), from the same
     bytes, into `digests`: a first build reads every file once, not once per hash.
     """
-    import base64
-    import hashlib
-    from concurrent.futures import ThreadPoolExecutor
-
-    import xxhash
-
     verified = verified or VerifiedFiles(None)
 
     # Plain strings, not Path objects: a big framework has ~10,000 rows, each joined and
@@ -140,6 +134,13 @@ def verify_installed(
     )
     if not checks:
         return {}
+    # Only when something is read: loading OpenSSL for hashlib alone took ~10 ms.
+    import base64
+    import hashlib
+    from concurrent.futures import ThreadPoolExecutor
+
+    import xxhash
+
     damaged: dict[str, list[str]] = {}
     with ThreadPoolExecutor(max_workers=os.cpu_count() or 2) as pool:
         for found in pool.map(bad, checks):

@@ -23,14 +23,11 @@ an exported layer's files may be hard links shared with the build tree.
 from __future__ import annotations
 
 import argparse
-import compileall
-import configparser
 import json
 import os
 import re
 import shlex
 import sys
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -237,10 +234,15 @@ def find_entry_points(site_dir: str) -> dict[str, tuple[str, str]]:
     except OSError:
         return found
     for info in infos:
+        path = os.path.join(site_dir, info, "entry_points.txt")
+        if not os.path.isfile(path):
+            continue
+        import configparser  # most layers' packages have no entry points: not loaded then
+
         parser = configparser.ConfigParser(interpolation=None, strict=False, delimiters=("=",))
         parser.optionxform = str  # type: ignore[assignment,method-assign]
         try:
-            parser.read(os.path.join(site_dir, info, "entry_points.txt"), encoding="utf-8")
+            parser.read(path, encoding="utf-8")
         except (configparser.Error, UnicodeDecodeError, OSError):
             continue
         for section in ("console_scripts", "gui_scripts"):
@@ -349,6 +351,8 @@ def install_layer(layer_dir: Path, *, symlinks: bool = True, compile_bytecode: b
     configure_layer(layer_dir, symlinks=symlinks)
     lib = os.path.join(os.path.abspath(layer_dir), "lib")
     if compile_bytecode and os.path.isdir(lib):
+        import compileall  # the build writes layer files with this module and compiles nothing
+
         # Broken or version-specific sources in third-party packages are not our concern.
         compileall.compile_dir(lib, quiet=2, workers=_compile_workers())
 
@@ -453,6 +457,8 @@ def _replace_file(path: str, text: str, *, mode: int = 0o644) -> None:
         pass
     folder = os.path.dirname(path)
     os.makedirs(folder, exist_ok=True)
+    import tempfile
+
     fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.", suffix=".tmp", dir=folder)
     try:
         with os.fdopen(fd, "wb") as handle:

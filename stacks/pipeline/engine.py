@@ -76,10 +76,10 @@ def doit_config(ctx: RunContext, *, reporter: Any = None, jobs: int = 1) -> dict
 
 def state_db_problem(path: Path) -> str | None:
     """Why doit's sqlite3 state file cannot be used (None if it is fine or absent)."""
+    if not path.exists():  # runs of one task at a time never make it: no sqlite3 to load
+        return None
     import sqlite3
 
-    if not path.exists():
-        return None
     try:
         connection = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=30)
         try:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import shutil
 import sys
 import threading
 import time
@@ -149,6 +148,8 @@ class StacksReporter:
         if any(name.startswith("runtime:") for name in dict(self.running)):
             return
         text = self.live_text()
+        import shutil  # only for a live line: it imports bz2 and lzma
+
         columns = shutil.get_terminal_size((80, 24)).columns
         with self._lock:
             self._clear_live()

@@ -44,6 +44,9 @@ class Step:
     format: ClassVar[int] = 1  # bump when the layout the step produces changes: redone
     needs_this_platform: ClassVar[bool] = True  # only layers targeting this machine have it
     keeps_stamps: ClassVar[bool] = True  # False: its truth is elsewhere (committed lock files)
+    # False: stamps not fsynced, for a step whose output tree is not fsynced either (its
+    # up-to-date check stats the tree, so a file a power cut emptied is seen).
+    durable_stamps: ClassVar[bool] = True
     manifest: StackManifestStep | None = None  # a stack manifest after its layer tasks
 
     @staticmethod
@@ -173,6 +176,7 @@ class Step:
                 "stacks_version": __version__,
                 "finished_at": datetime.now().astimezone().isoformat(timespec="seconds"),
             },
+            durable=self.durable_stamps,
         )
 
     def tree_manifest_path(self, ctx: RunContext, env_name: str) -> Path:

@@ -148,7 +148,7 @@ def run_build(ctx: RunContext, env_name: str) -> Any:
         return task_failure(exc, env_name)
     from stacks.build.install import uv_version
 
-    hashing.write_manifest(BUILD.tree_manifest_path(ctx, env_name), manifest)
+    hashing.write_manifest(BUILD.tree_manifest_path(ctx, env_name), manifest, durable=False)
     outputs = {"digest": manifest.digest(), "entries": len(manifest.entries), "uv": uv_version()}
     BUILD.write_stamp(ctx, env_name, inputs, outputs)
     # doit hands a returned dict back to the reporter as the task's values (also from workers).
@@ -181,6 +181,7 @@ class BuildStep(Step):
     doc = "Build every layer targeting this platform."
     action = staticmethod(run_build)
     check = staticmethod(build_current)
+    durable_stamps = False  # uv's installs are not fsynced: see Step.durable_stamps
 
     def needs(self, ctx: RunContext, layer: LayerSpec) -> list[str]:
         """Its lock, its runtime, and the builds below it."""
