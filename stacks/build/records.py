@@ -77,12 +77,18 @@ class VerifiedFiles:
 
 
 def verify_installed(
-    site: Path, verified: VerifiedFiles | None = None, digests: KnownDigests | None = None
+    site: Path,
+    verified: VerifiedFiles | None = None,
+    digests: KnownDigests | None = None,
+    stats: dict[str, os.stat_result] | None = None,
 ) -> dict[str, list[str]]:
     """Installed files whose sha256 differs from their RECORD entry, by distribution name.
 
     Each file read is also hashed for the tree manifest (xxh3), from the same
     bytes, into `digests`: a first build reads every file once, not once per hash.
+    `stats` gets the stat result of every hard-linked file checked, by path, for the
+    manifest's scan (a hard-linked inode lives on in uv's cache: its number cannot be
+    reused by a file this build writes later at the same path).
     """
     verified = verified or VerifiedFiles(None)
 
@@ -118,13 +124,18 @@ def verify_installed(
         verified.add(info, expected)
         if digests is not None:
             digests.learn(info, PREFIX + content.hexdigest())
+        if stats is not None and info.st_nlink > 1:
+            stats[path] = info
         return None
 
     def known(item: tuple[str, str, str]) -> bool:
         try:
-            return verified.matches(os.stat(item[1]), item[2])
+            info = os.stat(item[1])
         except OSError:
             return False
+        if stats is not None and info.st_nlink > 1:
+            stats[item[1]] = info
+        return verified.matches(info, item[2])
 
     # Answering from the record takes a stat; only the rest is worth a thread each.
     checks = (
@@ -142,8 +153,16 @@ def verify_installed(
     import xxhash
 
     damaged: dict[str, list[str]] = {}
-    with ThreadPoolExecutor(max_workers=os.cpu_count() or 2) as pool:
-        for found in pool.map(bad, checks):
-            if found is not None:
-                damaged.setdefault(found[0], []).append(found[1])
+    if len(checks) <= _INLINE:  # the small files uv writes itself (INSTALLER, REQUESTED)
+        outcomes = [bad(item) for item in checks]
+    else:
+        with ThreadPoolExecutor(max_workers=os.cpu_count() or 2) as pool:
+            outcomes = list(pool.map(bad, checks))
+    for found in outcomes:
+        if found is not None:
+            damaged.setdefault(found[0], []).append(found[1])
     return damaged
+
+
+# Fewer files than this are hashed in this thread: starting a pool costs more than they do.
+_INLINE = 64

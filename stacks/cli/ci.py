@@ -24,9 +24,9 @@ def cmd_ci_matrix(args: argparse.Namespace) -> int:
     if args.format == "gitlab":
         from stacks.pipeline.ci_workflow import gitlab_child_pipeline
 
-        print(gitlab_child_pipeline(spec, args.max_shards), end="")
+        print(gitlab_child_pipeline(spec, args.max_shards, args.archive_format), end="")
         return 0
-    plan = matrix_plan(spec, args.max_shards)
+    plan = matrix_plan(spec, args.max_shards, args.archive_format)
     if args.format == "github":
         # One line: it goes into $GITHUB_OUTPUT, read back with fromJSON.
         print(json.dumps({"include": plan["shards"]}, separators=(",", ":")))
@@ -55,6 +55,7 @@ def cmd_ci_workflow(args: argparse.Namespace) -> int:
         pythons=runtime_pythons(spec),
         install=args.install or default_install(),
         max_shards=args.max_shards,
+        archive_format=args.archive_format,
     )
     if args.output == "-":
         print(text, end="")
@@ -136,6 +137,12 @@ def add_ci_commands(commands: argparse._SubParsersAction) -> None:  # type: igno
             type=_shard_count,
             metavar="N",
             help="merge independent trees of one platform until there are at most N shards",
+        )
+        sub.add_argument(
+            "--archive-format",
+            choices=("tar.xz", "tar.zst", "tar.gz", "zip"),
+            default="tar.xz",
+            help="the format the shards publish (default: tar.xz, as `stacks publish`)",
         )
         sub.add_argument(
             "-q",

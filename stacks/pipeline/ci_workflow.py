@@ -13,7 +13,7 @@ import posixpath
 from collections.abc import Sequence
 from typing import Any
 
-from stacks.pipeline.shards import RELEASE_DIR, matrix_plan
+from stacks.pipeline.shards import DEFAULT_ARCHIVE_FORMAT, RELEASE_DIR, matrix_plan
 from stacks.spec import StackSpec
 
 LOCKS_ARTIFACT = "stacks-locks"
@@ -60,7 +60,7 @@ jobs:
       - run: stacks lock {spec}
       - id: plan
         run: |
-          matrix=$(stacks ci matrix {spec} --format github{max_shards})
+          matrix=$(stacks ci matrix {spec} --format github{max_shards}{archive_format})
           echo "matrix=$matrix" >> "$GITHUB_OUTPUT"
       - uses: actions/upload-artifact@v4
         with:
@@ -134,6 +134,7 @@ def github_workflow(
     pythons: Sequence[str],
     install: str,
     max_shards: int | None = None,
+    archive_format: str = DEFAULT_ARCHIVE_FORMAT,
 ) -> str:
     """The GitHub Actions workflow text; `project` is the spec's folder from the repository root."""
     project = posixpath.normpath(project or ".")
@@ -148,6 +149,11 @@ def github_workflow(
         install=install,
         pythons="\n".join(f"            {version}" for version in pythons),
         max_shards=f" --max-shards {max_shards}" if max_shards else "",
+        archive_format=(
+            ""
+            if archive_format == DEFAULT_ARCHIVE_FORMAT
+            else f" --archive-format {archive_format}"
+        ),
         locks_artifact=LOCKS_ARTIFACT,
         locks_path=path("requirements"),
         shard_artifact=SHARD_ARTIFACT,
@@ -160,7 +166,9 @@ def github_workflow(
     )
 
 
-def gitlab_child_pipeline(spec: StackSpec, max_shards: int | None = None) -> str:
+def gitlab_child_pipeline(
+    spec: StackSpec, max_shards: int | None = None, archive_format: str = DEFAULT_ARCHIVE_FORMAT
+) -> str:
     """A GitLab child pipeline (YAML): one job per shard, then the merge job.
 
     The parent pipeline's `stacks-lock` job writes it as an artifact and triggers it; each job
@@ -168,7 +176,7 @@ def gitlab_child_pipeline(spec: StackSpec, max_shards: int | None = None) -> str
     """
     import yaml
 
-    plan = matrix_plan(spec, max_shards)
+    plan = matrix_plan(spec, max_shards, archive_format)
     project = "${STACKS_PROJECT_DIR}"
     locks = {"pipeline": "$PARENT_PIPELINE_ID", "job": "stacks-lock"}
     jobs: dict[str, Any] = {}

@@ -43,6 +43,7 @@ GITLAB_TAGS = {
 }
 LOCK_PLATFORM = "linux_x86_64"  # locks are cross-platform: any runner makes them
 RELEASE_DIR = "release"
+DEFAULT_ARCHIVE_FORMAT = "tar.xz"  # `stacks publish`'s default
 
 
 @dataclass(frozen=True)
@@ -52,6 +53,7 @@ class Shard:
     id: str
     platform: str
     layers: tuple[str, ...]  # env names, in the spec's order
+    archive_format: str = DEFAULT_ARCHIVE_FORMAT
 
     @property
     def output_dir(self) -> str:
@@ -61,6 +63,11 @@ class Shard:
     def command(self, spec_name: str) -> list[str]:
         """The stacks command of the shard, run in the project folder once the locks are there."""
         included = [word for name in self.layers for word in ("--include", literal_pattern(name))]
+        formats = (
+            []
+            if self.archive_format == DEFAULT_ARCHIVE_FORMAT
+            else ["--format", self.archive_format]
+        )
         return [
             "stacks",
             "publish",
@@ -68,6 +75,7 @@ class Shard:
             *included,
             "--output-dir",
             self.output_dir,
+            *formats,
             "--tag-outputs",
             "--shard-record",
         ]
@@ -113,8 +121,11 @@ def independent_trees(spec: StackSpec, platform: str) -> list[list[str]]:
     return list(groups.values())
 
 
-def plan_shards(spec: StackSpec, max_shards: int | None = None) -> list[Shard]:
-    """The shards of a stack: platform x independent tree, merged down to `max_shards`."""
+def plan_shards(
+    spec: StackSpec, max_shards: int | None = None, archive_format: str = DEFAULT_ARCHIVE_FORMAT
+) -> list[Shard]:
+    """The shards of a stack: platform x independent tree, merged down to `max_shards`; each
+    publishes `archive_format` archives."""
     order = {layer.env_name: index for index, layer in enumerate(spec.layers)}
     per_platform = {
         platform: trees for platform in PLATFORMS if (trees := independent_trees(spec, platform))
@@ -140,16 +151,18 @@ def plan_shards(spec: StackSpec, max_shards: int | None = None) -> list[Shard]:
         per_platform[platform] = sorted(rest, key=lambda tree: order[tree[0]])
         total -= 1
     return [
-        Shard(f"{platform}-{number}", platform, tuple(tree))
+        Shard(f"{platform}-{number}", platform, tuple(tree), archive_format)
         for platform, trees in per_platform.items()
         for number, tree in enumerate(trees, start=1)
     ]
 
 
-def matrix_plan(spec: StackSpec, max_shards: int | None = None) -> dict[str, Any]:
+def matrix_plan(
+    spec: StackSpec, max_shards: int | None = None, archive_format: str = DEFAULT_ARCHIVE_FORMAT
+) -> dict[str, Any]:
     """The whole plan as JSON: the lock job, the shards and the merge job."""
     name = spec.name
-    shards = plan_shards(spec, max_shards)
+    shards = plan_shards(spec, max_shards, archive_format)
     folders = [shard.output_dir for shard in shards]
     lock = ["stacks", "lock", name]
     merge = ["stacks", "merge", RELEASE_DIR, *folders]
