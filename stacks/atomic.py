@@ -6,7 +6,6 @@ import contextlib
 import json
 import os
 import shutil
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -98,29 +97,47 @@ def write_if_changed(path: Path, data: bytes) -> bool:
     return True
 
 
-@contextlib.contextmanager
-def new_directory(target: Path) -> Iterator[Path]:
-    """Yield a temporary sibling of `target` to fill; on success it replaces `target`.
+class new_directory:  # lower case: used as a function, `with new_directory(target) as stage:`
+    """A temporary sibling of `target` to fill (`as stage`); on success it replaces `target`.
 
     On any failure (or interruption) the temporary folder is removed and `target` is left
-    exactly as it was, so a half-built folder is never mistaken for a finished one.
+    exactly as it was, so a half-built folder is never mistaken for a finished one. A class,
+    not a generator: an interrupt landing in a generator context manager's `__enter__` after
+    the folder was made (between its `yield` and the `with` body) skipped the clean-up.
     """
-    target.parent.mkdir(parents=True, exist_ok=True)
-    staging: Path | None = None
-    try:
-        while True:
-            staging = Path(sibling_name(target, ".partial"))  # named first: see sibling_name
-            try:
-                os.mkdir(staging)  # 0o777 minus the umask, as a plain mkdir gives
-                break
-            except FileExistsError:
-                staging = None
-        yield staging
-        replace_directory(staging, target)
-    except BaseException:
-        if staging is not None:
-            remove_tree_despite_interrupts(staging)
-        raise
+
+    def __init__(self, target: Path) -> None:
+        self.target = target
+        self.staging: Path | None = None
+
+    def __enter__(self) -> Path:
+        self.target.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            while True:
+                self.staging = Path(sibling_name(self.target, ".partial"))  # see sibling_name
+                try:
+                    os.mkdir(self.staging)  # 0o777 minus the umask, as a plain mkdir gives
+                    return self.staging
+                except FileExistsError:
+                    self.staging = None
+        except BaseException:
+            self._discard()
+            raise
+
+    def __exit__(self, exc_type: type[BaseException] | None, *rest: object) -> None:
+        if exc_type is not None:
+            self._discard()
+            return
+        assert self.staging is not None
+        try:
+            replace_directory(self.staging, self.target)
+        except BaseException:
+            self._discard()
+            raise
+
+    def _discard(self) -> None:
+        if self.staging is not None:
+            remove_tree_despite_interrupts(self.staging)
 
 
 def remove_tree_despite_interrupts(path: Path) -> None:

@@ -7,13 +7,14 @@ with what it is for, while the whole output is still captured for error messages
 
 from __future__ import annotations
 
-import contextlib
 import os
 import subprocess
 import sys
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from typing import Any
+
+from stacks.children import ChildProcess, run_child
 
 STREAM_VARIABLE = "STACKS_STREAM_UV"
 
@@ -31,23 +32,17 @@ def run_captured(
     When streaming, `quiet_flag` is left out of `args`, so uv says what it is doing.
     """
     if not streaming():
-        process = subprocess.Popen(
-            args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **kwargs
-        )
-        with _reaped_on_interrupt(process):
-            stdout, stderr = process.communicate()
-        return subprocess.CompletedProcess(list(args), process.returncode, stdout, stderr)
+        return run_child(args, text=True, **kwargs)
     command = [arg for arg in args if arg != quiet_flag]
-    process = subprocess.Popen(
-        command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **kwargs
-    )
     stdout_parts: list[str] = []
-    reader = threading.Thread(
-        target=lambda: stdout_parts.append(process.stdout.read() if process.stdout else ""),
-        daemon=True,
-    )
     stderr_lines: list[str] = []
-    with _reaped_on_interrupt(process):
+    with ChildProcess(
+        command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **kwargs
+    ) as process:
+        reader = threading.Thread(
+            target=lambda: stdout_parts.append(process.stdout.read() if process.stdout else ""),
+            daemon=True,
+        )
         reader.start()
         assert process.stderr is not None
         for line in process.stderr:
@@ -57,29 +52,3 @@ def run_captured(
         code = process.wait()
         reader.join()
     return subprocess.CompletedProcess(command, code, "".join(stdout_parts), "".join(stderr_lines))
-
-
-@contextlib.contextmanager
-def _reaped_on_interrupt(process: subprocess.Popen[str]) -> Iterator[None]:
-    """On any exception, kill `process` and wait until it is gone before going on.
-
-    `subprocess.run` does not wait for a child it killed on KeyboardInterrupt: uv's threads
-    could still be writing into a staging folder while the caller's clean-up removes it.
-    """
-    try:
-        yield
-    except BaseException:
-        with contextlib.suppress(OSError):
-            process.kill()
-        while True:
-            try:
-                process.wait()
-                break
-            except KeyboardInterrupt:
-                continue
-        raise
-    finally:
-        for stream in (process.stdout, process.stderr):
-            if stream is not None:
-                with contextlib.suppress(OSError):
-                    stream.close()

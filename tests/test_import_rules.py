@@ -21,6 +21,7 @@ SHARED = (
     "stacks.platforms",
     "stacks.progress",
     "stacks.streaming",
+    "stacks.children",
     "stacks.startup",
 )
 STEPS = ("stacks.lock", "stacks.runtime", "stacks.build", "stacks.publish")

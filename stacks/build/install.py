@@ -6,7 +6,6 @@ import csv
 import functools
 import io
 import os
-import subprocess
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -121,13 +120,9 @@ def uv_install(
 def _run_uv(request: BuildRequest, arguments: list[str], what: str) -> None:
     from uv import find_uv_bin
 
-    result = subprocess.run(
-        [find_uv_bin(), *arguments],
-        capture_output=True,
-        text=True,
-        env=subprocess_env(),
-        check=False,
-    )
+    from stacks.children import run_child
+
+    result = run_child([find_uv_bin(), *arguments], text=True, env=subprocess_env())
     if result.returncode != 0:
         detail = (result.stderr or result.stdout).strip()
         _raise_if_unwritable(detail, f"layer '{request.layer.env_name}': {what} failed")

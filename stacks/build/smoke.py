@@ -9,6 +9,7 @@ from pathlib import Path
 
 from stacks.build.install import indent, pylock_packages, subprocess_env
 from stacks.build.request import BuildRequest
+from stacks.children import run_child
 from stacks.errors import BuildError
 from stacks.spec import LayerKind
 
@@ -160,13 +161,11 @@ def smoke_check(request: BuildRequest) -> list[str]:
         [[os.fspath(s) for s in sites], packages, layer.launch_module_name, modules, launch_imports]
     )
     try:
-        result = subprocess.run(
+        result = run_child(
             [os.fspath(python), "-X", "utf8", "-I", "-B", "-c", _SMOKE, argument],
-            capture_output=True,
             text=True,
             env=subprocess_env(),
             timeout=120,
-            check=False,
         )
     except (OSError, subprocess.TimeoutExpired) as exc:
         raise BuildError(f"layer '{layer.env_name}': its python does not start: {exc}") from None

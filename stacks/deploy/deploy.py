@@ -432,8 +432,11 @@ def _check_interpreter(python: Path, record: LayerRecord) -> None:
 # only if that is an unchecked-hash pyc of this interpreter's magic number whose source hash
 # is this source's (`publish --bytecode`); every other source is compiled, in parallel.
 _COMPILE = """\
-import compileall, importlib.util, os, sys
+import compileall, importlib.util, os, signal, sys
 from concurrent.futures import ProcessPoolExecutor
+
+if hasattr(signal, "pthread_sigmask"):  # started with SIGINT/SIGTERM blocked (inherited)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT, signal.SIGTERM})
 
 def shipped(source):
     try:
@@ -482,23 +485,27 @@ def compile_bytecode(python: Path, lib: Path, record: LayerRecord) -> None:
     workers = str(min(os.cpu_count() or 1, 8))
     command = [str(python), "-I", "-S", "-X", "utf8", "-c", _COMPILE, str(lib), str(final), workers]
     env = {k: v for k, v in os.environ.items() if not k.startswith("PYTHON")}
-    # Its own process group: interrupted, the whole group (the worker pool) is killed.
-    process = subprocess.Popen(
-        command,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        env=env,
-        start_new_session=os.name == "posix",
-    )
+    # Its own process group: interrupted, the whole group (the worker pool) is killed. An
+    # interrupt waits while it starts: landing inside Popen() it would leave it running unseen.
+    process: subprocess.Popen[bytes] | None = None
     try:
+        with _signals_deferred():
+            process = subprocess.Popen(
+                command,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                env=env,
+                start_new_session=os.name == "posix",
+            )
         _, error = process.communicate()
     except BaseException:
-        with contextlib.suppress(OSError):
-            if os.name == "posix":
-                os.killpg(process.pid, signal.SIGKILL)
-            else:
-                process.kill()
-        process.wait()
+        if process is not None:
+            with contextlib.suppress(OSError):
+                if os.name == "posix":
+                    os.killpg(process.pid, signal.SIGKILL)
+                else:
+                    process.kill()
+            process.wait()
         raise
     if process.returncode != 0:
         raise DeployError(
@@ -1026,18 +1033,23 @@ def _zstd_stream(archive: Path) -> Iterator[IO[bytes]]:
         raise DeployError(
             f"{archive.name}: .tar.zst needs Python 3.14+ or the zstd command on PATH"
         )
-    process = subprocess.Popen(
-        [command, "-dcq", "--", str(archive)],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-    )
-    assert process.stdout is not None
+    process: subprocess.Popen[bytes] | None = None
     try:
+        with _signals_deferred():  # see compile_bytecode
+            process = subprocess.Popen(
+                [command, "-dcq", "--", str(archive)],
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+            )
+        assert process.stdout is not None
         yield process.stdout
     finally:
-        process.stdout.close()
-        process.kill()
-        _, error = process.communicate()
+        if process is not None:
+            if process.stdout is not None:
+                process.stdout.close()
+            process.kill()
+            _, error = process.communicate()
+    assert process is not None
     if process.returncode not in (0, -9):
         raise DeployError(f"{archive.name}: zstd failed: {error.decode(errors='replace')}")
 

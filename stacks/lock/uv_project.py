@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from stacks import atomic
+from stacks.children import run_child
 from stacks.errors import DiskError, LockError
 from stacks.platforms import platforms_marker
 from stacks.spec import LayerSpec, StackSpec, normalise_package
@@ -421,13 +422,8 @@ def uv_cache_dir(environ: Mapping[str, str]) -> str | None:
     if environ.get("UV_CACHE_DIR"):
         return os.path.abspath(environ["UV_CACHE_DIR"])
     try:
-        done = subprocess.run(
-            [uv_bin(), "cache", "dir", "--no-config"],
-            env=dict(environ),
-            capture_output=True,
-            text=True,
-            timeout=30,
-            check=False,
+        done = run_child(
+            [uv_bin(), "cache", "dir", "--no-config"], env=dict(environ), text=True, timeout=30
         )
     except (OSError, subprocess.SubprocessError):
         return None

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import sys
 import threading
 import time
@@ -186,7 +187,9 @@ class StacksReporter:
     def _stop_ticker(self) -> None:
         if self._ticker is not None:
             self._stop.set()
-            self._ticker.join()
+            # Interrupted inside Thread.start(), join() refuses: the thread, if it runs, sees _stop.
+            with contextlib.suppress(RuntimeError):
+                self._ticker.join()
             self._ticker = None
         with self._lock:
             self._clear_live()

@@ -9,6 +9,8 @@ import sys
 from collections.abc import Iterator
 from typing import Any
 
+from stacks.children import interrupt_held
+
 
 @contextlib.contextmanager
 def sigterm_as_interrupt() -> Iterator[None]:
@@ -29,7 +31,8 @@ def sigterm_as_interrupt() -> Iterator[None]:
             # hooks, before `prepare_workers` gave it its own handlers): raising there would
             # only print "Exception ignored ... Traceback". It has done nothing yet: stop.
             os._exit(128 + signum)
-        raise KeyboardInterrupt
+        if not interrupt_held(signum):  # a child process is starting: raised once it has
+            raise KeyboardInterrupt
 
     previous_term = signal.signal(signal.SIGTERM, _raise)
     # Ctrl-C reaches the whole process group, workers included: the same rule for SIGINT
@@ -73,7 +76,8 @@ def prepare_workers() -> None:
             if not _inside_worker_loop(frame):
                 os._exit(128 + signum)
             signal.signal(signal.SIGTERM, signal.SIG_IGN)
-            raise KeyboardInterrupt
+            if not interrupt_held(signum):
+                raise KeyboardInterrupt
 
         signal.signal(signal.SIGINT, signal.SIG_IGN)
         signal.signal(signal.SIGTERM, _on_sigterm)

@@ -12,10 +12,10 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+from stacks.children import run_child
 from stacks.errors import PublishError
 
 BATCH = 400  # files per compiling process: fixed, so batches (and bytes) never depend on cores
@@ -39,18 +39,15 @@ _CACHE_TAG = "import sys; print(sys.implementation.cache_tag)"
 def cache_tag(python: Path) -> str:
     """The interpreter's bytecode cache tag (e.g. `cpython-312`)."""
     try:
-        done = subprocess.run(
-            [str(python), "-S", "-s", "-c", _CACHE_TAG],
-            capture_output=True,
-            text=True,
-            env=_compile_env(),
-            check=True,
-        )
-    except (OSError, subprocess.CalledProcessError) as exc:
+        done = run_child([str(python), "-S", "-s", "-c", _CACHE_TAG], text=True, env=_compile_env())
+        problem = f"exit {done.returncode}: {done.stderr.strip()}" if done.returncode else ""
+    except OSError as exc:
+        problem = str(exc)
+    if problem:
         raise PublishError(
-            f"cannot run the layer's runtime interpreter {python} to compile bytecode: {exc}",
+            f"cannot run the layer's runtime interpreter {python} to compile bytecode: {problem}",
             hint="build the layer's runtime again (`stacks build SPEC`)",
-        ) from None
+        )
     return done.stdout.strip()
 
 
@@ -87,13 +84,11 @@ def compile_sources(
 
 def _run_batch(python: Path, batch: list[list[str]], scratch: Path) -> str:
     """Compile one batch in a fresh process; the error text ('' when it worked)."""
-    done = subprocess.run(
+    done = run_child(
         [str(python), "-S", "-s", "-X", "utf8", "-c", _COMPILE],
         input=json.dumps(batch).encode(),
-        capture_output=True,
         env=_compile_env(),
         cwd=scratch,
-        check=False,
     )
     return "" if done.returncode == 0 else done.stderr.decode(errors="replace").strip()
 

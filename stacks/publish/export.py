@@ -6,11 +6,10 @@ import contextlib
 import errno
 import os
 import shutil
-import signal
-import subprocess
 from pathlib import Path
 
 from stacks import atomic
+from stacks.children import run_child
 from stacks.errors import PublishError
 from stacks.progress import ProgressFile
 from stacks.publish.archives import (
@@ -158,25 +157,9 @@ def _run_postinstall(layer: Path, *, symlinks: bool) -> None:
         command.append("--copies")
     # Its own process group: if this step is interrupted, the whole group (compileall's
     # worker pool included) is killed, leaving no orphan holding the output pipes.
-    process = subprocess.Popen(
-        command,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        start_new_session=os.name == "posix",
-    )
-    try:
-        stdout, stderr = process.communicate()
-    except BaseException:
-        with contextlib.suppress(OSError):
-            if os.name == "posix":
-                os.killpg(process.pid, signal.SIGKILL)
-            else:
-                process.kill()
-        process.wait()
-        raise
-    if process.returncode != 0:
+    done = run_child(command, text=True, start_new_session=os.name == "posix")
+    if done.returncode != 0:
         raise PublishError(
-            f"postinstall.py of {layer.name} failed (exit {process.returncode}):\n"
-            f"{(stderr or stdout).strip()}"
+            f"postinstall.py of {layer.name} failed (exit {done.returncode}):\n"
+            f"{(done.stderr or done.stdout).strip()}"
         )

@@ -24,6 +24,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+from stacks.children import run_child
 from stacks.errors import RuntimeFetchError
 
 INSTALL_PLACEHOLDER = "/install"
@@ -88,13 +89,11 @@ def clean_environment() -> dict[str, str]:
 def query_interpreter(python: Path, *, timeout: float = 30) -> InterpreterInfo:
     """Ask `python` about its version and installation layout (isolated mode, no site)."""
     try:
-        result = subprocess.run(
+        result = run_child(
             [str(python), "-I", "-S", "-c", _QUERY],
-            capture_output=True,
             text=True,
             timeout=timeout,
             env=clean_environment(),
-            check=False,
         )
         data = json.loads(result.stdout) if result.returncode == 0 else None
     except (OSError, subprocess.TimeoutExpired, ValueError):
@@ -233,7 +232,7 @@ def _strip_debug_info(root: Path) -> None:
     strip = shutil.which("strip")
     files = [str(p) for p in _elf_files(root)]
     if strip and files:
-        subprocess.run([strip, "--strip-debug", *files], capture_output=True, check=False)
+        run_child([strip, "--strip-debug", *files])
 
 
 def patchelf_binary() -> str:
@@ -324,7 +323,7 @@ def _prefix_forms(prefix: Path) -> list[str]:
 
 
 def _run(*args: str | Path) -> str:
-    result = subprocess.run([str(a) for a in args], capture_output=True, text=True, check=False)
+    result = run_child([str(a) for a in args], text=True)
     if result.returncode != 0:
         raise RuntimeFetchError(
             f"`{' '.join(str(a) for a in args)}` failed: {result.stderr.strip()}"

@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from stacks import atomic
+from stacks.children import run_child
 from stacks.errors import RuntimeFetchError
 from stacks.hashing import TreeManifest
 from stacks.runtime.downloads import download
@@ -330,7 +331,7 @@ def _pyenv_root() -> Path | None:
     pyenv = shutil.which("pyenv")
     if pyenv:
         with contextlib.suppress(OSError, subprocess.SubprocessError):
-            out = subprocess.run([pyenv, "root"], capture_output=True, text=True, timeout=10)
+            out = run_child([pyenv, "root"], text=True, timeout=10)
             if out.returncode == 0 and out.stdout.strip():
                 return Path(out.stdout.strip())
     home = Path.home() / ".pyenv"
@@ -353,7 +354,7 @@ def _uv_managed_pythons() -> list[tuple[str, Path]]:
     # pyenv shims) before filtering down to the managed ones we asked for.
     env = {**clean_environment(), "UV_PYTHON_DOWNLOADS": "never", "PATH": ""}
     try:
-        out = subprocess.run(command, capture_output=True, text=True, timeout=30, env=env)
+        out = run_child(command, text=True, timeout=30, env=env)
         entries = json.loads(out.stdout) if out.returncode == 0 else []
     except (OSError, subprocess.SubprocessError, ValueError):
         return []

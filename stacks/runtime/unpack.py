@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import IO, NoReturn
 
 from stacks import atomic
+from stacks.children import run_child
 from stacks.errors import RuntimeFetchError
 from stacks.runtime.relocation import clean_environment
 from stacks.spec.model import ARCHIVE_SUFFIXES
@@ -235,9 +236,7 @@ def precompile_stdlib(root: Path, xy: str) -> None:
     ]
     # A file Python cannot compile (or a slow disk) costs speed only, never the runtime.
     with contextlib.suppress(OSError, subprocess.SubprocessError):
-        subprocess.run(
-            command, capture_output=True, env=clean_environment(), timeout=600, check=False
-        )
+        run_child(command, env=clean_environment(), timeout=600)
 
 
 def check_runtime(root: Path, requested: str, origin: str) -> str:
@@ -245,14 +244,12 @@ def check_runtime(root: Path, requested: str, origin: str) -> str:
     xy = ".".join(requested.split(".")[:2])
     python = root / "bin" / f"python{xy}"
     try:
-        result = subprocess.run(
+        result = run_child(
             [str(python), "-I", "-B", "-c", _CHECK],
-            capture_output=True,
             text=True,
             timeout=60,
             env=clean_environment(),
             cwd=root.parent,
-            check=False,
         )
     except (OSError, subprocess.TimeoutExpired) as exc:
         raise RuntimeFetchError(f"the runtime from {origin} does not start: {exc}") from None
