@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import io
+import threading
 from types import SimpleNamespace
+
+import pytest
 
 from stacks.pipeline.reporter import StacksReporter
 
@@ -183,3 +186,20 @@ def test_worker_processes_only_for_tasks_that_can_overlap() -> None:
     assert _can_overlap(planned("runtime", "fw", "fw2", "app"), graph)
     # Up-to-date tasks in between do not order the ones that run.
     assert not _can_overlap(planned("runtime", "app"), graph)
+
+
+def test_an_interrupt_while_the_live_ticker_starts_does_not_break_the_run_end(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Ctrl-C inside Thread.start() (seen with `build -n 2`) left a thread join() refuses."""
+
+    def interrupted_start(self: threading.Thread) -> None:
+        raise KeyboardInterrupt  # before the thread says it has started
+
+    monkeypatch.setattr(threading.Thread, "start", interrupted_start)
+    stream = io.StringIO()
+    reporter = StacksReporter(stream)
+    with pytest.raises(KeyboardInterrupt):
+        reporter.execute_task(task("build:app"))
+    reporter.complete_run()  # raised RuntimeError("cannot join thread before it is started")
+    assert reporter._ticker is None
