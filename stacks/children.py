@@ -78,6 +78,7 @@ class ChildProcess:
                 self.process = subprocess.Popen(self.args, **self.popen_kwargs)
         except BaseException:
             self._end()  # the interrupt held back while it started
+            self._close_streams()
             raise
         return self.process
 
@@ -107,7 +108,6 @@ class ChildProcess:
                 break
             except KeyboardInterrupt:  # a second Ctrl-C: the child is dying already
                 continue
-        self._close_streams()
 
     def _close_streams(self) -> None:
         if self.process is None:
