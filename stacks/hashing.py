@@ -5,7 +5,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -73,7 +73,7 @@ class TreeManifest:
 
     def digest(self) -> str:
         """Hash of the tree's content (paths, kinds, file hashes, link targets, exec bits)."""
-        return hash_json([[path, *entry.content()] for path, entry in sorted(self.entries.items())])
+        return manifest_digest(self.to_json())
 
     def to_json(self) -> dict[str, Any]:
         """A JSON-able form."""
@@ -115,6 +115,11 @@ class TreeManifest:
         return _differences(
             self, current, compare=lambda a, b: a.content() != b.content(), limit=limit
         )
+
+
+def manifest_digest(data: Mapping[str, Sequence[Any]]) -> str:
+    """The content hash of a manifest in its JSON form (what `TreeManifest.digest` returns)."""
+    return hash_json([[path, e[0], e[1], bool(e[2])] for path, e in sorted(data.items())])
 
 
 def manifest_stat_drift(
@@ -222,13 +227,22 @@ class KnownDigests:
         """The record at `path` (empty if missing or unreadable; None: remember nothing)."""
         return cls(path, read_record(path) if path is not None else {})
 
-    def digest(self, full: str, info: os.stat_result) -> str:
-        """The content hash of the file at `full` (whose lstat is `info`), from here or by reading it."""
+    def recall(self, info: os.stat_result) -> str | None:
+        """The content hash of the file whose stat is `info`, if it was hashed at this inode,
+        size and mtime before."""
         key = f"{info.st_dev}:{info.st_ino}"
         self.used.add(key)
         found = self.known.get(key)
         if found is not None and found[0] == info.st_size and found[1] == info.st_mtime_ns:
             return str(found[2])
+        return None
+
+    def digest(self, full: str, info: os.stat_result) -> str:
+        """The content hash of the file at `full` (whose lstat is `info`), from here or by reading it."""
+        found = self.recall(info)
+        if found is not None:
+            return found
+        key = f"{info.st_dev}:{info.st_ino}"
         digest = hash_file(Path(full))
         # Only hard-linked files recur (from uv's cache, or the provided runtime); a file of
         # one link was written by this build and the next build writes it anew.
@@ -289,7 +303,9 @@ def write_record(path: Path, data: dict[str, Any]) -> None:
 
 def write_manifest(path: Path, manifest: TreeManifest, *, durable: bool = True) -> None:
     """Write a tree manifest atomically as compact JSON (json's C encoder: no indent)."""
-    text = json.dumps(manifest.to_json(), sort_keys=True, separators=(",", ":")) + "\n"
+    text = (
+        json.dumps(manifest.to_json(), sort_keys=True, separators=(",", ":")) + "\n"
+    )  # as TreeSurvey
     atomic.write_text(path, text, durable=durable)
 
 
@@ -299,14 +315,9 @@ def scan_tree(
     hash_files: bool = True,
     skip: Callable[[str], bool] | None = None,
     known: KnownDigests | None = None,
-    stats: Mapping[str, os.stat_result] | None = None,
 ) -> TreeManifest:
     """Walk `root` (not following links) into a manifest; `skip(relpath)` prunes entries;
-    `known` answers (and remembers) the hashes of files by inode, size and mtime.
-
-    `stats` (by relative path) are the stat results of files another check of this build
-    just made: one is taken instead of a new `stat` when the entry is still that inode.
-    """
+    `known` answers (and remembers) the hashes of files by inode, size and mtime."""
     # os.scandir: folders and links are told apart by the entry's type (no stat); only files
     # (and links) are stat'ed. Unreadable folders are left out, as os.walk leaves them out.
     entries: dict[str, TreeEntry] = {}
@@ -328,9 +339,7 @@ def scan_tree(
                     entries[rel] = _FOLDER
                     pending.append((entry.path, rel + "/"))
                 else:
-                    info = stats.get(rel) if stats is not None else None
-                    if info is None or info.st_ino != entry.inode():
-                        info = entry.stat(follow_symlinks=False)
+                    info = entry.stat(follow_symlinks=False)
                     if not hash_files:
                         digest = ""
                     elif known is not None:

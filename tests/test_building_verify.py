@@ -1,14 +1,17 @@
-"""verify_installed: installed files against their RECORD, each unchanged file hashed once."""
+"""The build's survey: installed files against their RECORD (each unchanged file hashed once)
+and the tree manifest, from one walk."""
 
 from __future__ import annotations
 
 import base64
 import hashlib
+import json
 import os
 from pathlib import Path
 
 from stacks import hashing
-from stacks.build.records import VerifiedFiles, verify_installed
+from stacks.build.records import VerifiedFiles
+from stacks.build.survey import survey_tree, verify_installed
 
 
 def record_hash(data: bytes) -> str:
@@ -131,3 +134,63 @@ def test_the_record_check_hands_the_manifest_the_hash_of_each_file_it_read(
     fresh = hashing.KnownDigests.load(None)
     assert verify_installed(other, VerifiedFiles(None), fresh) == {"pkg": ["__init__.py"]}
     assert fresh.known == {}
+
+
+def test_a_survey_describes_the_tree_as_a_full_scan_does(tmp_path: Path) -> None:
+    """Entries, digest and manifest text equal scan_tree's (bytecode left out), whether the
+    hashes come from reading or from the record of known digests."""
+    root = tmp_path / "layer"
+    site = root / "lib" / "site-packages"
+    install(site, {"pkg/__init__.py": b"x = 1\n", "pkg/data.bin": os.urandom(5 << 20)})
+    (root / "bin").mkdir()
+    (root / "bin" / "python").symlink_to("../../runtime/bin/python3")
+    (root / "bin" / "tool").write_text("#!/bin/sh\n", encoding="utf-8")
+    (root / "bin" / "tool").chmod(0o755)
+    (site / "pkg" / "__pycache__").mkdir()
+    (site / "pkg" / "__pycache__" / "x.cpython-312.pyc").write_bytes(b"bytecode")
+    (site / "stray.pyc").write_bytes(b"bytecode")
+    (root / "empty").mkdir()
+    full = hashing.scan_tree(root, skip=hashing.skip_bytecode)
+    known = hashing.KnownDigests.load(tmp_path / "digests.json")
+    for _ in range(2):  # read, then answered from the record
+        survey = survey_tree(root, site_dir="lib/site-packages", known=known).serialise()
+        assert survey.damaged == {}
+        assert survey.entries == full.to_json()
+        assert survey.digest == full.digest()
+        assert json.loads(survey.manifest_text) == full.to_json()
+        assert (
+            survey.manifest_text
+            == json.dumps(full.to_json(), sort_keys=True, separators=(",", ":")) + "\n"
+        )
+    assert known.changed
+
+
+def test_a_survey_finds_damage_and_a_missing_file_and_checks_no_record_without_a_site(
+    tmp_path: Path,
+) -> None:
+    site = tmp_path / "site"
+    install(site, {"pkg/__init__.py": b"x = 1\n", "pkg/gone.py": b"y = 2\n", "pkg/ok.py": b""})
+    (site / "pkg" / "gone.py").unlink()
+    victim = site / "pkg" / "__init__.py"
+    victim.unlink()
+    victim.write_bytes(b"edited")
+    survey = survey_tree(site, site_dir="")
+    assert survey.damaged == {"pkg": ["__init__.py", "gone.py (missing)"]}
+    assert survey_tree(site, site_dir=None).damaged == {}  # a runtime with nothing installed
+
+
+def test_record_rows_outside_the_walk_and_quoted_paths_are_checked(tmp_path: Path) -> None:
+    """A row for a file above the site folder (`../`), and a quoted path with a comma."""
+    root = tmp_path / "layer"
+    site = root / "site"
+    install(site, {"pkg/a,b.py": b"comma\n"})
+    (root / "share").mkdir()
+    (root / "share" / "data.txt").write_bytes(b"data\n")
+    record = site / "pkg-1.0.dist-info" / "RECORD"
+    rows = record.read_text().replace("pkg/a,b.py,", '"pkg/a,b.py",')
+    data_hash = record_hash(b"data\n")
+    rows += f"../share/data.txt,sha256={data_hash},5\n"
+    record.write_text(rows)
+    assert survey_tree(root, site_dir="site").damaged == {}
+    (root / "share" / "data.txt").write_bytes(b"DATA\n")
+    assert survey_tree(root, site_dir="site").damaged == {"pkg": ["data.txt"]}

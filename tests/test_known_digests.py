@@ -93,23 +93,3 @@ def test_manifests_are_written_compact_and_read_back(tmp_path: Path) -> None:
     data = hashing.read_stamp(path)
     assert data is not None
     assert hashing.TreeManifest.from_json(data).digest() == manifest.digest()
-
-
-def test_stat_results_handed_to_a_scan_are_used_only_for_the_same_inode(tmp_path: Path) -> None:
-    """A build's RECORD check hands its stats to the manifest's scan: the scan keeps one for
-    a path that is still that inode, and stats a path that is now another file."""
-    tree = tmp_path / "tree"
-    make_tree(tree)
-    real = hashing.scan_tree(tree)
-    a, b = tree / "pkg" / "a.py", tree / "pkg" / "b.bin"
-    # Given: a's stat with a marker mtime (same inode), b's old stat (then b is replaced).
-    marked = os.stat_result((*os.stat(a)[:8], 1, 1), {"st_mtime_ns": 1_000_000_000_123})
-    old_b = os.stat(b)
-    b.unlink()
-    b.write_bytes(b"a new file at the same path")
-    stats = {"pkg/a.py": marked, "pkg/b.bin": old_b}
-    scanned = hashing.scan_tree(tree, stats=stats).to_json()
-    assert scanned["pkg/a.py"][4] == 1_000_000_000_123  # taken from the stats given
-    assert scanned["pkg/a.py"][:4] == real.to_json()["pkg/a.py"][:4]
-    assert scanned["pkg/b.bin"][3] == len(b"a new file at the same path")  # stat'ed again
-    assert scanned["pkg/b.bin"] == hashing.scan_tree(tree).to_json()["pkg/b.bin"]

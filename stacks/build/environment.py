@@ -11,61 +11,114 @@ from typing import Any
 from stacks import atomic
 from stacks.build.dynlibs import link_dynlibs
 from stacks.build.install import pylock_has_packages, remove_scripts, uv_install
+from stacks.build.records import VerifiedFiles
 from stacks.build.request import DYNLIB_DIR, METADATA_FILE, BuildRequest
 from stacks.build.smoke import smoke_check
+from stacks.build.survey import TreeSurvey, survey_tree
 from stacks.errors import BuildError
-from stacks.hashing import KnownDigests, TreeManifest, scan_tree, skip_bytecode
+from stacks.hashing import KnownDigests
 from stacks.spec import LayerKind
 
 
-def build_layer(request: BuildRequest, *, warnings: list[str] | None = None) -> TreeManifest:
-    """Build a layer into `request.target` atomically and return the manifest of what was built.
+def build_layer(request: BuildRequest, *, warnings: list[str] | None = None) -> TreeSurvey:
+    """Build a layer into `request.target` atomically; what was built, with its manifest.
 
+    Every installed file is checked against its wheel's RECORD hash. uv hard-links files
+    from its cache, so a file found damaged (edited in place through some build or export
+    folder) is damaged in the cache too: those packages are cleaned from uv's cache and the
+    layer is built once more, from fresh downloads. A forced rebuild
+    (`request.recheck_installed`) reads every file instead of trusting the records.
     Warnings (a launch module import nothing in the stack provides) are added to `warnings`.
     """
-    target = request.target
     known = KnownDigests.load(request.known_digests)
-    check = True
-    stats: dict[str, os.stat_result] = {}  # the RECORD check's, for the manifest's scan
-    with atomic.new_directory(target) as stage:
-        if request.layer.kind is LayerKind.RUNTIME:
-            # A runtime layer with nothing installed is its provided runtime, linked: that
-            # interpreter already ran when it was provided (precompiling its stdlib), and
-            # the layers above start it again in their own checks.
-            check = _build_runtime(request, stage, known, stats)
-        else:
-            _build_layered(request, stage, known, stats)
-        prefix = os.path.join(os.fspath(stage), "")
-        remove_scripts(stage, request)
-        if request.layer.kind is not LayerKind.RUNTIME:
-            _write_entry_points(request, stage)
-        link_dynlibs(request, stage)
-        _write_layer_metadata(request, stage)
-    # The smoke check runs on the final folder: the venv's paths must be the real ones. Its
-    # interpreter (which writes nothing: -B) runs while this process hashes the tree.
+    verified = VerifiedFiles.load(request.verified_files, trust=not request.recheck_installed)
+    survey = _build_once(request, known, verified, warnings)
+    if survey.damaged:
+        from stacks.build.install import forget_damaged_packages
+
+        forget_damaged_packages(request, sorted(survey.damaged))
+        survey = _build_once(request, known, verified, warnings)
+        if survey.damaged:
+            verified.save()
+            details = "; ".join(
+                f"{dist}: {', '.join(files[:3])}" for dist, files in sorted(survey.damaged.items())
+            )
+            raise BuildError(
+                f"layer '{request.layer.env_name}': installed files do not match their wheels "
+                f"even after a fresh install: {details}",
+                hint="run `uv cache clean` and build again",
+            )
+    verified.save()
+    known.save()
+    return survey
+
+
+class _Damaged(Exception):
+    """Raised inside the staging folder's block (which removes it): the survey found damage."""
+
+    def __init__(self, survey: TreeSurvey) -> None:
+        super().__init__("damaged installed files")
+        self.survey = survey
+
+
+def _build_once(
+    request: BuildRequest,
+    known: KnownDigests,
+    verified: VerifiedFiles,
+    warnings: list[str] | None,
+) -> TreeSurvey:
+    """Build the layer into its target and survey it; a survey that found damage leaves no target."""
     from concurrent.futures import ThreadPoolExecutor
 
-    by_relpath = {
-        path[len(prefix) :]: info for path, info in stats.items() if path.startswith(prefix)
-    }
-    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="stacks-scan") as pool:
-        scanning = pool.submit(scan_tree, target, skip=skip_bytecode, known=known, stats=by_relpath)
-        try:
-            found = smoke_check(request) if check else []
-        except BuildError:
-            scanning.exception()  # wait for the scan before removing what it reads
-            atomic.remove_tree(target)
-            raise
-        if warnings is not None:
-            warnings.extend(found)
-        manifest = scanning.result()
-    known.save()
-    return manifest
+    try:
+        with atomic.new_directory(request.target) as stage:
+            if request.layer.kind is LayerKind.RUNTIME:
+                installed = _build_runtime(request, stage)
+            else:
+                installed = _build_layered(request, stage)
+            # The smoke check's interpreter runs in the staging folder (wired with relative
+            # paths, so it sees what the final folder will) while this process finishes the
+            # tree, checks the installed files against their RECORDs and writes the manifest.
+            # A runtime layer with nothing installed is its provided runtime, linked: that
+            # interpreter already ran when it was provided (precompiling its stdlib).
+            check = installed or request.layer.kind is not LayerKind.RUNTIME
+            with ThreadPoolExecutor(max_workers=1, thread_name_prefix="stacks-smoke") as pool:
+                checking = pool.submit(smoke_check, request, stage) if check else None
+                try:
+                    survey = _finish_and_survey(request, stage, installed, known, verified)
+                finally:
+                    if checking is not None:
+                        checking.exception()  # the check's child ends before its folder can go
+                # A damaged file can be why the check failed: then the caller installs again.
+                if survey.damaged:
+                    raise _Damaged(survey)
+                problems = checking.result() if checking is not None else []
+    except _Damaged as damage:
+        return damage.survey
+    if warnings is not None:
+        warnings.extend(problems)
+    return survey
 
 
-def _build_runtime(
-    request: BuildRequest, stage: Path, known: KnownDigests, stats: dict[str, os.stat_result]
-) -> bool:
+def _finish_and_survey(
+    request: BuildRequest,
+    stage: Path,
+    installed: bool,
+    known: KnownDigests,
+    verified: VerifiedFiles,
+) -> TreeSurvey:
+    """Drop machine-specific files, add launchers, link shared libraries and the layer's
+    metadata, then survey the finished tree (RECORD check and manifest)."""
+    remove_scripts(stage, request)
+    if request.layer.kind is not LayerKind.RUNTIME:
+        _write_entry_points(request, stage)
+    link_dynlibs(request, stage)
+    _write_layer_metadata(request, stage)
+    site_dir = str(request.site_dir) if installed else None
+    return survey_tree(stage, site_dir=site_dir, verified=verified, known=known).serialise()
+
+
+def _build_runtime(request: BuildRequest, stage: Path) -> bool:
     """Link the provided runtime into `stage`, install its packages; whether it installed any."""
     source = request.runtime_source
     if source is None or not (source / "bin").is_dir():
@@ -78,7 +131,7 @@ def _build_runtime(
     link_tree(source, stage, copy=_is_interpreter)
     if not pylock_has_packages(request.pylock):
         return False
-    uv_install(request, stage, stage / "bin" / "python3", known, stats)
+    uv_install(request, stage, stage / "bin" / "python3")
     return True
 
 
@@ -109,9 +162,8 @@ def link_tree(source: Path, target: Path, *, copy: Callable[[str], bool] | None 
                     shutil.copy2(entry.path, out)
 
 
-def _build_layered(
-    request: BuildRequest, stage: Path, known: KnownDigests, stats: dict[str, os.stat_result]
-) -> None:
+def _build_layered(request: BuildRequest, stage: Path) -> bool:
+    """Make the layer's environment in `stage` and install its packages; whether it installed any."""
     from stacks.deploy import postinstall
 
     site = stage / request.site_dir
@@ -133,11 +185,13 @@ def _build_layered(
     postinstall.write_layer_files(
         str(stage), postinstall.layer_files(build_config, symlinks=True, dynlibs=True)
     )
-    if pylock_has_packages(request.pylock):
-        uv_install(request, stage, stage / "bin" / "python", known, stats)
+    installed = pylock_has_packages(request.pylock)
+    if installed:
+        uv_install(request, stage, stage / "bin" / "python")
     for module in (request.layer.launch_module, *request.layer.support_modules):
         if module is not None:
             _copy_module(module, site)
+    return installed
 
 
 def _write_entry_points(request: BuildRequest, stage: Path) -> None:

@@ -11,14 +11,36 @@ from pathlib import Path
 from typing import Any
 
 from stacks import atomic
-from stacks.build.records import VerifiedFiles, verify_installed
 from stacks.build.request import BuildRequest
 from stacks.errors import BuildError
-from stacks.hashing import KnownDigests
 
 
 def pylock_packages(pylock: Path) -> list[dict[str, Any]]:
-    """The `packages` entries of a pylock.toml (a BuildError if it is missing or unreadable)."""
+    """The `packages` entries of a pylock.toml (a BuildError if it is missing or unreadable).
+
+    Parsed once per process while the file is unchanged: a build reads its own lock and
+    every lock below it (a big framework's takes milliseconds to parse).
+    """
+    try:
+        info = os.stat(pylock)
+    except FileNotFoundError:
+        raise BuildError(f"no lock file at {pylock}", hint="run `stacks lock SPEC`") from None
+    except OSError as exc:
+        raise BuildError(
+            f"cannot read lock file {pylock}: {exc}", hint="run `stacks lock SPEC` to regenerate it"
+        ) from None
+    identity = (info.st_ino, info.st_size, info.st_mtime_ns)
+    memo = _PYLOCKS.get(pylock)
+    if memo is None or memo[0] != identity:
+        memo = (identity, _parse_pylock(pylock))
+        _PYLOCKS[pylock] = memo
+    return list(memo[1])
+
+
+_PYLOCKS: dict[Path, tuple[tuple[int, int, int], list[dict[str, Any]]]] = {}
+
+
+def _parse_pylock(pylock: Path) -> list[dict[str, Any]]:
     try:
         import tomllib
     except ModuleNotFoundError:  # Python 3.10
@@ -77,44 +99,24 @@ def subprocess_env(extra: dict[str, str] | None = None) -> dict[str, str]:
     return env
 
 
-def uv_install(
-    request: BuildRequest,
-    environment: Path,
-    python: Path,
-    known: KnownDigests | None = None,
-    stats: dict[str, os.stat_result] | None = None,
-) -> None:
-    """Install the layer's locked packages, then prove every installed file matches its wheel.
+def uv_install(request: BuildRequest, environment: Path, python: Path) -> None:
+    """Install the layer's locked packages into `environment` with uv (hard links from its cache).
 
-    uv hard-links files from its cache; if anything ever edited such a file in place (a build
-    or export folder is easy to edit by mistake), the cache itself is corrupt. Checking RECORD
-    hashes catches that, and the packages are purged from uv's cache and fetched again
-    instead of re-linking bad bytes. A forced rebuild hashes every file (see VerifiedFiles).
-    `python` is the environment's own interpreter, used when the request names no installer;
-    `known` learns the manifest hash of every file the RECORD check reads, `stats` the stat
-    results it takes (see `verify_installed`).
+    `python` is the environment's own interpreter, used when the request names no installer.
+    What was installed is checked against its wheels afterwards (`stacks.build.survey`).
     """
     _run_uv_install(request, environment, python)
-    site = environment / request.site_dir
-    verified = VerifiedFiles.load(request.verified_files, trust=not request.recheck_installed)
-    damaged = verify_installed(site, verified, known, stats)
-    if not damaged:
-        verified.save()
-        return
+
+
+def forget_damaged_packages(request: BuildRequest, names: Sequence[str]) -> None:
+    """Remove packages from uv's cache, so that their next install fetches them again.
+
+    uv hard-links installed files from its cache: a file edited in place in a build or
+    export folder is edited in the cache too, and would be linked into every later build.
+    """
     _run_uv(
-        request, ["cache", "clean", *sorted(damaged)], "cleaning damaged packages from uv's cache"
+        request, ["cache", "clean", *sorted(names)], "cleaning damaged packages from uv's cache"
     )
-    _run_uv_install(request, environment, python, reinstall=sorted(damaged))
-    still = verify_installed(site, verified, known, stats)
-    verified.save()
-    if still:
-        details = "; ".join(
-            f"{dist}: {', '.join(files[:3])}" for dist, files in sorted(still.items())
-        )
-        raise BuildError(
-            f"layer '{request.layer.env_name}': installed files do not match their wheels even after a fresh install: {details}",
-            hint="run `uv cache clean` and build again",
-        )
 
 
 def _run_uv(request: BuildRequest, arguments: list[str], what: str) -> None:
@@ -129,9 +131,7 @@ def _run_uv(request: BuildRequest, arguments: list[str], what: str) -> None:
         raise BuildError(f"layer '{request.layer.env_name}': {what} failed:\n{indent(detail)}")
 
 
-def _run_uv_install(
-    request: BuildRequest, environment: Path, python: Path, *, reinstall: Sequence[str] = ()
-) -> None:
+def _run_uv_install(request: BuildRequest, environment: Path, python: Path) -> None:
     from uv import find_uv_bin
 
     from stacks.platforms import target_platform
@@ -165,7 +165,6 @@ def _run_uv_install(
         "--break-system-packages",
         "--preview-features",
         "pylock",
-        *[arg for name in reinstall for arg in ("--reinstall-package", name)],
         "-r",
         os.fspath(request.pylock),
     ]

@@ -143,19 +143,23 @@ print(ascii({"problems": problems, "warnings": warnings, "executable": sys.execu
 """
 
 
-def smoke_check(request: BuildRequest) -> list[str]:
+def smoke_check(request: BuildRequest, folder: Path | None = None) -> list[str]:
     """Start the layer's python: sys.path holds the layer and its lower layers in order, every
     locked package of the layer and below has metadata, launch and support modules compile,
-    and an app's launch module resolves; return warnings about its unresolved imports."""
+    and an app's launch module resolves; return warnings about its unresolved imports.
+
+    `folder` is where the layer is (default: its target); a staging folder beside the
+    target works, as a layer's wiring to the layers below is relative.
+    """
     layer = request.layer
-    target = request.target
+    target = request.target if folder is None else folder
     python = target / "bin" / ("python3" if layer.kind is LayerKind.RUNTIME else "python")
     sites = [target / request.site_dir] + [
         lower.build_dir / request.site_dir for lower in request.lower
     ]
     pylocks = [request.pylock] + [lower.pylock for lower in request.lower]
     packages = expected_packages(pylocks, request.platform, request.python_version)
-    modules, launch_files = module_files(request)
+    modules, launch_files = module_files(request, target)
     launch_imports = [[path, shown, top_level_imports(Path(path))] for path, shown in launch_files]
     argument = repr(
         [[os.fspath(s) for s in sites], packages, layer.launch_module_name, modules, launch_imports]
@@ -209,10 +213,11 @@ def top_level_imports(path: Path) -> list[tuple[int, str]] | None:
     return found
 
 
-def module_files(request: BuildRequest) -> tuple[list[list[str]], list[list[str]]]:
-    """[copied file, source file to show] of every launch and support module .py file, and of
-    the launch module's own top-level files (its __init__.py and __main__.py for a package)."""
-    site = request.target / request.site_dir
+def module_files(request: BuildRequest, folder: Path) -> tuple[list[list[str]], list[list[str]]]:
+    """[copied file in `folder`, source file to show] of every launch and support module .py
+    file, and of the launch module's own top-level files (its __init__.py and __main__.py for a
+    package)."""
+    site = folder / request.site_dir
     layer = request.layer
     every: list[list[str]] = []
     launch: list[list[str]] = []

@@ -143,13 +143,15 @@ def run_build(ctx: RunContext, env_name: str) -> Any:
         if failure is not None:
             return failure
     try:
-        manifest = build_layer(build_request(ctx, env_name), warnings=warnings)
+        built = build_layer(build_request(ctx, env_name), warnings=warnings)
     except StacksError as exc:
         return task_failure(exc, env_name)
+    from stacks import atomic
     from stacks.build.install import uv_version
 
-    hashing.write_manifest(BUILD.tree_manifest_path(ctx, env_name), manifest, durable=False)
-    outputs = {"digest": manifest.digest(), "entries": len(manifest.entries), "uv": uv_version()}
+    manifest_path = BUILD.tree_manifest_path(ctx, env_name)
+    atomic.write_text(manifest_path, built.manifest_text, durable=False)
+    outputs = {"digest": built.digest, "entries": len(built.entries), "uv": uv_version()}
     BUILD.write_stamp(ctx, env_name, inputs, outputs)
     # doit hands a returned dict back to the reporter as the task's values (also from workers).
     return {"warnings": [f"layer '{env_name}': {text}" for text in warnings]} if warnings else None

@@ -1,0 +1,222 @@
+"""One walk of a built layer: every entry's stat, installed files against RECORD, the manifest.
+
+A cold build of a big framework installs ~8,000 files in ~0.1 s of uv's time. Checking them
+against their wheels and describing the tree for the manifest must not cost more than that,
+so both come from one walk with one `stat` per file, and each file's record answers by
+inode, size and mtime before anything is read (see VerifiedFiles and KnownDigests).
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from stacks.build.records import VerifiedFiles
+from stacks.errors import BuildError
+from stacks.hashing import PREFIX, KnownDigests, manifest_digest
+
+
+@dataclass
+class TreeSurvey:
+    """What one walk of a built tree found: its manifest (JSON form) and damaged files."""
+
+    # relpath -> [kind, digest, executable, size, mtime_ns]: TreeManifest.to_json()'s form
+    entries: dict[str, list[Any]]
+    # distribution -> names of its files that do not match their RECORD hash (or are missing)
+    damaged: dict[str, list[str]] = field(default_factory=dict)
+    digest: str = ""  # manifest_digest(entries), set by `serialise`
+    manifest_text: str = ""  # the manifest file's text, set by `serialise`
+
+    def serialise(self) -> TreeSurvey:
+        """Compute the content digest and the manifest's JSON text (compact, sorted keys)."""
+        self.digest = manifest_digest(self.entries)
+        self.manifest_text = json.dumps(self.entries, sort_keys=True, separators=(",", ":")) + "\n"
+        return self
+
+
+# One file to read: (distribution or "", path, relpath in the tree or None, RECORD sha256 or
+# None, size as last seen: 0 when unknown).
+_Item = tuple[str, str, "str | None", "str | None", int]
+
+
+def survey_tree(
+    root: Path,
+    *,
+    site_dir: str | None,
+    verified: VerifiedFiles | None = None,
+    known: KnownDigests | None = None,
+) -> TreeSurvey:
+    """Walk `root` once (bytecode left out): the manifest, with every file of a wheel in
+    `root/site_dir` checked against its RECORD sha256 (`site_dir=None`: no RECORD check).
+
+    Files are read only when a record cannot answer: `verified` for the RECORD check,
+    `known` for the manifest's xxh3; a file read for one feeds both, and both learn it.
+    """
+    verified = verified if verified is not None else VerifiedFiles(None)
+    top = os.fspath(root)
+    entries, stats = _walk(top)
+    items: list[_Item] = []
+    if site_dir is not None:
+        items = _record_checks(top, site_dir, stats, verified)
+    checked = {item[2] for item in items}
+    for rel, info in stats.items():
+        digest = known.recall(info) if known is not None else None
+        if digest is not None:
+            entries[rel][1] = digest
+        elif rel not in checked:
+            items.append(("", os.path.join(top, rel), rel, None, info.st_size))
+    damaged: dict[str, list[str]] = {}
+    for (dist, path, rel, expected, _), read in zip(items, _read_all(items), strict=True):
+        if read is None:
+            if expected is None:
+                raise BuildError(f"cannot read {path} in the build just made")
+            damaged.setdefault(dist, []).append(f"{os.path.basename(path)} (missing)")
+            continue
+        info, sha256, content = read
+        if rel is not None:
+            entries[rel][1] = content
+        if expected is not None and sha256 != expected:
+            verified.forget(info)
+            damaged.setdefault(dist, []).append(os.path.basename(path))
+            continue
+        if expected is not None:
+            verified.add(info, expected)
+        if known is not None:
+            known.learn(info, content)
+    return TreeSurvey(entries, damaged)
+
+
+def verify_installed(
+    site: Path, verified: VerifiedFiles | None = None, known: KnownDigests | None = None
+) -> dict[str, list[str]]:
+    """Installed files in `site` whose sha256 differs from their RECORD entry, by distribution."""
+    return survey_tree(site, site_dir="", verified=verified, known=known).damaged
+
+
+def _walk(top: str) -> tuple[dict[str, list[Any]], dict[str, os.stat_result]]:
+    """Every entry below `top` but bytecode, as manifest entries (no digests yet), and each
+    file's stat by relpath. Folders and links are told apart by their entry type (no stat)."""
+    entries: dict[str, list[Any]] = {}
+    stats: dict[str, os.stat_result] = {}
+    pending = [(top, "")]
+    while pending:
+        folder, prefix = pending.pop()
+        try:
+            listing = os.scandir(folder)
+        except OSError:  # left out, as os.walk leaves unreadable folders out
+            continue
+        with listing:
+            for entry in listing:
+                name = entry.name
+                if name.endswith((".pyc", "__pycache__")):  # hashing.skip_bytecode
+                    continue
+                rel = prefix + name
+                if entry.is_dir(follow_symlinks=False):
+                    entries[rel] = ["d", "", False, 0, 0]
+                    pending.append((entry.path, rel + "/"))
+                elif entry.is_symlink():
+                    info = os.lstat(entry.path)
+                    target = os.readlink(entry.path)
+                    entries[rel] = ["l", target, False, info.st_size, info.st_mtime_ns]
+                else:
+                    info = entry.stat(follow_symlinks=False)
+                    stats[rel] = info
+                    entries[rel] = [
+                        "f",
+                        "",
+                        bool(info.st_mode & 0o111),
+                        info.st_size,
+                        info.st_mtime_ns,
+                    ]
+    return entries, stats
+
+
+def _record_checks(
+    top: str, site_dir: str, stats: dict[str, os.stat_result], verified: VerifiedFiles
+) -> list[_Item]:
+    """The RECORD rows of every wheel in `site_dir` that the record of verified files cannot answer."""
+    prefix = f"{site_dir}/" if site_dir else ""
+    site = os.path.join(top, site_dir) if site_dir else top
+    try:
+        folders = [name for name in os.listdir(site) if name.endswith(".dist-info")]
+    except OSError:
+        return []
+    trust = verified.trust and bool(verified.known)
+    items: list[_Item] = []
+    for folder in sorted(folders):
+        dist = folder.split("-")[0]
+        try:
+            with open(os.path.join(site, folder, "RECORD"), encoding="utf-8") as handle:
+                text = handle.read()
+        except OSError:
+            continue
+        for row in _rows(text):
+            if len(row) < 2 or not row[1].startswith("sha256="):
+                continue
+            name, expected = row[0], row[1][7:]
+            rel: str | None = prefix + name
+            if ".." in name or name.startswith("/"):
+                rel = os.path.normpath(rel) if not name.startswith("/") else None
+            info = stats.get(rel) if rel is not None else None
+            if info is None:  # not a file of this walk (outside it, or gone): read by its path
+                path = os.path.realpath(os.path.join(site, name))
+                items.append((dist, path, None, expected, 0))
+            elif not (trust and verified.matches(info, expected)):
+                items.append((dist, os.path.join(top, rel), rel, expected, info.st_size))
+    return items
+
+
+def _rows(text: str) -> list[list[str]]:
+    """A RECORD's rows: split plainly unless a row is quoted (a path with a comma or a quote)."""
+    if '"' in text:
+        return list(csv.reader(io.StringIO(text)))
+    return [line.rsplit(",", 2) for line in text.splitlines()]
+
+
+def _read_all(items: list[_Item]) -> list[tuple[os.stat_result, str, str] | None]:
+    """Each item's (fstat, RECORD-style sha256, manifest xxh3) from one read; None if unreadable."""
+    if not items:
+        return []
+    # Only when something is read: loading OpenSSL for hashlib alone took ~10 ms.
+    import base64
+    import hashlib
+
+    import xxhash
+
+    def read(item: _Item) -> tuple[os.stat_result, str, str] | None:
+        digest = hashlib.sha256() if item[3] is not None else None
+        content = xxhash.xxh3_128()
+        try:
+            with open(item[1], "rb") as handle:
+                info = os.fstat(handle.fileno())
+                while chunk := handle.read(1 << 20):
+                    content.update(chunk)
+                    if digest is not None:
+                        digest.update(chunk)
+        except OSError:
+            return None
+        sha256 = (
+            base64.urlsafe_b64encode(digest.digest()).rstrip(b"=").decode("ascii")
+            if digest is not None
+            else ""
+        )
+        return info, sha256, PREFIX + content.hexdigest()
+
+    if len(items) <= _INLINE or sum(item[4] for item in items) <= _INLINE_BYTES:
+        # A few files, or small ones (uv's INSTALLER and RECORD files, the layer's own): a
+        # pool of threads costs more than reading them here.
+        return [read(item) for item in items]
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(max_workers=os.cpu_count() or 2) as pool:
+        return list(pool.map(read, items))
+
+
+# Fewer files than this, or fewer bytes, are read in this thread: a pool costs more.
+_INLINE = 64
+_INLINE_BYTES = 4 << 20
