@@ -106,11 +106,13 @@ class new_directory:  # lower case: used as a function, `with new_directory(targ
     the folder was made (between its `yield` and the `with` body) skipped the clean-up.
     """
 
-    def __init__(self, target: Path) -> None:
+    def __init__(self, target: Path, *, staging: Path | None = None) -> None:
         self.target = target
-        self.staging: Path | None = None
+        self.staging: Path | None = staging  # given: a staging folder made (and filled) before
 
     def __enter__(self) -> Path:
+        if self.staging is not None:
+            return self.staging
         self.target.parent.mkdir(parents=True, exist_ok=True)
         try:
             while True:

@@ -58,6 +58,16 @@ class _Held:
             raise KeyboardInterrupt
 
 
+def interrupts_deferred() -> _Held:
+    """`with interrupts_deferred():` an interrupt arriving inside is raised on leaving it.
+
+    For starting threads too: an interrupt inside `Thread.start()` of a thread pool's worker
+    leaves a thread the pool does not know, which waits for work forever and so keeps the
+    process from exiting. Only the main thread defers (signals are handled there).
+    """
+    return _Held()
+
+
 class ChildProcess:
     """`with ChildProcess(args, **popen_kwargs) as process:` a child killed and reaped on any exception.
 
@@ -90,6 +100,11 @@ class ChildProcess:
     ) -> None:
         if exc_type is not None:
             self._end()
+        self._close_streams()
+
+    def kill(self) -> None:
+        """Kill and reap the child (if it is still running) and close its streams."""
+        self._end()
         self._close_streams()
 
     def _end(self) -> None:

@@ -163,3 +163,30 @@ def test_new_directory_replaces_the_target_or_leaves_it(tmp_path: Path) -> None:
     with atomic.new_directory(target) as stage:
         (stage / "new").write_text("2")
     assert sorted(os.listdir(tmp_path)) == ["layer"] and os.listdir(target) == ["new"]
+
+
+def test_sigterm_inside_a_pool_threads_start_waits_until_the_pool_knows_it(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """An interrupt inside `Thread.start()` of a pool's worker left a thread the pool did not
+    know: it waited for work forever and the process never exited. Started under
+    `interrupts_deferred`, the interrupt comes once the pool knows its thread."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from stacks.children import interrupts_deferred
+
+    original = threading.Thread.start
+
+    def start_then_interrupted(self: threading.Thread) -> None:
+        os.kill(os.getpid(), signal.SIGTERM)  # lands inside start(), as it can for real
+        original(self)
+
+    monkeypatch.setattr(threading.Thread, "start", start_then_interrupted)
+    done = threading.Event()
+    pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="stacks-test-pool")
+    submitted = None
+    with sigterm_as_interrupt(), pytest.raises(KeyboardInterrupt), pool, interrupts_deferred():
+        submitted = pool.submit(done.set)
+    assert submitted is not None and submitted.result(timeout=5) is None and done.is_set()
+    # The pool's shutdown joined its thread: nothing is left waiting for work.
+    assert not [t for t in threading.enumerate() if t.name.startswith("stacks-test-pool")]

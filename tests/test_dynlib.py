@@ -175,3 +175,25 @@ def test_ambiguous_library_names_fail_with_the_dynlib_exclude_fix(
     )
     stacks("build", spec, "--no-index", "--local-wheels", wheels)
     assert stacks("run", spec, "app").stdout.strip() == "answer 42"
+
+
+def test_a_failed_build_leaves_nothing_of_the_install_started_above_it(
+    tmp_path: Path, wheels: Path
+) -> None:
+    """Locked first, the chain builds with early installs (-n 2): while the framework's build
+    fails (two libraries of one name), uv is already installing the app into its staging
+    folder, which must go with the failed run."""
+    spec = _project(tmp_path / "clash")
+    spec.write_text(
+        spec.read_text().replace(
+            'requirements = ["greetlib"]', 'requirements = ["greetlib", "greetlib-copy"]'
+        )
+    )
+    stacks("lock", spec, "--no-index", "--local-wheels", wheels)
+    out = stacks("build", spec, "-n", "2", "--json", check=False)
+    assert out.code == 1
+    statuses = {t["task"]: t["status"] for t in out.data["tasks"]}
+    assert statuses["build:framework-greet"] == "failed"
+    assert statuses["build:app-app"] == "not-run"
+    build = spec.parent / "cache" / "build"
+    assert sorted(p.name for p in build.iterdir()) == ["rt"]  # no app, no staging folder

@@ -6,7 +6,7 @@ import os
 import shutil
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from stacks import atomic
 from stacks.build.dynlibs import link_dynlibs
@@ -14,13 +14,22 @@ from stacks.build.install import pylock_has_packages, remove_scripts, uv_install
 from stacks.build.records import VerifiedFiles
 from stacks.build.request import DYNLIB_DIR, METADATA_FILE, BuildRequest
 from stacks.build.smoke import smoke_check
-from stacks.build.survey import TreeSurvey, survey_tree
+from stacks.build.survey import TreeSurvey, check_tree, walk_tree
+from stacks.children import interrupts_deferred
 from stacks.errors import BuildError
 from stacks.hashing import KnownDigests
 from stacks.spec import LayerKind
 
+if TYPE_CHECKING:
+    from stacks.build.early_installs import EarlyInstall
 
-def build_layer(request: BuildRequest, *, warnings: list[str] | None = None) -> TreeSurvey:
+
+def build_layer(
+    request: BuildRequest,
+    *,
+    warnings: list[str] | None = None,
+    early: EarlyInstall | None = None,
+) -> TreeSurvey:
     """Build a layer into `request.target` atomically; what was built, with its manifest.
 
     Every installed file is checked against its wheel's RECORD hash. uv hard-links files
@@ -29,15 +38,17 @@ def build_layer(request: BuildRequest, *, warnings: list[str] | None = None) -> 
     layer is built once more, from fresh downloads. A forced rebuild
     (`request.recheck_installed`) reads every file instead of trusting the records.
     Warnings (a launch module import nothing in the stack provides) are added to `warnings`.
+    `early` is an install of this request's packages started before (`early_installs.take`),
+    whose staging folder the build takes over.
     """
     known = KnownDigests.load(request.known_digests)
     verified = VerifiedFiles.load(request.verified_files, trust=not request.recheck_installed)
-    survey = _build_once(request, known, verified, warnings)
+    survey = _build_once(request, known, verified, warnings, early)
     if survey.damaged:
         from stacks.build.install import forget_damaged_packages
 
         forget_damaged_packages(request, sorted(survey.damaged))
-        survey = _build_once(request, known, verified, warnings)
+        survey = _build_once(request, known, verified, warnings, None)
         if survey.damaged:
             verified.save()
             details = "; ".join(
@@ -66,13 +77,18 @@ def _build_once(
     known: KnownDigests,
     verified: VerifiedFiles,
     warnings: list[str] | None,
+    early: EarlyInstall | None,
 ) -> TreeSurvey:
-    """Build the layer into its target and survey it; a survey that found damage leaves no target."""
+    """Build the layer into its target (taking over `early`'s staging folder, if given) and
+    survey it; a survey that found damage leaves no target."""
     from concurrent.futures import ThreadPoolExecutor
 
     try:
-        with atomic.new_directory(request.target) as stage:
-            if request.layer.kind is LayerKind.RUNTIME:
+        staging = early.stage if early is not None else None
+        with atomic.new_directory(request.target, staging=staging) as stage:
+            if early is not None:
+                installed = _finish_early_install(request, early)
+            elif request.layer.kind is LayerKind.RUNTIME:
                 installed = _build_runtime(request, stage)
             else:
                 installed = _build_layered(request, stage)
@@ -83,7 +99,8 @@ def _build_once(
             # interpreter already ran when it was provided (precompiling its stdlib).
             check = installed or request.layer.kind is not LayerKind.RUNTIME
             with ThreadPoolExecutor(max_workers=1, thread_name_prefix="stacks-smoke") as pool:
-                checking = pool.submit(smoke_check, request, stage) if check else None
+                with interrupts_deferred():  # not inside the pool's Thread.start()
+                    checking = pool.submit(smoke_check, request, stage) if check else None
                 try:
                     survey = _finish_and_survey(request, stage, installed, known, verified)
                 finally:
@@ -100,6 +117,17 @@ def _build_once(
     return survey
 
 
+def _finish_early_install(request: BuildRequest, early: EarlyInstall) -> bool:
+    """Wait for the install started early into the staging folder; whether it installed any."""
+    from stacks.build.install import check_uv_install
+
+    result = early.wait()
+    if result is not None:
+        check_uv_install(request, result)
+    copy_modules(request, early.stage)
+    return result is not None
+
+
 def _finish_and_survey(
     request: BuildRequest,
     stage: Path,
@@ -107,15 +135,17 @@ def _finish_and_survey(
     known: KnownDigests,
     verified: VerifiedFiles,
 ) -> TreeSurvey:
-    """Drop machine-specific files, add launchers, link shared libraries and the layer's
-    metadata, then survey the finished tree (RECORD check and manifest)."""
+    """Drop machine-specific files, add launchers and the layer's metadata, walk the tree,
+    link shared libraries (found by the walk), then check it: RECORD hashes and manifest."""
     remove_scripts(stage, request)
     if request.layer.kind is not LayerKind.RUNTIME:
         _write_entry_points(request, stage)
-    link_dynlibs(request, stage)
     _write_layer_metadata(request, stage)
+    walked = walk_tree(stage)
+    for made in link_dynlibs(request, stage, walked.files_below(str(request.site_dir))):
+        walked.add(made)
     site_dir = str(request.site_dir) if installed else None
-    return survey_tree(stage, site_dir=site_dir, verified=verified, known=known).serialise()
+    return check_tree(walked, site_dir=site_dir, verified=verified, known=known).serialise()
 
 
 def _build_runtime(request: BuildRequest, stage: Path) -> bool:
@@ -164,15 +194,24 @@ def link_tree(source: Path, target: Path, *, copy: Callable[[str], bool] | None 
 
 def _build_layered(request: BuildRequest, stage: Path) -> bool:
     """Make the layer's environment in `stage` and install its packages; whether it installed any."""
+    installed = prepare_layered(request, stage)
+    if installed:
+        uv_install(request, stage, stage / "bin" / "python")
+    copy_modules(request, stage)
+    return installed
+
+
+def prepare_layered(request: BuildRequest, stage: Path) -> bool:
+    """Wire a new environment in `stage` to the layers below; whether it has packages to install."""
     from stacks.deploy import postinstall
 
-    site = stage / request.site_dir
-    site.mkdir(parents=True)
+    (stage / request.site_dir).mkdir(parents=True)
     (stage / "bin").mkdir()
     runtime = request.lower[-1]
     # Wired like a deployed layer, but to the build folders' (unversioned) names; relative
-    # throughout, so the build folder as a whole can be moved. Always the launcher: the
-    # dynlib folders are linked after the install.
+    # throughout, so the build folder as a whole can be moved (and its staging folder beside
+    # it sees the layers below as the final folder will). Always the launcher: the dynlib
+    # folders are linked after the install.
     build_config = {
         "python": "bin/python",
         "py_version": request.python_version,
@@ -185,13 +224,14 @@ def _build_layered(request: BuildRequest, stage: Path) -> bool:
     postinstall.write_layer_files(
         str(stage), postinstall.layer_files(build_config, symlinks=True, dynlibs=True)
     )
-    installed = pylock_has_packages(request.pylock)
-    if installed:
-        uv_install(request, stage, stage / "bin" / "python")
+    return pylock_has_packages(request.pylock)
+
+
+def copy_modules(request: BuildRequest, stage: Path) -> None:
+    """Copy the layer's launch and support modules into its site-packages."""
     for module in (request.layer.launch_module, *request.layer.support_modules):
         if module is not None:
-            _copy_module(module, site)
-    return installed
+            _copy_module(module, stage / request.site_dir)
 
 
 def _write_entry_points(request: BuildRequest, stage: Path) -> None:

@@ -8,11 +8,14 @@ import io
 import os
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from stacks import atomic
 from stacks.build.request import BuildRequest
 from stacks.errors import BuildError
+
+if TYPE_CHECKING:
+    import subprocess
 
 
 def pylock_packages(pylock: Path) -> list[dict[str, Any]]:
@@ -105,33 +108,17 @@ def uv_install(request: BuildRequest, environment: Path, python: Path) -> None:
     `python` is the environment's own interpreter, used when the request names no installer.
     What was installed is checked against its wheels afterwards (`stacks.build.survey`).
     """
-    _run_uv_install(request, environment, python)
+    from stacks.streaming import run_captured
+
+    command, env = uv_install_command(request, environment, python)
+    result = run_captured(command, label=f"uv pip install: {request.layer.env_name}", env=env)
+    check_uv_install(request, result)
 
 
-def forget_damaged_packages(request: BuildRequest, names: Sequence[str]) -> None:
-    """Remove packages from uv's cache, so that their next install fetches them again.
-
-    uv hard-links installed files from its cache: a file edited in place in a build or
-    export folder is edited in the cache too, and would be linked into every later build.
-    """
-    _run_uv(
-        request, ["cache", "clean", *sorted(names)], "cleaning damaged packages from uv's cache"
-    )
-
-
-def _run_uv(request: BuildRequest, arguments: list[str], what: str) -> None:
-    from uv import find_uv_bin
-
-    from stacks.children import run_child
-
-    result = run_child([find_uv_bin(), *arguments], text=True, env=subprocess_env())
-    if result.returncode != 0:
-        detail = (result.stderr or result.stdout).strip()
-        _raise_if_unwritable(detail, f"layer '{request.layer.env_name}': {what} failed")
-        raise BuildError(f"layer '{request.layer.env_name}': {what} failed:\n{indent(detail)}")
-
-
-def _run_uv_install(request: BuildRequest, environment: Path, python: Path) -> None:
+def uv_install_command(
+    request: BuildRequest, environment: Path, python: Path
+) -> tuple[list[str], dict[str, str]]:
+    """The uv command that installs a layer's locked packages, and its environment variables."""
     from uv import find_uv_bin
 
     from stacks.platforms import target_platform
@@ -169,22 +156,43 @@ def _run_uv_install(request: BuildRequest, environment: Path, python: Path) -> N
         os.fspath(request.pylock),
     ]
     macos = f"{layer.macosx_target[0]}.{layer.macosx_target[1]}"
-    from stacks.streaming import run_captured
+    return command, subprocess_env({"MACOSX_DEPLOYMENT_TARGET": macos})
 
-    result = run_captured(
-        command,
-        label=f"uv pip install: {layer.env_name}",
-        env=subprocess_env({"MACOSX_DEPLOYMENT_TARGET": macos}),
+
+def check_uv_install(request: BuildRequest, result: subprocess.CompletedProcess[str]) -> None:
+    """A BuildError saying why uv's install failed, if it did."""
+    if result.returncode == 0:
+        return
+    name = request.layer.env_name
+    detail = (result.stderr or result.stdout).strip()
+    _raise_if_unwritable(detail, f"layer '{name}': installing its locked packages failed")
+    raise BuildError(
+        f"layer '{name}': installing its locked packages failed:\n{indent(detail)}",
+        hint=f"if the lock is stale, run `stacks lock SPEC --reset-lock {name}`",
     )
+
+
+def forget_damaged_packages(request: BuildRequest, names: Sequence[str]) -> None:
+    """Remove packages from uv's cache, so that their next install fetches them again.
+
+    uv hard-links installed files from its cache: a file edited in place in a build or
+    export folder is edited in the cache too, and would be linked into every later build.
+    """
+    _run_uv(
+        request, ["cache", "clean", *sorted(names)], "cleaning damaged packages from uv's cache"
+    )
+
+
+def _run_uv(request: BuildRequest, arguments: list[str], what: str) -> None:
+    from uv import find_uv_bin
+
+    from stacks.children import run_child
+
+    result = run_child([find_uv_bin(), *arguments], text=True, env=subprocess_env())
     if result.returncode != 0:
         detail = (result.stderr or result.stdout).strip()
-        _raise_if_unwritable(
-            detail, f"layer '{layer.env_name}': installing its locked packages failed"
-        )
-        raise BuildError(
-            f"layer '{layer.env_name}': installing its locked packages failed:\n{indent(detail)}",
-            hint="if the lock is stale, run `stacks lock SPEC --reset-lock " + layer.env_name + "`",
-        )
+        _raise_if_unwritable(detail, f"layer '{request.layer.env_name}': {what} failed")
+        raise BuildError(f"layer '{request.layer.env_name}': {what} failed:\n{indent(detail)}")
 
 
 def _raise_if_unwritable(output: str, doing: str) -> None:
@@ -205,7 +213,7 @@ def indent(text: str, prefix: str = "    ") -> str:
 def remove_scripts(stage: Path, request: BuildRequest) -> None:
     """Drop entry-point scripts (absolute shebangs) and machine-specific install records."""
     bin_dir = stage / "bin"
-    removed: set[str] = set()
+    scripts: set[str] = set()
     from stacks.deploy.postinstall import BASE_LINK
 
     keep = {"python", "python3", f"python{request.python_xy}", BASE_LINK}
@@ -213,42 +221,46 @@ def remove_scripts(stage: Path, request: BuildRequest) -> None:
         for entry in bin_dir.iterdir():
             if entry.name not in keep:
                 atomic.remove_tree(entry)
-                removed.add(entry.name)
-    site = stage / request.site_dir
-    if not site.is_dir():
+                scripts.add(entry.name)
+    site = os.fspath(stage / request.site_dir)
+    try:
+        folders = [name for name in os.listdir(site) if name.endswith(".dist-info")]
+    except OSError:
         return
-    for dist_info in site.glob("*.dist-info"):
+    for name in folders:
+        dist_info = Path(site, name)
         direct_url = dist_info / "direct_url.json"
-        if direct_url.is_file() and "file:" in direct_url.read_text(
-            encoding="utf-8", errors="replace"
-        ):
+        try:
+            url = direct_url.read_text(encoding="utf-8", errors="replace")
+        except OSError:  # none (the usual case), or a folder
+            url = ""
+        url_removed = "file:" in url
+        if url_removed:
             direct_url.unlink()
-            removed.add("direct_url.json")
-        _rewrite_record(dist_info, removed)
+        _rewrite_record(dist_info, scripts, url_removed)
 
 
-def _rewrite_record(dist_info: Path, removed: set[str]) -> None:
-    """Remove RECORD rows of files we deleted (bin scripts, local direct_url.json)."""
+def _rewrite_record(dist_info: Path, scripts: set[str], url_removed: bool) -> None:
+    """Remove RECORD rows of files we deleted (bin scripts, a local direct_url.json)."""
     record = dist_info / "RECORD"
-    if not removed or not record.is_file():
+    try:
+        text = record.read_text(encoding="utf-8")
+    except OSError:
         return
-    text = record.read_text(encoding="utf-8")
-    if not any(name in text for name in removed):  # most RECORDs list none of them: no parse
+    # Most RECORDs list no script (uv's rows for them are `../../../bin/NAME`): no parse.
+    if not (url_removed or (scripts and "/bin/" in text)):
         return
-    rows = list(csv.reader(io.StringIO(text)))
-    kept = []
-    for row in rows:
-        if not row:
-            continue
-        path = row[0]
-        in_bin = "/bin/" in path and path.rsplit("/", 1)[-1] in removed
-        local_url = (
-            path.endswith(f"{dist_info.name}/direct_url.json")
-            and not (dist_info / "direct_url.json").exists()
+    rows = [row for row in csv.reader(io.StringIO(text)) if row]
+    url_row = f"{dist_info.name}/direct_url.json"
+    kept = [
+        row
+        for row in rows
+        if not (
+            ("/bin/" in row[0] and row[0].rsplit("/", 1)[-1] in scripts)
+            or (url_removed and row[0].endswith(url_row))
         )
-        if not (in_bin or local_url):
-            kept.append(row)
-    if len(kept) != len([r for r in rows if r]):
+    ]
+    if len(kept) != len(rows):
         out = io.StringIO()
         csv.writer(out, lineterminator="\n").writerows(kept)
         # Replace (new inode): RECORD may be a hard link into uv's cache.

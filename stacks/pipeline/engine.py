@@ -272,7 +272,7 @@ def run_tasks(
                 from stacks.pipeline.sequential import run_sequentially
 
                 ctx.cache_dir.mkdir(parents=True, exist_ok=True)
-                code = run_sequentially(ctx, planned, reporter)
+                code = run_sequentially(ctx, planned, reporter, early_installs=jobs > 1)
             result = RunResult(_results(planned, reporter.results, task_graph(ctx)), code)
     result.seconds = time.perf_counter() - start
     # The process's exit code: doit's own codes (2 for a skipped dependent) mean nothing to users.

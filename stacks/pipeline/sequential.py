@@ -28,13 +28,23 @@ class _RunningTask:
         self.values: dict[str, Any] = {}
 
 
-def run_sequentially(ctx: RunContext, planned: Sequence[Any], reporter: StacksReporter) -> int:
-    """Run the tasks of `planned` (dependencies first) that are not up to date; 1 if any failed."""
+def run_sequentially(
+    ctx: RunContext,
+    planned: Sequence[Any],
+    reporter: StacksReporter,
+    *,
+    early_installs: bool = False,
+) -> int:
+    """Run the tasks of `planned` (dependencies first) that are not up to date; 1 if any failed.
+
+    With `early_installs` (more than one job allowed), while a build runs, uv already
+    installs the packages of the next build to run (see `stacks.build.early_installs`).
+    """
     tasks = {f"{step}:{task['name']}": task for step, task in all_tasks(ctx)}
     statuses: dict[str, str] = {}
     reporter.initialize(None, None)
     try:
-        for item in planned:
+        for index, item in enumerate(planned):
             name = item.task
             task = _RunningTask(name)
             needs = tasks[name].get("task_dep", [])
@@ -48,10 +58,47 @@ def run_sequentially(ctx: RunContext, planned: Sequence[Any], reporter: StacksRe
                 statuses[name] = "up-to-date"
                 continue
             reporter.execute_task(task)
+            if early_installs and name.startswith("build:"):
+                _start_next_install(ctx, planned[index + 1 :], tasks, statuses)
             statuses[name] = _execute(tasks[name], task, reporter)
     finally:
+        if early_installs:
+            from stacks.build import early_installs as started
+
+            started.cancel_all()
         reporter.complete_run()
     return 1 if "failed" in statuses.values() or "not-run" in statuses.values() else 0
+
+
+def _start_next_install(
+    ctx: RunContext,
+    later: Sequence[Any],
+    tasks: dict[str, dict[str, Any]],
+    statuses: dict[str, str],
+) -> None:
+    """Start the install of the next build planned to run whose lock and runtime are ready
+    (current, or done in this run); the builds below it may still be to come."""
+    for item in later:
+        if not item.task.startswith("build:") or item.status != "run":
+            continue
+        ready = all(
+            statuses.get(dep, "up-to-date" if _planned_current(later, dep) else "") in _READY
+            for dep in tasks[item.task].get("task_dep", [])
+            if not dep.startswith("build:")
+        )
+        if ready:
+            from stacks.pipeline.steps.build import start_early_install
+
+            start_early_install(ctx, item.task.partition(":")[2])
+        return
+
+
+_READY = ("ran", "up-to-date")
+
+
+def _planned_current(later: Sequence[Any], task: str) -> bool:
+    """Whether the plan found `task` up to date (or it is not in what is left of the plan)."""
+    return all(item.status == "up-to-date" for item in later if item.task == task)
 
 
 def _up_to_date(ctx: RunContext, item: Any, dep_statuses: list[str | None]) -> bool:

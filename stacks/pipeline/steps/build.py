@@ -127,6 +127,30 @@ def build_request(ctx: RunContext, env_name: str) -> BuildRequest:
     )
 
 
+def start_early_install(ctx: RunContext, env_name: str) -> None:
+    """Start installing a layer's packages ahead of its build step (`stacks.build.early_installs`).
+
+    Not for a runtime layer (it links its runtime), a forced rebuild (it first checks the
+    provided runtime) or a run that streams uv's output (it would interleave). Anything
+    that goes wrong here is left for the build step itself to meet and report.
+    """
+    from stacks.streaming import streaming
+
+    layer = ctx.spec.layer(env_name)
+    if (
+        layer.kind is LayerKind.RUNTIME
+        or task_name(BUILD.name, env_name) in ctx.forced
+        or streaming()
+    ):
+        return
+    from stacks.build import early_installs
+
+    try:
+        early_installs.start(build_request(ctx, env_name))
+    except (StacksError, OSError):
+        return
+
+
 def run_build(ctx: RunContext, env_name: str) -> Any:
     """Action of build:<env>: build the environment from its lock, check it, stamp it."""
     from stacks.build.environment import build_layer
@@ -142,10 +166,17 @@ def run_build(ctx: RunContext, env_name: str) -> Any:
         failure = _provide_damaged_runtime_again(ctx, env_name)
         if failure is not None:
             return failure
+    from stacks.build import early_installs
+
+    request = build_request(ctx, env_name)
+    early = early_installs.take(request)
     try:
-        built = build_layer(build_request(ctx, env_name), warnings=warnings)
+        built = build_layer(request, warnings=warnings, early=early)
     except StacksError as exc:
         return task_failure(exc, env_name)
+    finally:
+        if early is not None:
+            early_installs.release(early)
     from stacks import atomic
     from stacks.build.install import uv_version
 
