@@ -14,6 +14,11 @@ import xxhash
 
 from stacks import atomic
 
+try:  # a speed-up for manifests and stamps (see compact_json); json does the same, slower
+    import orjson
+except ImportError:  # pragma: no cover - a platform without orjson's wheels
+    orjson = None  # type: ignore[assignment]
+
 PREFIX = "xxh3_128:"
 _CHUNK = 1 << 20
 
@@ -27,6 +32,24 @@ def hash_json(data: Any) -> str:
     """Hash of a JSON-able value in canonical form (sorted keys)."""
     return hash_bytes(
         json.dumps(data, sort_keys=True, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
+    )
+
+
+def compact_json(data: Any) -> bytes:
+    """`data` as compact JSON with sorted keys in UTF-8 (non-ASCII unescaped): the bytes of
+    `json.dumps(data, sort_keys=True, ensure_ascii=False, separators=(",", ":"))`.
+
+    For manifests (strings, ints, bools, lists, string-keyed objects), where orjson writes
+    exactly those bytes ~10x faster: a big framework's manifest in ~0.5 ms instead of ~6.
+    Anything orjson refuses (or no orjson) goes through json.
+    """
+    if orjson is not None:
+        try:
+            return orjson.dumps(data, option=orjson.OPT_SORT_KEYS)
+        except TypeError:  # orjson.JSONEncodeError: e.g. a lone surrogate, a huge int
+            pass
+    return json.dumps(data, sort_keys=True, ensure_ascii=False, separators=(",", ":")).encode(
+        "utf-8"
     )
 
 
@@ -118,8 +141,15 @@ class TreeManifest:
 
 
 def manifest_digest(data: Mapping[str, Sequence[Any]]) -> str:
-    """The content hash of a manifest in its JSON form (what `TreeManifest.digest` returns)."""
-    return hash_json([[path, e[0], e[1], bool(e[2])] for path, e in sorted(data.items())])
+    """The content hash of a manifest in its JSON form (what `TreeManifest.digest` returns):
+    `hash_json` of its [path, kind, digest, executable] rows in path order."""
+    rows = [[path, e[0], e[1], bool(e[2])] for path, e in sorted(data.items())]
+    return hash_bytes(compact_json(rows))
+
+
+def manifest_text(data: Mapping[str, Sequence[Any]]) -> str:
+    """A manifest file's text: its JSON form, compact, keys sorted, with a final newline."""
+    return compact_json(data).decode("utf-8") + "\n"
 
 
 def manifest_stat_drift(
@@ -233,9 +263,31 @@ class KnownDigests:
         key = f"{info.st_dev}:{info.st_ino}"
         self.used.add(key)
         found = self.known.get(key)
-        if found is not None and found[0] == info.st_size and found[1] == info.st_mtime_ns:
+        if (
+            type(found) is list
+            and len(found) == 3
+            and found[0] == info.st_size
+            and found[1] == info.st_mtime_ns
+        ):
             return str(found[2])
         return None
+
+    def recall_all(self, stats: Mapping[str, os.stat_result]) -> dict[str, str]:
+        """`recall` of many files at once (by any key, e.g. relpath): the hashes found."""
+        known, used = self.known, self.used
+        found: dict[str, str] = {}
+        for name, info in stats.items():
+            key = f"{info.st_dev}:{info.st_ino}"
+            used.add(key)
+            record = known.get(key)
+            if (
+                type(record) is list  # a hand-edited record: hashed again, no traceback
+                and len(record) == 3
+                and record[0] == info.st_size
+                and record[1] == info.st_mtime_ns
+            ):
+                found[name] = str(record[2])
+        return found
 
     def digest(self, full: str, info: os.stat_result) -> str:
         """The content hash of the file at `full` (whose lstat is `info`), from here or by reading it."""
@@ -302,11 +354,8 @@ def write_record(path: Path, data: dict[str, Any]) -> None:
 
 
 def write_manifest(path: Path, manifest: TreeManifest, *, durable: bool = True) -> None:
-    """Write a tree manifest atomically as compact JSON (json's C encoder: no indent)."""
-    text = (
-        json.dumps(manifest.to_json(), sort_keys=True, separators=(",", ":")) + "\n"
-    )  # as TreeSurvey
-    atomic.write_text(path, text, durable=durable)
+    """Write a tree manifest atomically as compact JSON (`manifest_text`)."""
+    atomic.write_text(path, manifest_text(manifest.to_json()), durable=durable)
 
 
 def scan_tree(
@@ -366,8 +415,9 @@ def _link_entry(path: str) -> TreeEntry:
 def read_stamp(path: Path) -> dict[str, Any] | None:
     """A stamp's data, or None if it is missing or unreadable (then the step must run again)."""
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError, UnicodeDecodeError):
+        raw = path.read_bytes()
+        data = orjson.loads(raw) if orjson is not None else json.loads(raw)
+    except (OSError, ValueError, UnicodeDecodeError):  # orjson's errors are ValueErrors too
         return None
     return data if isinstance(data, dict) else None
 

@@ -194,3 +194,16 @@ def test_record_rows_outside_the_walk_and_quoted_paths_are_checked(tmp_path: Pat
     assert survey_tree(root, site_dir="site").damaged == {}
     (root / "share" / "data.txt").write_bytes(b"DATA\n")
     assert survey_tree(root, site_dir="site").damaged == {"pkg": ["data.txt"]}
+
+
+def test_hand_edited_records_mean_reading_again_not_a_traceback(tmp_path: Path) -> None:
+    site = tmp_path / "site"
+    install(site, {"pkg/__init__.py": b"x = 1\n"})
+    info = os.stat(site / "pkg" / "__init__.py")
+    key = f"{info.st_dev}:{info.st_ino}"
+    for junk in (1, [], [info.st_size], "text", None, {"a": 1}):
+        verified = VerifiedFiles(None, {key: junk})
+        known = hashing.KnownDigests(None, {key: junk})
+        survey = survey_tree(site, site_dir="", verified=verified, known=known)
+        assert survey.damaged == {}
+        assert survey.entries["pkg/__init__.py"][1] == hashing.hash_bytes(b"x = 1\n")

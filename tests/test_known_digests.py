@@ -6,6 +6,8 @@ import json
 import os
 from pathlib import Path
 
+import pytest
+
 from stacks import hashing
 
 
@@ -93,3 +95,40 @@ def test_manifests_are_written_compact_and_read_back(tmp_path: Path) -> None:
     data = hashing.read_stamp(path)
     assert data is not None
     assert hashing.TreeManifest.from_json(data).digest() == manifest.digest()
+
+
+ODD_MANIFEST = {
+    "bin/python": ["l", "../rt/bin/python3", False, 12, 1_700_000_000_123_456_789],
+    "lib/caf\u00e9/\u00fcber.py": ["f", "xxh3_128:" + "0" * 32, False, 5, 1],
+    'lib/quote"back\\slash\u2028/\U0001f600.txt': ["f", "xxh3_128:" + "1" * 32, True, 0, 2],
+    "lib/ctl\x01\x1f\x7f": ["d", "", False, 0, 0],
+}
+
+
+@pytest.mark.parametrize("with_orjson", [True, False])
+def test_manifest_json_and_digest_are_json_s_whether_or_not_orjson_writes_them(
+    monkeypatch: pytest.MonkeyPatch, with_orjson: bool
+) -> None:
+    """Digests made before orjson wrote manifests stay valid: the same bytes, the same hash."""
+    if not with_orjson:
+        monkeypatch.setattr(hashing, "orjson", None)
+    rows = [[p, e[0], e[1], bool(e[2])] for p, e in sorted(ODD_MANIFEST.items())]
+    assert hashing.manifest_digest(ODD_MANIFEST) == hashing.hash_json(rows)
+    expected = json.dumps(ODD_MANIFEST, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
+    assert hashing.manifest_text(ODD_MANIFEST) == expected + "\n"
+    assert json.loads(hashing.manifest_text(ODD_MANIFEST)) == ODD_MANIFEST
+    # What orjson refuses (a huge int) goes through json, as it always did.
+    assert hashing.compact_json({"n": 2**70}) == b'{"n":1180591620717411303424}'
+
+
+def test_stamps_read_through_orjson_or_json_alike(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    stamp = tmp_path / "stamp.json"
+    stamp.write_text(json.dumps({"inputs": {"caf\u00e9": [1, 2.5, None, True]}}), encoding="utf-8")
+    first = hashing.read_stamp(stamp)
+    monkeypatch.setattr(hashing, "orjson", None)
+    assert hashing.read_stamp(stamp) == first == {"inputs": {"caf\u00e9": [1, 2.5, None, True]}}
+    for junk in (b"{not json", b"[1, 2]", b"\xff\xfe garbage", b""):
+        stamp.write_bytes(junk)
+        assert hashing.read_stamp(stamp) is None

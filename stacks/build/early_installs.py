@@ -15,11 +15,13 @@ from __future__ import annotations
 
 import os
 import subprocess
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 from stacks import atomic
 from stacks.build.request import BuildRequest
+from stacks.build.wiring import wire_environment
 from stacks.children import ChildProcess
 
 
@@ -60,11 +62,29 @@ class EarlyInstall:
 
 # Started and not yet taken, by target folder.
 _STARTED: dict[Path, EarlyInstall] = {}
+# What to start once the running build's own install is done (`after_this_install`).
+_QUEUED: list[Callable[[], None]] = []
+
+
+def after_this_install(start_next: Callable[[], None]) -> None:
+    """Call `start_next` once the build about to run has installed its own packages (so
+    the two uv processes do not compete), or never, if it does not get that far."""
+    _QUEUED.append(start_next)
+
+
+def this_install_done() -> None:
+    """For a build step: its own packages are in place; start what was queued."""
+    while _QUEUED:
+        _QUEUED.pop(0)()
+
+
+def forget_queued() -> None:
+    """Drop what was queued for a build that is over."""
+    _QUEUED.clear()
 
 
 def start(request: BuildRequest) -> None:
     """Start installing a layer's packages into a new staging folder beside its target."""
-    from stacks.build.environment import prepare_layered
     from stacks.build.install import uv_install_command
 
     if request.target in _STARTED:
@@ -77,7 +97,7 @@ def start(request: BuildRequest) -> None:
     _STARTED[request.target] = early  # named before it exists: `cancel_all` removes it
     request.target.parent.mkdir(parents=True, exist_ok=True)
     os.mkdir(stage)
-    if not prepare_layered(request, stage):
+    if not wire_environment(request, stage):
         return
     command, env = uv_install_command(request, stage, stage / "bin" / "python")
     early.child = ChildProcess(
@@ -113,6 +133,7 @@ def release(early: EarlyInstall) -> None:
 
 def cancel_all() -> None:
     """Stop every install not taken and remove its staging folder."""
+    _QUEUED.clear()
     while _STARTED:
         _, early = _STARTED.popitem()
         _discard(early)

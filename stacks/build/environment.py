@@ -6,29 +6,28 @@ import os
 import shutil
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from stacks import atomic
+from stacks.build import early_installs
 from stacks.build.dynlibs import link_dynlibs
 from stacks.build.install import pylock_has_packages, remove_scripts, uv_install
 from stacks.build.records import VerifiedFiles
 from stacks.build.request import DYNLIB_DIR, METADATA_FILE, BuildRequest
 from stacks.build.smoke import smoke_check
 from stacks.build.survey import TreeSurvey, check_tree, walk_tree
+from stacks.build.wiring import copy_modules, wire_environment
 from stacks.children import interrupts_deferred
 from stacks.errors import BuildError
 from stacks.hashing import KnownDigests
 from stacks.spec import LayerKind
-
-if TYPE_CHECKING:
-    from stacks.build.early_installs import EarlyInstall
 
 
 def build_layer(
     request: BuildRequest,
     *,
     warnings: list[str] | None = None,
-    early: EarlyInstall | None = None,
+    early: early_installs.EarlyInstall | None = None,
 ) -> TreeSurvey:
     """Build a layer into `request.target` atomically; what was built, with its manifest.
 
@@ -77,7 +76,7 @@ def _build_once(
     known: KnownDigests,
     verified: VerifiedFiles,
     warnings: list[str] | None,
-    early: EarlyInstall | None,
+    early: early_installs.EarlyInstall | None,
 ) -> TreeSurvey:
     """Build the layer into its target (taking over `early`'s staging folder, if given) and
     survey it; a survey that found damage leaves no target."""
@@ -92,6 +91,7 @@ def _build_once(
                 installed = _build_runtime(request, stage)
             else:
                 installed = _build_layered(request, stage)
+            early_installs.this_install_done()  # uv may now install the next layer
             # The smoke check's interpreter runs in the staging folder (wired with relative
             # paths, so it sees what the final folder will) while this process finishes the
             # tree, checks the installed files against their RECORDs and writes the manifest.
@@ -117,7 +117,7 @@ def _build_once(
     return survey
 
 
-def _finish_early_install(request: BuildRequest, early: EarlyInstall) -> bool:
+def _finish_early_install(request: BuildRequest, early: early_installs.EarlyInstall) -> bool:
     """Wait for the install started early into the staging folder; whether it installed any."""
     from stacks.build.install import check_uv_install
 
@@ -194,44 +194,11 @@ def link_tree(source: Path, target: Path, *, copy: Callable[[str], bool] | None 
 
 def _build_layered(request: BuildRequest, stage: Path) -> bool:
     """Make the layer's environment in `stage` and install its packages; whether it installed any."""
-    installed = prepare_layered(request, stage)
+    installed = wire_environment(request, stage)
     if installed:
         uv_install(request, stage, stage / "bin" / "python")
     copy_modules(request, stage)
     return installed
-
-
-def prepare_layered(request: BuildRequest, stage: Path) -> bool:
-    """Wire a new environment in `stage` to the layers below; whether it has packages to install."""
-    from stacks.deploy import postinstall
-
-    (stage / request.site_dir).mkdir(parents=True)
-    (stage / "bin").mkdir()
-    runtime = request.lower[-1]
-    # Wired like a deployed layer, but to the build folders' (unversioned) names; relative
-    # throughout, so the build folder as a whole can be moved (and its staging folder beside
-    # it sees the layers below as the final folder will). Always the launcher: the dynlib
-    # folders are linked after the install.
-    build_config = {
-        "python": "bin/python",
-        "py_version": request.python_version,
-        "base_python": f"../{runtime.build_dir.name}/bin/python",
-        "site_dir": str(request.site_dir),
-        "pylib_dirs": [f"../{lower.build_dir.name}/{request.site_dir}" for lower in request.lower],
-        "dynlib_dirs": [str(DYNLIB_DIR)]
-        + [f"../{lower.build_dir.name}/{DYNLIB_DIR}" for lower in request.lower],
-    }
-    postinstall.write_layer_files(
-        str(stage), postinstall.layer_files(build_config, symlinks=True, dynlibs=True)
-    )
-    return pylock_has_packages(request.pylock)
-
-
-def copy_modules(request: BuildRequest, stage: Path) -> None:
-    """Copy the layer's launch and support modules into its site-packages."""
-    for module in (request.layer.launch_module, *request.layer.support_modules):
-        if module is not None:
-            _copy_module(module, stage / request.site_dir)
 
 
 def _write_entry_points(request: BuildRequest, stage: Path) -> None:
@@ -242,19 +209,6 @@ def _write_entry_points(request: BuildRequest, stage: Path) -> None:
     postinstall.write_layer_files(
         str(stage), postinstall.entry_point_files({"python": "bin/python"}, found)
     )
-
-
-def _copy_module(source: Path, site: Path) -> None:
-    """Copy a launch or support module (file or package) into site-packages, without metadata."""
-    if source.is_dir():
-        shutil.copytree(
-            source,
-            site / source.name,
-            ignore=shutil.ignore_patterns("__pycache__", "*.pyc", ".git*"),
-            copy_function=shutil.copyfile,
-        )
-    else:
-        shutil.copyfile(source, site / source.name)
 
 
 def layer_config(request: BuildRequest) -> dict[str, Any]:

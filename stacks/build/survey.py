@@ -12,7 +12,6 @@ import contextlib
 import csv
 import gc
 import io
-import json
 import os
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -21,7 +20,7 @@ from typing import Any
 
 from stacks.build.records import VerifiedFiles
 from stacks.errors import BuildError
-from stacks.hashing import PREFIX, KnownDigests, manifest_digest
+from stacks.hashing import PREFIX, KnownDigests, manifest_digest, manifest_text
 
 
 @dataclass
@@ -42,8 +41,7 @@ class TreeSurvey:
             # which costs little on sorted input.
             self.entries = dict(sorted(self.entries.items()))
             self.digest = manifest_digest(self.entries)
-            text = json.dumps(self.entries, sort_keys=True, separators=(",", ":"))
-            self.manifest_text = text + "\n"
+            self.manifest_text = manifest_text(self.entries)
         return self
 
 
@@ -76,18 +74,18 @@ class WalkedTree:
     root: str
     entries: dict[str, list[Any]]  # relpath -> [kind, digest, executable, size, mtime_ns]
     stats: dict[str, os.stat_result]  # relpath -> stat, files only
+    links: list[str]  # relpaths of the links
 
     def files_below(self, folder: str) -> list[str]:
         """Paths (relative to `folder`) of the files below it, and of links to anything but a folder."""
         prefix = f"{folder}/"
         cut = len(prefix)
-        found = []
-        for rel, entry in self.entries.items():
-            if not rel.startswith(prefix):
-                continue
-            kind = entry[0]
-            if kind == "f" or (kind == "l" and not os.path.isdir(os.path.join(self.root, rel))):
-                found.append(rel[cut:])
+        found = [rel[cut:] for rel in self.stats if rel.startswith(prefix)]
+        found += [
+            rel[cut:]
+            for rel in self.links
+            if rel.startswith(prefix) and not os.path.isdir(os.path.join(self.root, rel))
+        ]
         return found
 
     def add(self, rel: str) -> None:
@@ -96,6 +94,7 @@ class WalkedTree:
         info = os.lstat(path)
         if os.path.islink(path):
             self.entries[rel] = ["l", os.readlink(path), False, info.st_size, info.st_mtime_ns]
+            self.links.append(rel)
         else:
             self.entries[rel] = ["d", "", False, 0, 0]
 
@@ -138,13 +137,15 @@ def check_tree(
         items: list[_Item] = []
         if site_dir is not None:
             items = _record_checks(top, site_dir, stats, verified)
+        recalled = known.recall_all(stats) if known is not None else {}
+        for rel, digest in recalled.items():
+            entries[rel][1] = digest
         checked = {item[2] for item in items}
-        for rel, info in stats.items():
-            digest = known.recall(info) if known is not None else None
-            if digest is not None:
-                entries[rel][1] = digest
-            elif rel not in checked:
-                items.append(("", os.path.join(top, rel), rel, None, info.st_size))
+        items += [
+            ("", os.path.join(top, rel), rel, None, info.st_size)
+            for rel, info in stats.items()
+            if rel not in recalled and rel not in checked
+        ]
     damaged: dict[str, list[str]] = {}
     for (dist, path, rel, expected, _), read in zip(items, _read_all(items), strict=True):
         if read is None:
@@ -173,42 +174,77 @@ def verify_installed(
     return survey_tree(site, site_dir="", verified=verified, known=known).damaged
 
 
-def _walk(top: str) -> tuple[dict[str, list[Any]], dict[str, os.stat_result]]:
-    """Every entry below `top` but bytecode, as manifest entries (no digests yet), and each
-    file's stat by relpath. Folders and links are told apart by their entry type (no stat)."""
+def _walk(top: str) -> tuple[dict[str, list[Any]], dict[str, os.stat_result], list[str]]:
+    """Every entry below `top` but bytecode, as manifest entries (no digests yet), each
+    file's stat by relpath, and the relpaths of links. Folders and links are told apart by
+    their entry type (no stat); folders are listed through descriptors where the platform
+    allows, so each file's stat looks up one name, not its whole path."""
     entries: dict[str, list[Any]] = {}
     stats: dict[str, os.stat_result] = {}
-    pending = [(top, "")]
-    while pending:
-        folder, prefix = pending.pop()
-        try:
-            listing = os.scandir(folder)
-        except OSError:  # left out, as os.walk leaves unreadable folders out
-            continue
-        with listing:
-            for entry in listing:
-                name = entry.name
-                if name.endswith((".pyc", "__pycache__")):  # hashing.skip_bytecode
-                    continue
-                rel = prefix + name
-                if entry.is_dir(follow_symlinks=False):
-                    entries[rel] = ["d", "", False, 0, 0]
-                    pending.append((entry.path, rel + "/"))
-                elif entry.is_symlink():
-                    info = os.lstat(entry.path)
-                    target = os.readlink(entry.path)
-                    entries[rel] = ["l", target, False, info.st_size, info.st_mtime_ns]
-                else:
-                    info = entry.stat(follow_symlinks=False)
-                    stats[rel] = info
-                    entries[rel] = [
-                        "f",
-                        "",
-                        bool(info.st_mode & 0o111),
-                        info.st_size,
-                        info.st_mtime_ns,
-                    ]
-    return entries, stats
+    links: list[str] = []
+    by_fd = _FD_WALK
+    flags = os.O_RDONLY | getattr(os, "O_DIRECTORY", 0) | getattr(os, "O_CLOEXEC", 0)
+    pending: list[tuple[Any, str]] = []
+    try:
+        pending.append((os.open(top, flags) if by_fd else top, ""))
+    except OSError:
+        return entries, stats, links
+    try:
+        while pending:
+            folder, prefix = pending.pop()
+            try:
+                listing = os.scandir(folder)
+            except OSError:  # left out, as os.walk leaves unreadable folders out
+                if by_fd:
+                    os.close(folder)
+                continue
+            try:
+                with listing:
+                    for entry in listing:
+                        name = entry.name
+                        if name.endswith((".pyc", "__pycache__")):  # hashing.skip_bytecode
+                            continue
+                        rel = prefix + name
+                        if entry.is_dir(follow_symlinks=False):
+                            entries[rel] = ["d", "", False, 0, 0]
+                            if not by_fd:
+                                pending.append((entry.path, rel + "/"))
+                                continue
+                            try:
+                                pending.append((os.open(name, flags, dir_fd=folder), rel + "/"))
+                            except OSError:
+                                continue
+                        elif entry.is_symlink():
+                            info = entry.stat(follow_symlinks=False)
+                            target = (
+                                os.readlink(name, dir_fd=folder)
+                                if by_fd
+                                else os.readlink(entry.path)
+                            )
+                            entries[rel] = ["l", target, False, info.st_size, info.st_mtime_ns]
+                            links.append(rel)
+                        else:
+                            info = entry.stat(follow_symlinks=False)
+                            stats[rel] = info
+                            entries[rel] = [
+                                "f",
+                                "",
+                                bool(info.st_mode & 0o111),
+                                info.st_size,
+                                info.st_mtime_ns,
+                            ]
+            finally:
+                if by_fd:
+                    os.close(folder)
+    finally:
+        if by_fd:
+            for folder, _ in pending:
+                os.close(folder)
+    return entries, stats, links
+
+
+# Folders listed by descriptor (fstatat per file) where os.scandir takes one.
+_FD_WALK = os.scandir in os.supports_fd and os.readlink in os.supports_dir_fd
 
 
 def _record_checks(

@@ -9,6 +9,7 @@ is neither read nor written: stacks' stamps alone decide what is up to date.
 
 from __future__ import annotations
 
+import functools
 import traceback
 from collections.abc import Sequence
 from typing import Any
@@ -37,11 +38,15 @@ def run_sequentially(
 ) -> int:
     """Run the tasks of `planned` (dependencies first) that are not up to date; 1 if any failed.
 
-    With `early_installs` (more than one job allowed), while a build runs, uv already
-    installs the packages of the next build to run (see `stacks.build.early_installs`).
+    With `early_installs` (more than one job allowed), once a build has installed its own
+    packages, uv already installs those of the next build to run while this one is checked
+    (see `stacks.build.early_installs`).
     """
     tasks = {f"{step}:{task['name']}": task for step, task in all_tasks(ctx)}
     statuses: dict[str, str] = {}
+    started = None
+    if early_installs:
+        from stacks.build import early_installs as started
     reporter.initialize(None, None)
     try:
         for index, item in enumerate(planned):
@@ -58,13 +63,18 @@ def run_sequentially(
                 statuses[name] = "up-to-date"
                 continue
             reporter.execute_task(task)
-            if early_installs and name.startswith("build:"):
-                _start_next_install(ctx, planned[index + 1 :], tasks, statuses)
-            statuses[name] = _execute(tasks[name], task, reporter)
+            if started is not None and name.startswith("build:"):
+                later = planned[index + 1 :]
+                started.after_this_install(
+                    functools.partial(_start_next_install, ctx, later, tasks, statuses)
+                )
+            try:
+                statuses[name] = _execute(tasks[name], task, reporter)
+            finally:
+                if started is not None:
+                    started.forget_queued()
     finally:
-        if early_installs:
-            from stacks.build import early_installs as started
-
+        if started is not None:
             started.cancel_all()
         reporter.complete_run()
     return 1 if "failed" in statuses.values() or "not-run" in statuses.values() else 0
