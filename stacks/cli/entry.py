@@ -54,7 +54,30 @@ def console_main(*, restore_sigint: bool = False) -> NoReturn:
     except KeyboardInterrupt:
         print("stacks: interrupted", file=sys.stderr)
         code = 130
-    sys.exit(code)
+    _exit(code)
+
+
+def _exit(code: int) -> NoReturn:
+    """Exit with `code`, skipping the interpreter's teardown when nothing else still runs.
+
+    The atexit handlers run and the standard streams are flushed as in a normal exit; only
+    freeing every object one by one is left out: after a big build (file records,
+    manifests of ~10,000 entries) that took ~20 ms. A thread still running gets the normal
+    shutdown, which waits for it.
+    """
+    import threading
+
+    if threading.active_count() > 1:
+        sys.exit(code)
+    import atexit
+    import contextlib
+    import os
+
+    atexit._run_exitfuncs()
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(OSError, ValueError):  # a closed pipe: nothing more to say
+            stream.flush()
+    os._exit(code)
 
 
 def _run(argv: Sequence[str] | None) -> int:
