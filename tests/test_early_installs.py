@@ -7,6 +7,7 @@ folder nobody takes must go, and an install made for another lock must not be us
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import time
@@ -110,3 +111,16 @@ def test_an_install_for_a_lock_changed_since_is_not_used(project: Path) -> None:
         pylock.write_bytes(before)
         early_installs.cancel_all()
     assert _partials(project) == []
+
+
+def test_an_install_that_cannot_start_leaves_nothing_to_take(project: Path, tmp_path: Path) -> None:
+    """A staging folder that cannot be made (a file where its folder should be): nothing is
+    left to take, so the build step builds as usual and meets the problem itself."""
+    blocker = tmp_path / "not-a-folder"
+    blocker.write_text("a file\n")
+    request = dataclasses.replace(_request(project, "app-app"), target=blocker / "app-app")
+    with pytest.raises(OSError):
+        early_installs.start(request)
+    assert early_installs.take(request) is None
+    assert blocker.read_text() == "a file\n"
+    early_installs.cancel_all()

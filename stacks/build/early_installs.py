@@ -95,15 +95,20 @@ def start(request: BuildRequest) -> None:
     stage = Path(atomic.sibling_name(request.target, ".partial"))
     early = EarlyInstall(request, stage, identity)
     _STARTED[request.target] = early  # named before it exists: `cancel_all` removes it
-    request.target.parent.mkdir(parents=True, exist_ok=True)
-    os.mkdir(stage)
-    if not wire_environment(request, stage):
-        return
-    command, env = uv_install_command(request, stage, stage / "bin" / "python")
-    early.child = ChildProcess(
-        command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env
-    )
-    early.process = early.child.__enter__()
+    try:
+        request.target.parent.mkdir(parents=True, exist_ok=True)
+        os.mkdir(stage)
+        if not wire_environment(request, stage):
+            return  # nothing to install: the build step takes the wired folder as it is
+        command, env = uv_install_command(request, stage, stage / "bin" / "python")
+        early.child = ChildProcess(
+            command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env
+        )
+        early.process = early.child.__enter__()
+    except BaseException:  # half started: not to be taken, and nothing of it left
+        del _STARTED[request.target]
+        _discard(early)
+        raise
 
 
 def take(request: BuildRequest) -> EarlyInstall | None:
