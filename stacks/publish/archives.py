@@ -257,7 +257,10 @@ class _ParallelXzWriter:
         return len(data)
 
     def _submit(self, chunk: bytes) -> None:
-        self._pending.append(self._pool.submit(_xz_compress, chunk))
+        from stacks.children import interrupts_deferred
+
+        with interrupts_deferred():  # never inside a pool thread's start (see there)
+            self._pending.append(self._pool.submit(_xz_compress, chunk))
         self._written_any = True
         while len(self._pending) > self._max_pending:
             self._out.write(self._pending.popleft().result())

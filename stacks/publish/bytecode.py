@@ -67,8 +67,12 @@ def compile_sources(
         for rel in sorted(sources)
     ]
     batches = [jobs[i : i + BATCH] for i in range(0, len(jobs), BATCH)]
+    from stacks.children import interrupts_deferred
+
     with ThreadPoolExecutor(max_workers=max(1, min(os.cpu_count() or 1, 8))) as pool:
-        failures = [f for f in pool.map(lambda b: _run_batch(python, b, scratch), batches) if f]
+        with interrupts_deferred():  # map starts the pool's threads: never interrupted inside
+            results = pool.map(lambda b: _run_batch(python, b, scratch), batches)
+        failures = [f for f in results if f]
     if failures:
         raise PublishError(
             f"compiling the bytecode of {tree} with {python} failed: {failures[0]}",
