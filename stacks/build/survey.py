@@ -326,10 +326,18 @@ def _read_all(items: list[_Item]) -> list[tuple[os.stat_result, str, str] | None
 
     from stacks.children import interrupts_deferred
 
+    # A batch per task, files dealt out in turn (big ones spread): a task per file cost
+    # more in the pool's bookkeeping than hashing a small file does.
+    batches = min(len(items), 4 * (os.cpu_count() or 2))
+    found: list[tuple[os.stat_result, str, str] | None] = [None] * len(items)
     with ThreadPoolExecutor(max_workers=os.cpu_count() or 2) as pool:
         with interrupts_deferred():  # map submits (and starts threads) at once
-            reading = pool.map(read, items)
-        return list(reading)
+            reading = pool.map(
+                lambda first: [read(i) for i in items[first::batches]], range(batches)
+            )
+        for first, results in enumerate(reading):
+            found[first::batches] = results
+    return found
 
 
 # Fewer files than this, or fewer bytes, are read in this thread: a pool costs more.
