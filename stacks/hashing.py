@@ -14,10 +14,29 @@ import xxhash
 
 from stacks import atomic
 
-try:  # a speed-up for manifests and stamps (see compact_json); json does the same, slower
-    import orjson
-except ImportError:  # pragma: no cover - a platform without orjson's wheels
-    orjson = None  # type: ignore[assignment]
+
+def _load_orjson() -> Any:
+    """orjson (a speed-up for manifests and stamps, see `compact_json`), or None without it.
+
+    Imported with SIGINT and SIGTERM held back by the process's signal mask: a Ctrl-C
+    landing inside its module's initialisation crashed the interpreter (SIGSEGV) instead
+    of raising KeyboardInterrupt. Held, the signal is delivered right after the import.
+    """
+    import _signal  # the C module: `signal` builds enums on import
+
+    mask = getattr(_signal, "pthread_sigmask", None)
+    held = mask(_signal.SIG_BLOCK, {_signal.SIGINT, _signal.SIGTERM}) if mask else None
+    try:
+        import orjson
+    except ImportError:  # pragma: no cover - a platform without orjson's wheels
+        return None
+    finally:
+        if mask is not None:
+            mask(_signal.SIG_SETMASK, held)
+    return orjson
+
+
+orjson = _load_orjson()
 
 PREFIX = "xxh3_128:"
 _CHUNK = 1 << 20

@@ -40,3 +40,33 @@ def test_anything_but_a_command_first_gets_the_whole_parser() -> None:
     assert len(every) > 15
     for argv in (["-v", "export", "s.toml"], ["lokc"], [], ["--help"]):
         assert list(subcommands(build_parser(only=command_word(argv)))) == every
+
+
+def test_a_ctrl_c_wrapped_by_class_creation_is_an_interruption(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Python 3.11 wraps a KeyboardInterrupt raised inside `__set_name__` (a Ctrl-C landing
+    while a lazily imported module defines a dataclass) in a RuntimeError."""
+    from stacks.cli import entry
+
+    class Interrupted:
+        def __set_name__(self, owner: type, name: str) -> None:
+            raise KeyboardInterrupt
+
+    def run(argv: object) -> int:
+        try:
+            type("Defined", (), {"field": Interrupted()})
+        except KeyboardInterrupt:  # Python 3.12 and later: not wrapped
+            raise RuntimeError("Error calling __set_name__") from KeyboardInterrupt()
+        return 0
+
+    monkeypatch.setattr(entry, "_run", run)
+    assert entry.main(["show"]) == 130
+    assert capsys.readouterr().err == "stacks: interrupted\n"
+
+    def failing(argv: object) -> int:
+        raise RuntimeError("a bug, not an interrupt")
+
+    monkeypatch.setattr(entry, "_run", failing)
+    with pytest.raises(RuntimeError, match="a bug"):
+        entry.main(["show"])

@@ -24,6 +24,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         # Caught around argument parsing too: a Ctrl-C at any point after start-up is no crash.
         print("stacks: interrupted", file=sys.stderr)
         return 130
+    except RuntimeError as exc:
+        # A Ctrl-C inside a class's creation (a lazy import defining a dataclass) comes
+        # wrapped: "Error calling __set_name__ ...", caused by the KeyboardInterrupt.
+        if not isinstance(exc.__cause__, KeyboardInterrupt):
+            raise
+        print("stacks: interrupted", file=sys.stderr)
+        return 130
     except BrokenPipeError:
         # The reader went away (`stacks show ... | head`): stop quietly.
         import os
