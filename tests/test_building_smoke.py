@@ -185,3 +185,17 @@ def test_expected_packages_follow_markers_and_load_packaging_only_for_them(
     assert run("linux_x86_64", plain) == "[('six', '1.17.0')] False"
     assert run("linux_x86_64", plain, marked) == "[('idna', '3.10'), ('six', '1.17.0')] True"
     assert run("win_amd64", marked) == "[('colorama', '0.4.6')] True"
+
+
+def test_messages_name_the_build_folder_not_its_staging_folder(tmp_path: Path) -> None:
+    """The check runs in the staging folder beside the build folder; users know the latter."""
+    from stacks.build.smoke import _as_built
+
+    target = tmp_path / "build" / "app-x"
+    stage = tmp_path / "build" / ".app-x.0a1b2c3d.partial"
+    text = f"missing from sys.path: {stage}/lib/python3.12/site-packages"
+    assert (
+        _as_built(text, stage, target)
+        == f"missing from sys.path: {target}/lib/python3.12/site-packages"
+    )
+    assert _as_built(text, target, target) == text

@@ -175,7 +175,8 @@ def smoke_check(request: BuildRequest, folder: Path | None = None) -> list[str]:
         raise BuildError(f"layer '{layer.env_name}': its python does not start: {exc}") from None
     if result.returncode != 0:
         raise BuildError(
-            f"layer '{layer.env_name}': its python failed the smoke check:\n{indent(result.stderr.strip())}"
+            f"layer '{layer.env_name}': its python failed the smoke check:\n"
+            + indent(_as_built(result.stderr.strip(), target, request.target))
         )
     import ast
 
@@ -190,9 +191,14 @@ def smoke_check(request: BuildRequest, folder: Path | None = None) -> list[str]:
     if report["problems"]:
         raise BuildError(
             f"layer '{layer.env_name}' failed its smoke check:\n"
-            + indent("\n".join(report["problems"]))
+            + indent(_as_built("\n".join(report["problems"]), target, request.target))
         )
-    return list(report.get("warnings", []))
+    return [_as_built(str(text), target, request.target) for text in report.get("warnings", [])]
+
+
+def _as_built(text: str, folder: Path, target: Path) -> str:
+    """`text` with the staging folder's path shown as the build folder's (what users know)."""
+    return text if folder == target else text.replace(os.fspath(folder), os.fspath(target))
 
 
 def top_level_imports(path: Path) -> list[tuple[int, str]] | None:
