@@ -279,17 +279,7 @@ class KnownDigests:
     def recall(self, info: os.stat_result) -> str | None:
         """The content hash of the file whose stat is `info`, if it was hashed at this inode,
         size and mtime before."""
-        key = f"{info.st_dev}:{info.st_ino}"
-        self.used.add(key)
-        found = self.known.get(key)
-        if (
-            type(found) is list
-            and len(found) == 3
-            and found[0] == info.st_size
-            and found[1] == info.st_mtime_ns
-        ):
-            return str(found[2])
-        return None
+        return self.recall_all({"": info}).get("")
 
     def recall_all(self, stats: Mapping[str, os.stat_result]) -> dict[str, str]:
         """`recall` of many files at once (by any key, e.g. relpath): the hashes found."""
@@ -313,17 +303,14 @@ class KnownDigests:
         found = self.recall(info)
         if found is not None:
             return found
-        key = f"{info.st_dev}:{info.st_ino}"
         digest = hash_file(Path(full))
-        # Only hard-linked files recur (from uv's cache, or the provided runtime); a file of
-        # one link was written by this build and the next build writes it anew.
-        if info.st_nlink > 1:
-            self.known[key] = [info.st_size, info.st_mtime_ns, digest]
-            self.changed = True
+        self.learn(info, digest)
         return digest
 
     def learn(self, info: os.stat_result, digest: str) -> None:
-        """Remember the hash of a hard-linked file another check just read (by its fstat)."""
+        """Remember the hash of a hard-linked file just read (by its stat)."""
+        # Only hard-linked files recur (from uv's cache, or the provided runtime); a file of
+        # one link was written by this build and the next build writes it anew.
         if info.st_nlink > 1:
             self.known[f"{info.st_dev}:{info.st_ino}"] = [info.st_size, info.st_mtime_ns, digest]
             self.changed = True
@@ -386,46 +373,91 @@ def scan_tree(
 ) -> TreeManifest:
     """Walk `root` (not following links) into a manifest; `skip(relpath)` prunes entries;
     `known` answers (and remembers) the hashes of files by inode, size and mtime."""
-    # os.scandir: folders and links are told apart by the entry's type (no stat); only files
-    # (and links) are stat'ed. Unreadable folders are left out, as os.walk leaves them out.
-    entries: dict[str, TreeEntry] = {}
-    pending = [(os.fspath(root), "")]
-    while pending:
-        folder, prefix = pending.pop()
-        try:
-            listing = os.scandir(folder)
-        except OSError:
-            continue
-        with listing:
-            for entry in listing:
-                rel = prefix + entry.name
-                if skip is not None and skip(rel):
-                    continue
-                if entry.is_symlink():
-                    entries[rel] = _link_entry(entry.path)
-                elif entry.is_dir(follow_symlinks=False):
-                    entries[rel] = _FOLDER
-                    pending.append((entry.path, rel + "/"))
-                else:
-                    info = entry.stat(follow_symlinks=False)
-                    if not hash_files:
-                        digest = ""
-                    elif known is not None:
-                        digest = known.digest(entry.path, info)
-                    else:
-                        digest = hash_file(Path(entry.path))
-                    entries[rel] = TreeEntry(
-                        "f", digest, bool(info.st_mode & 0o111), info.st_size, info.st_mtime_ns
-                    )
-    return TreeManifest(entries)
+    top = os.fspath(root)
+    entries, stats, _ = walk_entries(top, skip)
+    if hash_files:
+        for rel, info in stats.items():
+            path = os.path.join(top, rel)
+            entries[rel][1] = (
+                known.digest(path, info) if known is not None else hash_file(Path(path))
+            )
+    return TreeManifest({rel: TreeEntry(*entry) for rel, entry in entries.items()})
 
 
-_FOLDER = TreeEntry("d")
+def walk_entries(
+    top: str, skip: Callable[[str], bool] | None = None
+) -> tuple[dict[str, list[Any]], dict[str, os.stat_result], list[str]]:
+    """Every entry below `top` that `skip(relpath)` keeps, as manifest entries in JSON form
+    (file digests left empty), each file's stat by relpath, and the relpaths of links.
+    Unreadable folders are left out, as os.walk leaves them out. Folders and links are told apart by
+    their entry type (no stat); folders are listed through descriptors where the platform
+    allows, so each file's stat looks up one name, not its whole path."""
+    entries: dict[str, list[Any]] = {}
+    stats: dict[str, os.stat_result] = {}
+    links: list[str] = []
+    by_fd = _FD_WALK
+    flags = os.O_RDONLY | getattr(os, "O_DIRECTORY", 0) | getattr(os, "O_CLOEXEC", 0)
+    pending: list[tuple[Any, str]] = []
+    try:
+        pending.append((os.open(top, flags) if by_fd else top, ""))
+    except OSError:
+        return entries, stats, links
+    try:
+        while pending:
+            folder, prefix = pending.pop()
+            try:
+                listing = os.scandir(folder)
+            except OSError:
+                if by_fd:
+                    os.close(folder)
+                continue
+            try:
+                with listing:
+                    for entry in listing:
+                        name = entry.name
+                        rel = prefix + name
+                        if skip is not None and skip(rel):
+                            continue
+                        if entry.is_dir(follow_symlinks=False):
+                            entries[rel] = ["d", "", False, 0, 0]
+                            if not by_fd:
+                                pending.append((entry.path, rel + "/"))
+                                continue
+                            try:
+                                pending.append((os.open(name, flags, dir_fd=folder), rel + "/"))
+                            except OSError:
+                                continue
+                        elif entry.is_symlink():
+                            info = entry.stat(follow_symlinks=False)
+                            target = (
+                                os.readlink(name, dir_fd=folder)
+                                if by_fd
+                                else os.readlink(entry.path)
+                            )
+                            entries[rel] = ["l", target, False, info.st_size, info.st_mtime_ns]
+                            links.append(rel)
+                        else:
+                            info = entry.stat(follow_symlinks=False)
+                            stats[rel] = info
+                            entries[rel] = [
+                                "f",
+                                "",
+                                bool(info.st_mode & 0o111),
+                                info.st_size,
+                                info.st_mtime_ns,
+                            ]
+            finally:
+                if by_fd:
+                    os.close(folder)
+    finally:
+        if by_fd:
+            for folder, _ in pending:
+                os.close(folder)
+    return entries, stats, links
 
 
-def _link_entry(path: str) -> TreeEntry:
-    info = os.lstat(path)
-    return TreeEntry("l", os.readlink(path), False, info.st_size, info.st_mtime_ns)
+# Folders listed by descriptor (fstatat per file) where os.scandir takes one.
+_FD_WALK = os.scandir in os.supports_fd and os.readlink in os.supports_dir_fd
 
 
 # ---------------------------------------------------------------- stamps

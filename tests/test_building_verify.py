@@ -11,12 +11,19 @@ from pathlib import Path
 
 from stacks import hashing
 from stacks.build.records import VerifiedFiles
-from stacks.build.survey import survey_tree, verify_installed
+from stacks.build.survey import survey_tree
 
 
 def record_hash(data: bytes) -> str:
     """The RECORD form of a sha256."""
     return base64.urlsafe_b64encode(hashlib.sha256(data).digest()).rstrip(b"=").decode("ascii")
+
+
+def verify_installed(
+    site: Path, verified: VerifiedFiles | None = None, known: hashing.KnownDigests | None = None
+) -> dict[str, list[str]]:
+    """Installed files in `site` whose sha256 differs from their RECORD entry, by distribution."""
+    return survey_tree(site, site_dir="", verified=verified, known=known).damaged
 
 
 def install(site: Path, files: dict[str, bytes], *, linked: bool = True) -> None:

@@ -46,12 +46,9 @@ class EarlyInstall:
             raise
         self.child.__exit__(None, None, None)
         self.child = None
-        return subprocess.CompletedProcess(self.child_args, self.process.returncode, stdout, stderr)
-
-    @property
-    def child_args(self) -> list[str]:
-        """The command uv was started with."""
-        return [] if self.process is None else list(self.process.args)  # type: ignore[arg-type]
+        return subprocess.CompletedProcess(
+            self.process.args, self.process.returncode, stdout, stderr
+        )
 
     def stop(self) -> None:
         """Kill and reap uv (if still running)."""

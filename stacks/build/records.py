@@ -43,7 +43,7 @@ class VerifiedFiles:
         """Whether this file (by stat) was verified before with this RECORD hash."""
         if not self.trust:
             return False
-        key = f"{info.st_dev}:{info.st_ino}"
+        key = self._key(info)
         found = self.known.get(key)
         if (
             type(found) is not list  # also a hand-edited record: no traceback, just rehash

@@ -20,7 +20,14 @@ from typing import Any
 
 from stacks.build.records import VerifiedFiles
 from stacks.errors import BuildError
-from stacks.hashing import PREFIX, KnownDigests, manifest_digest, manifest_text
+from stacks.hashing import (
+    PREFIX,
+    KnownDigests,
+    manifest_digest,
+    manifest_text,
+    skip_bytecode,
+    walk_entries,
+)
 
 
 @dataclass
@@ -103,7 +110,7 @@ def walk_tree(root: Path) -> WalkedTree:
     """Walk `root` (not following links, bytecode left out): one `stat` per file."""
     top = os.fspath(root)
     with gc_paused():
-        return WalkedTree(top, *_walk(top))
+        return WalkedTree(top, *walk_entries(top, skip_bytecode))
 
 
 def survey_tree(
@@ -165,86 +172,6 @@ def check_tree(
         if known is not None:
             known.learn(info, content)
     return TreeSurvey(entries, damaged)
-
-
-def verify_installed(
-    site: Path, verified: VerifiedFiles | None = None, known: KnownDigests | None = None
-) -> dict[str, list[str]]:
-    """Installed files in `site` whose sha256 differs from their RECORD entry, by distribution."""
-    return survey_tree(site, site_dir="", verified=verified, known=known).damaged
-
-
-def _walk(top: str) -> tuple[dict[str, list[Any]], dict[str, os.stat_result], list[str]]:
-    """Every entry below `top` but bytecode, as manifest entries (no digests yet), each
-    file's stat by relpath, and the relpaths of links. Folders and links are told apart by
-    their entry type (no stat); folders are listed through descriptors where the platform
-    allows, so each file's stat looks up one name, not its whole path."""
-    entries: dict[str, list[Any]] = {}
-    stats: dict[str, os.stat_result] = {}
-    links: list[str] = []
-    by_fd = _FD_WALK
-    flags = os.O_RDONLY | getattr(os, "O_DIRECTORY", 0) | getattr(os, "O_CLOEXEC", 0)
-    pending: list[tuple[Any, str]] = []
-    try:
-        pending.append((os.open(top, flags) if by_fd else top, ""))
-    except OSError:
-        return entries, stats, links
-    try:
-        while pending:
-            folder, prefix = pending.pop()
-            try:
-                listing = os.scandir(folder)
-            except OSError:  # left out, as os.walk leaves unreadable folders out
-                if by_fd:
-                    os.close(folder)
-                continue
-            try:
-                with listing:
-                    for entry in listing:
-                        name = entry.name
-                        if name.endswith((".pyc", "__pycache__")):  # hashing.skip_bytecode
-                            continue
-                        rel = prefix + name
-                        if entry.is_dir(follow_symlinks=False):
-                            entries[rel] = ["d", "", False, 0, 0]
-                            if not by_fd:
-                                pending.append((entry.path, rel + "/"))
-                                continue
-                            try:
-                                pending.append((os.open(name, flags, dir_fd=folder), rel + "/"))
-                            except OSError:
-                                continue
-                        elif entry.is_symlink():
-                            info = entry.stat(follow_symlinks=False)
-                            target = (
-                                os.readlink(name, dir_fd=folder)
-                                if by_fd
-                                else os.readlink(entry.path)
-                            )
-                            entries[rel] = ["l", target, False, info.st_size, info.st_mtime_ns]
-                            links.append(rel)
-                        else:
-                            info = entry.stat(follow_symlinks=False)
-                            stats[rel] = info
-                            entries[rel] = [
-                                "f",
-                                "",
-                                bool(info.st_mode & 0o111),
-                                info.st_size,
-                                info.st_mtime_ns,
-                            ]
-            finally:
-                if by_fd:
-                    os.close(folder)
-    finally:
-        if by_fd:
-            for folder, _ in pending:
-                os.close(folder)
-    return entries, stats, links
-
-
-# Folders listed by descriptor (fstatat per file) where os.scandir takes one.
-_FD_WALK = os.scandir in os.supports_fd and os.readlink in os.supports_dir_fd
 
 
 def _record_checks(
